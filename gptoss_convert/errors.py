@@ -1,0 +1,26 @@
+"""Typed errors. Each carries the exit code the CLI returns; the message is one line naming the file, tensor or
+option and what was expected. Library code raises these and never calls sys.exit."""
+
+
+class GptossConvertError(Exception):
+    """Base class: a user-facing, one-line error."""
+
+    exit_code = 2
+
+
+class ParityError(GptossConvertError):
+    """The implementation under test does not match the reference (verify's gate failed)."""
+
+    exit_code = 1
+
+
+class InputError(GptossConvertError):
+    """Bad usage or input: a bad option value, a missing download, an unreachable hub, a malformed config."""
+
+    exit_code = 2
+
+
+class IntegrityError(GptossConvertError):
+    """A checkpoint or download is damaged or inconsistent: truncated file, bad header, wrong shape, bad checksum."""
+
+    exit_code = 3

@@ -1,0 +1,227 @@
+"""GPTOssConfig: one typed dataclass for every gpt-oss shape, plus presets and the Transformers config.json bridge.
+
+Field names follow Transformers' `GptOssConfig` (and so the hub's config.json) so values map across one to one.
+Values for the presets: ../shared/reference/gptoss-spec.md §1.1.
+"""
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SLIDING = "sliding_attention"
+FULL = "full_attention"
+IMPLEMENTATIONS = ("eager", "fast")
+
+
+def alternating_layer_types(num_layers: int) -> tuple[str, ...]:
+    # gpt-oss: even layers (0, 2, 4, ...) use the sliding window, odd layers attend to everything (spec §1.1).
+    return tuple(SLIDING if i % 2 == 0 else FULL for i in range(num_layers))
+
+
+@dataclass(frozen=True)
+class GPTOssConfig:
+    vocab_size: int = 201088
+    hidden_size: int = 2880
+    intermediate_size: int = 2880  # per expert
+    num_hidden_layers: int = 24
+    num_attention_heads: int = 64
+    num_key_value_heads: int = 8
+    head_dim: int = 64
+    num_local_experts: int = 32
+    num_experts_per_tok: int = 4
+    sliding_window: int = 128  # keys visible on sliding layers, the current token included
+    layer_types: tuple[str, ...] = ()  # empty: alternating, starting with a sliding layer
+    max_position_embeddings: int = 131072
+    rope_theta: float = 150000.0
+    rope_scaling_factor: float = 32.0  # YaRN s
+    rope_beta_fast: float = 32.0
+    rope_beta_slow: float = 1.0
+    rope_original_max_position_embeddings: int = 4096
+    rope_truncate: bool = False  # gpt-oss: the YaRN correction range is NOT rounded to integers
+    rms_norm_eps: float = 1e-5
+    swiglu_alpha: float = 1.702
+    swiglu_limit: float = 7.0
+    attention_bias: bool = True
+    tie_word_embeddings: bool = False
+    initializer_range: float = 0.02
+    router_aux_loss_coef: float = 0.9
+    bos_token_id: int | None = 199998
+    eos_token_id: int | list[int] | None = 200002
+    pad_token_id: int | None = 199999
+    implementation: str = "eager"  # "eager": the readable path; "fast": fused attention + grouped experts
+    extra: dict = field(default_factory=dict, compare=False)  # config.json keys we carry but do not use
+
+    def __post_init__(self):
+        if not self.layer_types:
+            object.__setattr__(self, "layer_types", alternating_layer_types(self.num_hidden_layers))
+        object.__setattr__(self, "layer_types", tuple(self.layer_types))
+        problems = []
+        if len(self.layer_types) != self.num_hidden_layers:
+            problems.append(f"layer_types has {len(self.layer_types)} entries for {self.num_hidden_layers} layers")
+        if any(t not in (SLIDING, FULL) for t in self.layer_types):
+            problems.append(f"layer_types may hold only {SLIDING!r} or {FULL!r}")
+        if self.num_attention_heads % self.num_key_value_heads:
+            problems.append("num_attention_heads must be a multiple of num_key_value_heads")
+        if self.head_dim % 2:
+            problems.append("head_dim must be even (rotary embedding)")
+        if not 0 < self.num_experts_per_tok <= self.num_local_experts:
+            problems.append("num_experts_per_tok must be in 1..num_local_experts")
+        if self.implementation not in IMPLEMENTATIONS:
+            problems.append(f"implementation must be one of {IMPLEMENTATIONS}, got {self.implementation!r}")
+        if problems:
+            raise ValueError("invalid GPTOssConfig: " + "; ".join(problems))
+
+    @property
+    def kv_group_size(self) -> int:
+        """Query heads that share one key/value head."""
+        return self.num_attention_heads // self.num_key_value_heads
+
+    def replace(self, **changes) -> "GPTOssConfig":
+        return dataclasses.replace(self, **changes)
+
+    # ---- Transformers config.json ------------------------------------------------------------------------------
+
+    @classmethod
+    def from_hf_config(cls, source: "dict | str | Path") -> "GPTOssConfig":
+        """Read a Transformers gpt-oss config (a dict, a config.json, or a directory holding one).
+
+        Accepts both spellings of the rotary settings: 4.x `rope_scaling` + `rope_theta` and 5.x `rope_parameters`.
+        """
+        hf = _read_json(source)
+        rope = dict(hf.get("rope_parameters") or hf.get("rope_scaling") or {})
+        rope_type = rope.get("rope_type", rope.get("type", "yarn"))
+        if rope_type != "yarn":
+            raise ValueError(f"rope type {rope_type!r} is not supported: gpt-oss uses 'yarn'")
+        known = {f.name for f in dataclasses.fields(cls)} - {"extra", "implementation"}
+        values = {k: hf[k] for k in known if k in hf}
+        values.pop("layer_types", None)
+        if hf.get("layer_types"):
+            values["layer_types"] = tuple(hf["layer_types"])
+        if "num_experts_per_tok" not in hf and "experts_per_token" in hf:
+            values["num_experts_per_tok"] = hf["experts_per_token"]
+        values["rope_theta"] = float(rope.get("rope_theta", hf.get("rope_theta", cls.rope_theta)))
+        values["rope_scaling_factor"] = float(rope.get("factor", cls.rope_scaling_factor))
+        values["rope_beta_fast"] = float(rope.get("beta_fast") or cls.rope_beta_fast)
+        values["rope_beta_slow"] = float(rope.get("beta_slow") or cls.rope_beta_slow)
+        # Transformers falls back to max_position_embeddings when this key is missing (spec §2.7 pitfall 2).
+        values["rope_original_max_position_embeddings"] = int(
+            rope.get("original_max_position_embeddings", hf.get("max_position_embeddings", 131072))
+        )
+        # Transformers treats a missing `truncate` as True (spec §2.7 pitfall 1).
+        values["rope_truncate"] = bool(rope.get("truncate", True))
+        used = known | {"rope_scaling", "rope_parameters", "experts_per_token"}
+        values["extra"] = {k: v for k, v in hf.items() if k not in used}
+        return cls(**values)
+
+    def to_hf_config(self) -> dict:
+        """The config.json Transformers reads, in the hub's own spelling (`rope_scaling` + `rope_theta`)."""
+        hf = dict(self.extra)
+        hf.update(
+            architectures=["GptOssForCausalLM"],
+            model_type="gpt_oss",
+            vocab_size=self.vocab_size,
+            hidden_size=self.hidden_size,
+            intermediate_size=self.intermediate_size,
+            num_hidden_layers=self.num_hidden_layers,
+            num_attention_heads=self.num_attention_heads,
+            num_key_value_heads=self.num_key_value_heads,
+            head_dim=self.head_dim,
+            num_local_experts=self.num_local_experts,
+            num_experts_per_tok=self.num_experts_per_tok,
+            experts_per_token=self.num_experts_per_tok,
+            sliding_window=self.sliding_window,
+            layer_types=list(self.layer_types),
+            max_position_embeddings=self.max_position_embeddings,
+            initial_context_length=self.rope_original_max_position_embeddings,
+            rope_theta=self.rope_theta,
+            rope_scaling={
+                "rope_type": "yarn",
+                "factor": self.rope_scaling_factor,
+                "beta_fast": self.rope_beta_fast,
+                "beta_slow": self.rope_beta_slow,
+                "original_max_position_embeddings": self.rope_original_max_position_embeddings,
+                "truncate": self.rope_truncate,
+            },
+            rms_norm_eps=self.rms_norm_eps,
+            swiglu_limit=self.swiglu_limit,
+            attention_bias=self.attention_bias,
+            attention_dropout=0.0,
+            hidden_act="silu",
+            tie_word_embeddings=self.tie_word_embeddings,
+            initializer_range=self.initializer_range,
+            router_aux_loss_coef=self.router_aux_loss_coef,
+            output_router_logits=False,
+            use_cache=True,
+            eos_token_id=self.eos_token_id,
+            pad_token_id=self.pad_token_id,
+        )
+        if self.bos_token_id is not None and "bos_token_id" in self.extra:
+            hf["bos_token_id"] = self.bos_token_id
+        if self.swiglu_alpha != 1.702:
+            hf["swiglu_alpha"] = self.swiglu_alpha
+        return hf
+
+    # ---- our own format ----------------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["layer_types"] = list(self.layer_types)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GPTOssConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown GPTOssConfig keys: {', '.join(unknown)}")
+        return cls(**d)
+
+    # ---- YaRN (spec §2.2) --------------------------------------------------------------------------------------
+
+    @property
+    def rope_attention_factor(self) -> float:
+        """YaRN's m ("concentration"): cos and sin are both multiplied by it."""
+        s = self.rope_scaling_factor
+        return 1.0 if s <= 1 else 0.1 * math.log(s) + 1.0
+
+
+def _read_json(source) -> dict:
+    if isinstance(source, dict):
+        return dict(source)
+    path = Path(source)
+    if path.is_dir():
+        path = path / "config.json"
+    with open(path) as f:
+        return json.load(f)
+
+
+def GPTOss_20B(**overrides) -> GPTOssConfig:
+    """openai/gpt-oss-20b: 24 layers, 32 experts, top-4."""
+    return GPTOssConfig(**overrides)
+
+
+def GPTOss_120B(**overrides) -> GPTOssConfig:
+    """openai/gpt-oss-120b: 36 layers, 128 experts, top-4."""
+    return GPTOssConfig(**{"num_hidden_layers": 36, "num_local_experts": 128, **overrides})
+
+
+def GPTOss_Small(**overrides) -> GPTOssConfig:
+    """Same structure as the real models (sinks, YaRN, alternating sliding/full, top-k MoE), laptop-sized."""
+    small = dict(
+        vocab_size=4096,
+        hidden_size=256,
+        intermediate_size=256,
+        num_hidden_layers=4,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        head_dim=32,
+        num_local_experts=8,
+        num_experts_per_tok=2,
+        sliding_window=32,
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=None,
+    )
+    return GPTOssConfig(**{**small, **overrides})
