@@ -1,0 +1,443 @@
+"""Lazy, validating reader of gpt-oss checkpoints in every layout we support (spec §3).
+
+Layouts (detected from the files, never from the directory name):
+- "hf": the hub's root layout — `config.json` (Transformers keys, usually with `quantization_config`) and either
+  `model.safetensors.index.json` + shards or a single `model.safetensors`; experts either MXFP4
+  (`*_blocks`/`*_scales`, U8) or dense (`gate_up_proj` [E, H, 2I], `down_proj` [E, I, H], as Transformers'
+  dequantized `GptOssExperts` saves them).
+- "original": OpenAI's `original/` layout — `config.json` with exactly the 16 `ModelConfig` keys, `block.N.*` names,
+  fused qkv; one `model.safetensors`, or shards with or without an index. Given either the `original/` directory or
+  a directory holding it (when that directory has no HF weights of its own).
+- "gptoss_model": our own format (what `convert` and `GPTOssModelFull.save_pretrained` write).
+
+Only headers are read up front: the name -> (file, dtype, shape) index is built from them, and every header is
+validated (length, JSON, dtypes, shapes, offsets, file size) before any tensor is touched. Tensors are then read
+one at a time through `safetensors.safe_open`. Nothing here unpickles anything.
+"""
+
+import hashlib
+import json
+import math
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from gptoss_model.config import GPTOssConfig
+from gptoss_convert.errors import InputError, IntegrityError
+from gptoss_convert.safetensors_writer import DTYPE_SIZES, TORCH_DTYPES
+
+INDEX_FILE = "model.safetensors.index.json"
+SINGLE_FILE = "model.safetensors"
+MAX_HEADER_BYTES = 100 * 2**20  # safetensors' own limit; a real 20b shard header is ~100 KB
+SIDE_FILES = ("generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+              "chat_template.jinja")
+
+# What the hub's config.json carries for the MXFP4 checkpoints (spec §1.1).
+MXFP4_QUANTIZATION_CONFIG = {
+    "modules_to_not_convert": ["model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"],
+    "quant_method": "mxfp4",
+}
+
+# OpenAI's `ModelConfig` fields: exactly these keys are in original/config.json (spec §1.1, §1.2).
+ORIGINAL_CONFIG_KEYS = (
+    "num_hidden_layers", "num_experts", "experts_per_token", "vocab_size", "hidden_size", "intermediate_size",
+    "swiglu_limit", "head_dim", "num_attention_heads", "num_key_value_heads", "sliding_window",
+    "initial_context_length", "rope_theta", "rope_scaling_factor", "rope_ntk_alpha", "rope_ntk_beta",
+)
+# o200k_harmony ids the conversion script puts into the HF config (spec §1.2, §6); kept only when they fit the vocab.
+HARMONY_TOKEN_IDS = {"bos_token_id": 199998, "eos_token_id": 200002, "pad_token_id": 199999}
+
+
+# ---- configs -------------------------------------------------------------------------------------------------------
+
+def config_from_original(original: dict, source: str = "original/config.json") -> GPTOssConfig:
+    """Map OpenAI's `original/config.json` onto GPTOssConfig the way Transformers' conversion script does (§1.2):
+    num_experts -> num_local_experts, rope_ntk_beta/alpha -> beta_fast/slow, factor, truncate False, original max
+    = initial_context_length, max_position_embeddings = factor x initial_context_length."""
+    missing = [k for k in ORIGINAL_CONFIG_KEYS if k not in original]
+    unknown = sorted(set(original) - set(ORIGINAL_CONFIG_KEYS))
+    if missing or unknown:
+        raise InputError(
+            f"{source}: expected exactly the 16 OpenAI ModelConfig keys; "
+            + "; ".join(p for p in (missing and f"missing {', '.join(missing)}", unknown and f"unknown {', '.join(unknown)}") if p)
+        )
+    o = original
+    token_ids = {k: (v if v < o["vocab_size"] else None) for k, v in HARMONY_TOKEN_IDS.items()}
+    try:
+        return GPTOssConfig(
+            vocab_size=o["vocab_size"],
+            hidden_size=o["hidden_size"],
+            intermediate_size=o["intermediate_size"],
+            num_hidden_layers=o["num_hidden_layers"],
+            num_attention_heads=o["num_attention_heads"],
+            num_key_value_heads=o["num_key_value_heads"],
+            head_dim=o["head_dim"],
+            num_local_experts=o["num_experts"],
+            num_experts_per_tok=o["experts_per_token"],
+            sliding_window=o["sliding_window"],
+            max_position_embeddings=int(o["initial_context_length"] * o["rope_scaling_factor"]),
+            rope_theta=float(o["rope_theta"]),
+            rope_scaling_factor=float(o["rope_scaling_factor"]),
+            rope_beta_fast=float(o["rope_ntk_beta"]),
+            rope_beta_slow=float(o["rope_ntk_alpha"]),
+            rope_original_max_position_embeddings=int(o["initial_context_length"]),
+            rope_truncate=False,
+            swiglu_limit=float(o["swiglu_limit"]),
+            extra={"initial_context_length": o["initial_context_length"]},
+            **token_ids,
+        )
+    except (TypeError, ValueError) as error:
+        raise InputError(f"{source}: {error}") from None
+
+
+def original_config_dict(config: GPTOssConfig) -> dict:
+    """The inverse of `config_from_original`: the 16-key original/config.json for a config."""
+    return {
+        "num_hidden_layers": config.num_hidden_layers,
+        "num_experts": config.num_local_experts,
+        "experts_per_token": config.num_experts_per_tok,
+        "vocab_size": config.vocab_size,
+        "hidden_size": config.hidden_size,
+        "intermediate_size": config.intermediate_size,
+        "swiglu_limit": config.swiglu_limit,
+        "head_dim": config.head_dim,
+        "num_attention_heads": config.num_attention_heads,
+        "num_key_value_heads": config.num_key_value_heads,
+        "sliding_window": config.sliding_window,
+        "initial_context_length": config.rope_original_max_position_embeddings,
+        "rope_theta": config.rope_theta,
+        "rope_scaling_factor": config.rope_scaling_factor,
+        "rope_ntk_alpha": config.rope_beta_slow,
+        "rope_ntk_beta": config.rope_beta_fast,
+    }
+
+
+def _read_json(path: Path, error=InputError) -> dict:
+    try:
+        with open(path) as f:
+            value = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise error(f"{path}: cannot read JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise error(f"{path}: expected a JSON object, found {type(value).__name__}")
+    return value
+
+
+def _hf_config(directory: Path) -> GPTOssConfig:
+    path = directory / "config.json"
+    hf = _read_json(path)
+    quant = hf.get("quantization_config")
+    if quant is not None and (not isinstance(quant, dict) or quant.get("quant_method") != "mxfp4"):
+        raise InputError(f"{path}: quantization_config.quant_method must be 'mxfp4', found {quant!r}")
+    generation = directory / "generation_config.json"
+    if "bos_token_id" not in hf and generation.is_file():
+        bos = _read_json(generation).get("bos_token_id")
+        if isinstance(bos, int):
+            hf["bos_token_id"] = bos
+    try:
+        return GPTOssConfig.from_hf_config(hf)
+    except (TypeError, ValueError, KeyError) as error:
+        raise InputError(f"{path}: not a usable gpt-oss config ({error})") from None
+
+
+def _own_config(directory: Path) -> GPTOssConfig:
+    path = directory / "config.json"
+    ours = _read_json(path)
+    if ours.get("format_version") != 1 or not isinstance(ours.get("config"), dict):
+        raise InputError(f"{path}: expected format_version 1 and a 'config' object, found {ours.get('format_version')!r}")
+    try:
+        return GPTOssConfig.from_dict(ours["config"])
+    except (TypeError, ValueError) as error:
+        raise InputError(f"{path}: {error}") from None
+
+
+# ---- safetensors headers -------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Where one tensor lives: its file, safetensors dtype, shape and byte range (relative to the data start)."""
+
+    name: str
+    file: Path
+    dtype: str
+    shape: tuple[int, ...]
+    begin: int
+    end: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.begin
+
+
+def read_header(path: Path) -> dict[str, TensorInfo]:
+    """Parse and validate one safetensors header without reading tensor data. Raises IntegrityError naming the file."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            prefix = f.read(8)
+            if len(prefix) < 8:
+                raise IntegrityError(f"{path}: truncated: {size} bytes, expected at least the 8-byte header length")
+            (length,) = struct.unpack("<Q", prefix)
+            if length > MAX_HEADER_BYTES or 8 + length > size:
+                raise IntegrityError(
+                    f"{path}: header length {length} runs past the end of the file ({size} bytes): truncated or not safetensors"
+                )
+            raw = f.read(length)
+    except OSError as error:
+        raise IntegrityError(f"{path}: cannot read ({error.strerror or error})") from None
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise IntegrityError(f"{path}: header is not valid JSON ({error})") from None
+    if not isinstance(header, dict):
+        raise IntegrityError(f"{path}: header must be a JSON object, found {type(header).__name__}")
+    data_size = size - 8 - length
+    tensors = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        tensors[name] = _tensor_info(path, name, entry)
+    expected_start = 0
+    for info in sorted(tensors.values(), key=lambda t: (t.begin, t.end)):
+        if info.begin != expected_start:
+            what = "overlaps the previous tensor" if info.begin < expected_start else "leaves a gap before it"
+            raise IntegrityError(f"{path}: {info.name} data_offsets start at {info.begin}, expected {expected_start} ({what})")
+        expected_start = info.end
+    if expected_start > data_size:
+        raise IntegrityError(
+            f"{path}: tensor data ends at byte {expected_start} but the file holds {data_size} data bytes (truncated)"
+        )
+    if expected_start < data_size:
+        raise IntegrityError(f"{path}: {data_size - expected_start} unexpected bytes after the last tensor")
+    return tensors
+
+
+def _tensor_info(path: Path, name: str, entry) -> TensorInfo:
+    if not isinstance(entry, dict):
+        raise IntegrityError(f"{path}: header entry for {name} must be an object")
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if dtype not in DTYPE_SIZES:
+        raise IntegrityError(f"{path}: {name} has unsupported dtype {dtype!r}, expected one of {', '.join(DTYPE_SIZES)}")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise IntegrityError(f"{path}: {name} has invalid shape {shape!r}")
+    if (not isinstance(offsets, list) or len(offsets) != 2
+            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+            or not 0 <= offsets[0] <= offsets[1]):
+        raise IntegrityError(f"{path}: {name} has invalid data_offsets {offsets!r}")
+    nbytes = math.prod(shape) * DTYPE_SIZES[dtype]
+    if offsets[1] - offsets[0] != nbytes:
+        raise IntegrityError(
+            f"{path}: {name} data_offsets span {offsets[1] - offsets[0]} bytes, expected {nbytes} for {dtype} {shape}"
+        )
+    return TensorInfo(name, path, dtype, tuple(shape), offsets[0], offsets[1])
+
+
+def file_sha256(path: Path, chunk_bytes: int = 16 * 2**20) -> str:
+    """Hex sha256 of a file, streamed in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk_bytes):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ---- files inside a checkpoint directory ---------------------------------------------------------------------------
+
+def _member(root: Path, name: str, named_by: Path) -> Path:
+    """Resolve a file named by an index inside `root`, refusing anything that leaves it."""
+    if not isinstance(name, str) or not name:
+        raise IntegrityError(f"{named_by}: weight_map file names must be non-empty strings, found {name!r}")
+    rel = PurePosixPath(name)
+    if rel.is_absolute() or ".." in rel.parts or "\\" in name or Path(name).is_absolute():
+        raise IntegrityError(f"{named_by}: weight_map names {name!r}, a path outside {root}; expected a file inside it")
+    path = root / rel
+    if not path.is_file():
+        raise IntegrityError(f"{named_by}: weight_map names {name}, but {path} does not exist")
+    _check_inside(root, path, named_by)
+    return path
+
+
+def _check_inside(root: Path, path: Path, named_by: Path) -> None:
+    real, real_root = path.resolve(), root.resolve()
+    if real.is_relative_to(real_root) or _in_hub_blobs(real_root, real):
+        return
+    raise IntegrityError(f"{named_by}: {path.name} is a symlink to {real}, outside the checkpoint directory {root}")
+
+
+def _in_hub_blobs(real_root: Path, real: Path) -> bool:
+    # A Hugging Face cache snapshot (models--org--name/snapshots/<rev>[/original]) links every file into the
+    # sibling blobs/ directory of the same repository; that is the one place outside `root` we accept.
+    for parent in (real_root, *real_root.parents):
+        if parent.parent.name == "snapshots":
+            return real.is_relative_to(parent.parent.parent / "blobs")
+    return False
+
+
+def _has_hf_weights(directory: Path) -> bool:
+    return (directory / INDEX_FILE).is_file() or (directory / SINGLE_FILE).is_file()
+
+
+def _is_original_config(directory: Path) -> bool:
+    path = directory / "config.json"
+    if not path.is_file():
+        return False
+    config = _read_json(path)
+    return "num_experts" in config and "model_type" not in config
+
+
+# ---- the checkpoint ------------------------------------------------------------------------------------------------
+
+@dataclass
+class Checkpoint:
+    """An opened checkpoint: where it is, its layout, its config and the header index of its tensors."""
+
+    root: Path  # the directory holding the weights (for "original" the original/ directory itself)
+    layout: str  # "hf" | "original" | "gptoss_model"
+    config: GPTOssConfig
+    tensors: dict[str, TensorInfo]
+    files: list[Path]
+    index_file: Path | None = None
+    side_files: list[Path] = field(default_factory=list)  # tokenizer / generation config found beside the weights
+
+    @property
+    def experts(self) -> str:
+        """How expert weights are stored: "mxfp4" (blocks/scales) or "dense"."""
+        return "mxfp4" if any(n.endswith(("_blocks", ".blocks")) for n in self.tensors) else "dense"
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors.values())
+
+    def describe(self) -> str:
+        return (f"{self.root} ({self.layout} layout, {self.experts} experts, {len(self.files)} file(s), "
+                f"{len(self.tensors)} tensors, {self.total_bytes:,} bytes)")
+
+    def get(self, name: str):
+        """Read one tensor (a new CPU tensor; the file is mapped only while it is copied)."""
+        from safetensors import SafetensorError, safe_open
+
+        info = self.tensors.get(name)
+        if info is None:
+            raise IntegrityError(f"{self.root}: no tensor named {name}")
+        try:
+            with safe_open(info.file, framework="pt") as f:
+                tensor = f.get_tensor(name)
+        except (SafetensorError, OSError, RuntimeError) as error:
+            raise IntegrityError(f"{info.file}: cannot read {name} ({error})") from None
+        if tuple(tensor.shape) != info.shape or tensor.dtype != TORCH_DTYPES[info.dtype]:
+            raise IntegrityError(f"{info.file}: {name} read back as {tensor.dtype} {list(tensor.shape)}, header says {info.dtype} {list(info.shape)}")
+        return tensor
+
+    def sha256s(self) -> dict[str, str]:
+        """sha256 of every weight file, keyed by its path relative to `root` (streamed; slow for big checkpoints)."""
+        return {str(path.relative_to(self.root)): file_sha256(path) for path in self.files}
+
+
+def open_checkpoint(path: str | Path, layout: str | None = None) -> Checkpoint:
+    """Open a checkpoint directory, detecting its layout (or forcing `layout`), and validate every header.
+
+    Detection: config.json with "format": "gptoss_model" -> ours; config.json and HF weights at the root -> "hf";
+    config.json with OpenAI keys -> "original"; otherwise an `original/` subdirectory -> "original".
+    """
+    directory = Path(path)
+    if not directory.is_dir():
+        raise InputError(f"{directory}: not a directory; expected a checkpoint directory (config.json + *.safetensors)")
+    detected = layout or _detect(directory)
+    if detected == "original" and not _is_original_config(directory) and (directory / "original").is_dir():
+        directory = directory / "original"
+    if detected == "hf":
+        return _open_hf(directory, layout="hf", config=_hf_config(directory))
+    if detected == "gptoss_model":
+        return _open_hf(directory, layout="gptoss_model", config=_own_config(directory))
+    if detected == "original":
+        return _open_original(directory)
+    raise InputError(f"layout must be 'hf', 'original' or 'gptoss_model', got {detected!r}")
+
+
+def _detect(directory: Path) -> str:
+    config_path = directory / "config.json"
+    if config_path.is_file():
+        config = _read_json(config_path)
+        if config.get("format") == "gptoss_model":
+            return "gptoss_model"
+        if "num_experts" in config and "model_type" not in config:
+            return "original"
+        if _has_hf_weights(directory):
+            return "hf"
+    if (directory / "original" / "config.json").is_file():
+        return "original"
+    if config_path.is_file():
+        raise InputError(f"{directory}: config.json but no weights; expected {INDEX_FILE} or {SINGLE_FILE}")
+    raise InputError(
+        f"{directory}: no checkpoint found; expected config.json with {INDEX_FILE} or {SINGLE_FILE} (HF layout), "
+        "or original/config.json (OpenAI layout)"
+    )
+
+
+def _open_hf(directory: Path, layout: str, config: GPTOssConfig) -> Checkpoint:
+    index_path = directory / INDEX_FILE
+    if index_path.is_file():
+        files, tensors = _read_indexed(directory, index_path, check_total=(layout == "hf"))
+    elif (directory / SINGLE_FILE).is_file():
+        single = directory / SINGLE_FILE
+        _check_inside(directory, single, single)
+        files, tensors, index_path = [single], read_header(single), None
+    else:
+        raise InputError(f"{directory}: no weights; expected {INDEX_FILE} or {SINGLE_FILE}")
+    side = [directory / name for name in SIDE_FILES if (directory / name).is_file()]
+    return Checkpoint(directory, layout, config, tensors, files, index_path, side)
+
+
+def _open_original(directory: Path) -> Checkpoint:
+    config_path = directory / "config.json"
+    config = config_from_original(_read_json(config_path), str(config_path))
+    index_path = directory / INDEX_FILE
+    if index_path.is_file():
+        files, tensors = _read_indexed(directory, index_path, check_total=False)
+    else:
+        # OpenAI's loader reads every *.safetensors in the directory.
+        files = sorted(directory.glob("*.safetensors"))
+        if not files:
+            raise IntegrityError(f"{directory}: original layout without weights; expected model.safetensors")
+        tensors = {}
+        for file in files:
+            _check_inside(directory, file, file)
+            for name, info in read_header(file).items():
+                if name in tensors:
+                    raise IntegrityError(f"{file}: {name} is also in {tensors[name].file.name}; expected each tensor once")
+                tensors[name] = info
+        index_path = None
+    parent = directory.parent
+    side = [parent / name for name in SIDE_FILES if (parent / name).is_file()] if directory.name == "original" else []
+    return Checkpoint(directory, "original", config, tensors, files, index_path, side)
+
+
+def _read_indexed(directory: Path, index_path: Path, check_total: bool) -> tuple[list[Path], dict[str, TensorInfo]]:
+    index = _read_json(index_path, error=IntegrityError)
+    weight_map = index.get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise IntegrityError(f"{index_path}: expected a non-empty 'weight_map' object")
+    files = []
+    for name in dict.fromkeys(weight_map.values()):  # unique, in first-seen order
+        files.append(_member(directory, name, index_path))
+    files.sort(key=lambda p: p.name)
+    tensors: dict[str, TensorInfo] = {}
+    for file in files:
+        for name, info in read_header(file).items():
+            listed = weight_map.get(name)
+            if listed is None:
+                raise IntegrityError(f"{file}: holds {name}, which {index_path.name} does not list")
+            if PurePosixPath(listed) != PurePosixPath(file.relative_to(directory).as_posix()):
+                raise IntegrityError(f"{file}: holds {name}, which {index_path.name} places in {listed}")
+            tensors[name] = info
+    absent = [name for name in weight_map if name not in tensors]
+    if absent:
+        raise IntegrityError(
+            f"{index_path}: {absent[0]} is listed in {weight_map[absent[0]]} but that file does not hold it"
+            + (f" (and {len(absent) - 1} more)" if len(absent) > 1 else "")
+        )
+    total = (index.get("metadata") or {}).get("total_size") if isinstance(index.get("metadata"), dict) else None
+    actual = sum(t.nbytes for t in tensors.values())
+    if check_total and isinstance(total, int) and total != actual:
+        raise IntegrityError(f"{index_path}: metadata.total_size is {total:,} but the shards hold {actual:,} bytes of tensors")
+    return files, tensors
