@@ -391,6 +391,11 @@ def _open_hf(directory: Path, layout: str, config: GPTOssConfig) -> Checkpoint:
 def _open_original(directory: Path) -> Checkpoint:
     config_path = directory / "config.json"
     config = config_from_original(_read_json(config_path), str(config_path))
+    parent = directory.parent
+    if directory.name == "original" and _has_hf_weights(parent) and (parent / "config.json").is_file():
+        # original/config.json carries no token ids; the HF config of the same repo does.
+        hf = _hf_config(parent)
+        config = config.replace(bos_token_id=hf.bos_token_id, eos_token_id=hf.eos_token_id, pad_token_id=hf.pad_token_id)
     index_path = directory / INDEX_FILE
     if index_path.is_file():
         files, tensors = _read_indexed(directory, index_path, check_total=False)
@@ -407,7 +412,6 @@ def _open_original(directory: Path) -> Checkpoint:
                     raise IntegrityError(f"{file}: {name} is also in {tensors[name].file.name}; expected each tensor once")
                 tensors[name] = info
         index_path = None
-    parent = directory.parent
     side = [parent / name for name in SIDE_FILES if (parent / name).is_file()] if directory.name == "original" else []
     return Checkpoint(directory, "original", config, tensors, files, index_path, side)
 

@@ -213,6 +213,9 @@ def write_checkpoint(config: GPTOssConfig, out: Path, layout: str = "both", seed
         raise SystemExit(f"error: {out} exists and is not empty; remove it or pick another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    _umask = os.umask(0o022)
+    os.umask(_umask)
+    tmp.chmod(0o777 & ~_umask)  # mkdtemp makes it private; the result should look like a normal directory
     try:
         layouts = ("hf", "original") if layout == "both" else (layout,)
         plans = [plan_checkpoint(config, name, max_shard_bytes) for name in layouts]
