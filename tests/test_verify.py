@@ -1,0 +1,97 @@
+"""verify end to end on the embedded tiny checkpoint: the unmodified model passes, and every injected bug makes
+it fail at the right layer type and component, with exit code 1."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from gptoss_convert.cli import cli
+from gptoss_convert.gate import Thresholds
+from gptoss_convert.verify import run_verify
+from tests.sabotage import BUGS
+
+
+def run_cli(*args):
+    return CliRunner().invoke(cli, ["verify", *args])
+
+
+def test_tiny_passes_with_table_and_reports(tmp_path):
+    result = run_cli("--report", str(tmp_path / "r"), "--junit", str(tmp_path / "junit.xml"))
+    assert result.exit_code == 0, result.output
+    assert "PASSED" in result.output
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["passed"] is True and len(report["layers"]) == 4
+    assert [layer["attention_type"] for layer in report["layers"]] == ["sliding_attention", "full_attention"] * 2
+    lengths = [len(p["token_ids"]) for p in report["prompts"]]
+    window = report["checkpoint"]["config"]["sliding_window"]
+    assert min(lengths) < window < max(lengths), "default prompts must fall on both sides of the window"
+    assert report["logits"]["max_abs"] <= 1e-3 and report["logits"]["top1_agreement"] == 1.0
+    assert (tmp_path / "junit.xml").is_file() and (tmp_path / "r" / "report.html").is_file()
+
+
+def test_tiny_reports_exact_float32_parity():
+    result = run_verify("tiny", Thresholds(), progress=False)
+    assert result.passed
+    for layer in result.layers:
+        assert layer.router_isolated.mismatched == 0
+        for metrics in layer.isolated.values():
+            assert metrics.max_abs < 1e-5
+
+
+@pytest.mark.parametrize("bug", sorted(BUGS))
+def test_injected_bug_fails_at_the_right_place(bug, monkeypatch, tmp_path):
+    inject, layer_type, component = BUGS[bug]
+    inject(monkeypatch)
+    result = run_cli("--quiet", "--report", str(tmp_path / "r"))
+    assert result.exit_code == 1, result.output
+    first = json.loads((tmp_path / "r" / "report.json").read_text())["verdict"]["first_failure"]
+    assert (first["attention_type"], first["component"]) == (layer_type, component)
+    assert f"({layer_type}) {component}" in result.output  # the one-line error names it too
+
+
+def test_bfloat16_mode_gates_on_kl_and_top1(tmp_path):
+    result = run_cli("--dtype", "bfloat16", "--quiet", "--report", str(tmp_path / "r"))
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["dtype"] == "bfloat16" and report["max_kl"] == 1e-2 and report["min_top1"] == 0.95
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--atol", "-1"], "--atol"),
+        (["--dtype", "int8"], "--dtype"),
+        (["--min-top1", "2"], "--min-top1"),
+        (["--device", "tpu"], "--device"),
+    ],
+)
+def test_bad_options_exit_2(args, fragment):
+    result = run_cli(*args)
+    assert result.exit_code == 2 and fragment in result.output
+
+
+def test_not_downloaded_model_exits_2_naming_download(monkeypatch, tmp_path):
+    monkeypatch.setenv("GPTOSS_CONVERT_HOME", str(tmp_path))
+    result = run_cli("--model", "20b")
+    assert result.exit_code == 2
+    assert "gptoss-convert download --model 20b" in result.output
+
+
+def test_prompt_and_token_ids(tmp_path):
+    ids_file = tmp_path / "ids.json"
+    ids_file.write_text(json.dumps([[1, 2, 3, 4, 5], list(range(40))]))
+    result = run_cli("--quiet", "--prompt", "Hello there, general verification.", "--token-ids", str(ids_file),
+                     "--report", str(tmp_path / "r"))
+    assert result.exit_code == 0, result.output
+    prompts = json.loads((tmp_path / "r" / "report.json").read_text())["prompts"]
+    assert prompts[0]["text"] == "Hello there, general verification." and len(prompts[0]["token_ids"]) > 3
+    assert prompts[1]["token_ids"] == [1, 2, 3, 4, 5] and len(prompts[2]["token_ids"]) == 40
+
+
+def test_token_id_outside_vocabulary_exits_2(tmp_path):
+    ids_file = tmp_path / "ids.json"
+    ids_file.write_text("[1, 2, 99999]")
+    result = run_cli("--token-ids", str(ids_file), "--report", str(tmp_path / "r"))
+    assert result.exit_code == 2 and "99999" in result.output
+    assert not (tmp_path / "r").exists()
