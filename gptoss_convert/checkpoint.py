@@ -197,12 +197,15 @@ def read_header(path: Path) -> dict[str, TensorInfo]:
         if name == "__metadata__":
             continue
         tensors[name] = _tensor_info(path, name, entry)
-    expected_start = 0
+    expected_start, previous = 0, None
     for info in sorted(tensors.values(), key=lambda t: (t.begin, t.end)):
-        if info.begin != expected_start:
-            what = "overlaps the previous tensor" if info.begin < expected_start else "leaves a gap before it"
-            raise IntegrityError(f"{path}: {info.name} data_offsets start at {info.begin}, expected {expected_start} ({what})")
-        expected_start = info.end
+        if info.begin < expected_start:
+            raise IntegrityError(f"{path}: {info.name} data_offsets [{info.begin}, {info.end}] overlap those of "
+                                 f"{previous.name} [{previous.begin}, {previous.end}]")
+        if info.begin > expected_start:
+            raise IntegrityError(f"{path}: {info.name} data_offsets start at {info.begin}, expected {expected_start} "
+                                 "(a gap in the data)")
+        expected_start, previous = info.end, info
     if expected_start > data_size:
         raise IntegrityError(
             f"{path}: tensor data ends at byte {expected_start} but the file holds {data_size} data bytes (truncated)"

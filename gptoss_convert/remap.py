@@ -252,7 +252,9 @@ class _Reader:
                 tensor = self._checked(source)
             case (blocks, scales):
                 dtype = self.dtype or torch.bfloat16
-                tensor = mxfp4.dequantize(ckpt.get(blocks), ckpt.get(scales), dtype=dtype, name=f"{ckpt.tensors[blocks].file}: {blocks}")
+                # the audit already paired the shapes; what dequantize can still find is a 0xFF (NaN) scale byte
+                tensor = mxfp4.dequantize(ckpt.get(blocks), ckpt.get(scales), dtype=dtype,
+                                          name=f"{ckpt.tensors[scales].file}: {scales}")
                 _check_finite(tensor, f"{blocks} (dequantized with {scales})", ckpt.tensors[blocks].file)
             case Transposed(name):
                 tensor = self._checked(name).transpose(1, 2).contiguous()
