@@ -154,11 +154,10 @@ class GPTOssConfig:
             router_aux_loss_coef=self.router_aux_loss_coef,
             output_router_logits=False,
             use_cache=True,
+            bos_token_id=self.bos_token_id,
             eos_token_id=self.eos_token_id,
             pad_token_id=self.pad_token_id,
         )
-        if self.bos_token_id is not None and "bos_token_id" in self.extra:
-            hf["bos_token_id"] = self.bos_token_id
         if self.swiglu_alpha != 1.702:
             hf["swiglu_alpha"] = self.swiglu_alpha
         return hf
