@@ -35,6 +35,43 @@ def cli():
 
 
 @cli.command()
+@click.option("--model", "-m", required=True, metavar="20b|120b|OWNER/NAME",
+              help="20b / 120b (openai/gpt-oss-20b / -120b) or any hub repo id.")
+@click.option("--revision", metavar="REV",
+              help="Branch, tag or commit; resolved once to a commit sha.  [default: main]")
+@click.option("--layout", type=click.Choice(["hf", "original", "all"]), default="hf", show_default=True,
+              help="hf: root configs, tokenizer, chat template, model-*.safetensors; original: original/*; "
+                   "all: everything but metal/.")
+@click.option("--local-dir", type=click.Path(file_okay=False), metavar="DIR",
+              help="Download here.  [default: $GPTOSS_CONVERT_HOME/models/OWNER--NAME]")
+@click.option("--cache-dir", type=click.Path(file_okay=False), envvar="HF_HUB_CACHE", metavar="DIR",
+              help="huggingface_hub cache; files already there are copied, not fetched.  [default: HF_HUB_CACHE]")
+@click.option("--dry-run", is_flag=True,
+              help="List files, sizes, what is here and what would be fetched; write nothing.")
+@click.option("--no-verify", is_flag=True,
+              help="Skip the sha256 check of downloaded files (sizes are still checked).")
+def download(model, revision, layout, local_dir, cache_dir, dry_run, no_verify):
+    """Download a gpt-oss checkpoint from the Hugging Face Hub (or the mirror in HF_ENDPOINT), check every file
+    against the hub's sha256, and record repo, commit and checksums in gptoss-manifest.json.
+
+    \b
+    Examples:
+      gptoss-convert download --model 20b
+      gptoss-convert download --model 120b --layout original --dry-run
+      gptoss-convert download -m openai/gpt-oss-20b --revision <commit-sha> --local-dir /data/gpt-oss-20b
+    """
+    from gptoss_convert import hub
+
+    options = dict(revision=revision, layout=layout, local_dir=local_dir, cache_dir=cache_dir)
+    if dry_run:
+        plan = hub.plan_download(model, **options)
+        click.echo(hub.format_plan(plan))
+        hub.check_disk_space(plan)
+        return
+    click.echo(hub.format_summary(hub.download(model, verify=not no_verify, **options)))
+
+
+@cli.command()
 @click.option("--model", "-m", required=True, metavar="tiny|20b|120b|PATH",
               help="tiny (embedded), 20b / 120b (fetched by `gptoss-convert download`) or a checkpoint directory "
                    "(HF layout, original/, or our own format).")

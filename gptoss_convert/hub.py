@@ -1,0 +1,592 @@
+"""Download gpt-oss checkpoints through huggingface_hub, record where they came from, find them again offline.
+
+`download()` in order: resolve the revision once to a commit (`repo_info`), list the files at that commit
+(`list_repo_tree`: sizes, LFS sha256, git blob ids), pick the layout's files, plan (what is already here, what the
+disk must hold), fetch the rest with `snapshot_download(local_dir=...)`, hash every file against the hub's listing,
+and only then write `gptoss-manifest.json` (temporary file + rename). Later commands call `resolve_model_dir` and
+`read_manifest`, which never touch the network.
+
+huggingface_hub reads HF_ENDPOINT and HF_HUB_OFFLINE once, at import. We read them again at call time and pass
+`endpoint=` explicitly, so the environment of the call wins.
+
+Resume: huggingface_hub (2.x) resumes a cut transfer inside one run with HTTP `Range` requests; across runs it keeps
+every file that completed (its local_dir metadata makes them no-ops), but a half-fetched file is started again
+(its temporary file is per-process and removed on failure).
+"""
+
+import datetime
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from pathlib import Path
+
+from gptoss_convert.errors import GptossConvertError, InputError, IntegrityError
+
+KNOWN_MODELS = {"20b": "openai/gpt-oss-20b", "120b": "openai/gpt-oss-120b"}
+LAYOUTS = ("hf", "original", "all")
+MANIFEST_NAME = "gptoss-manifest.json"
+MANIFEST_VERSION = 1
+DEFAULT_ENDPOINT = "https://huggingface.co"
+DEFAULT_REVISION = "main"
+
+# Root files of the Transformers layout. Matched against root-level paths only: the hub's own allow/ignore patterns
+# use fnmatch, where `*` also crosses `/`, so "*.json" would take original/config.json too.
+_HF_ROOT_PATTERNS = ("*.json", "*.jinja", "tokenizer*", "model*.safetensors")
+_REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
+_HASH_CHUNK = 16 << 20
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Names and places (no network)
+
+
+def parse_model(model: str) -> str:
+    """`20b` / `120b` / `owner/name` -> the hub repo id; anything else is an InputError."""
+    if model in KNOWN_MODELS:
+        return KNOWN_MODELS[model]
+    if _REPO_ID.fullmatch(model) and "--" not in model and ".." not in model:
+        return model
+    raise InputError(
+        f"--model {model!r}: expected 20b, 120b or a hub repo id OWNER/NAME (for example openai/gpt-oss-20b)"
+    )
+
+
+def home_dir() -> Path:
+    """$GPTOSS_CONVERT_HOME, default ~/.cache/gptoss-convert."""
+    return Path(os.environ.get("GPTOSS_CONVERT_HOME") or "~/.cache/gptoss-convert").expanduser()
+
+
+def default_model_dir(repo_id: str) -> Path:
+    """Where `download` puts a repo when no --local-dir is given: <home>/models/<owner>--<name>."""
+    return home_dir() / "models" / repo_id.replace("/", "--")
+
+
+def read_manifest(directory) -> dict | None:
+    """The download manifest of `directory` (or, for its `original/` subfolder, of the download it belongs to), or
+    None if there is none. A malformed manifest is an IntegrityError."""
+    directory = Path(directory)
+    path = directory / MANIFEST_NAME
+    if not path.is_file() and directory.name == "original":
+        path = directory.parent / MANIFEST_NAME
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise IntegrityError(f"{path}: unreadable download manifest ({error}); re-run `gptoss-convert download`")
+    missing = [k for k in ("repo_id", "revision", "commit", "layout", "files") if k not in manifest]
+    if missing:
+        raise IntegrityError(f"{path}: download manifest lacks {', '.join(missing)}; re-run `gptoss-convert download`")
+    return manifest
+
+
+def resolve_model_dir(model: str) -> Path:
+    """A known name or owner/name -> its download directory (offline). An existing directory path is returned as is.
+
+    Raises InputError naming the download command when the model has not been downloaded (no manifest)."""
+    if model not in KNOWN_MODELS and Path(model).expanduser().is_dir():
+        return Path(model).expanduser()
+    repo_id = parse_model(model)
+    directory = default_model_dir(repo_id)
+    if read_manifest(directory) is None:
+        raise InputError(
+            f"{repo_id} is not downloaded (no {MANIFEST_NAME} in {directory}): "
+            f"run `gptoss-convert download --model {model}` first, or pass a checkpoint directory"
+        )
+    return directory
+
+
+def provenance(manifest: dict) -> str:
+    """One line for reports: 'openai/gpt-oss-20b@<commit> (revision main, layout hf, downloaded ...)'."""
+    return (
+        f"{manifest['repo_id']}@{manifest['commit']} (revision {manifest['revision']}, layout {manifest['layout']}, "
+        f"downloaded {manifest.get('downloaded_at', '?')})"
+    )
+
+
+def select_files(paths, layout: str) -> list[str]:
+    """The repo paths that make up `layout`.
+
+    hf: root *.json, *.jinja, tokenizer*, model*.safetensors (never original/ or metal/).
+    original: everything under original/.
+    all: everything except metal/ (the Apple Metal inference binary: as large as the weights, of no use to
+    convert or verify)."""
+    if layout == "hf":
+        return [p for p in paths if "/" not in p and any(fnmatchcase(p, pat) for pat in _HF_ROOT_PATTERNS)]
+    if layout == "original":
+        return [p for p in paths if p.startswith("original/")]
+    if layout == "all":
+        return [p for p in paths if not p.startswith("metal/")]
+    raise InputError(f"--layout {layout!r}: expected one of {', '.join(LAYOUTS)}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Plan
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    path: str
+    size: int
+    sha256: str | None  # LFS files: the hub's sha256 of the content; None for plain git files
+    git_oid: str  # git blob sha1 (of the content for plain files, of the pointer for LFS files)
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    remote: RemoteFile
+    # "verified": on disk, unchanged since a manifest of this commit recorded it verified
+    # "here": on disk with the right size, to be checked; "cached": in the huggingface_hub cache, will be copied
+    # "fetch": will be downloaded
+    state: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    repo_id: str
+    revision: str
+    commit: str
+    layout: str
+    endpoint: str
+    directory: Path
+    files: tuple[PlannedFile, ...]
+    free_bytes: int | None
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.remote.size for f in self.files)
+
+    @property
+    def incoming_bytes(self) -> int:
+        """Bytes that will be written: fetched or copied from the hub cache."""
+        return sum(f.remote.size for f in self.files if f.state in ("fetch", "cached"))
+
+
+@dataclass(frozen=True)
+class DownloadResult:
+    repo_id: str
+    revision: str
+    commit: str
+    layout: str
+    directory: Path
+    manifest_path: Path
+    files: tuple[dict, ...]  # manifest entries {path, size, sha256}
+    incoming_files: int  # fetched (or copied from the huggingface_hub cache) by this run
+    incoming_bytes: int
+    verified: bool
+    offline: bool = False
+    replaced: tuple[str, ...] = ()  # files found damaged on disk and fetched again
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f["size"] for f in self.files)
+
+
+def endpoint_from_env() -> str:
+    return (os.environ.get("HF_ENDPOINT") or "").strip().rstrip("/") or DEFAULT_ENDPOINT
+
+
+def is_offline() -> bool:
+    from huggingface_hub import constants
+
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return value.strip().upper() in ("1", "ON", "YES", "TRUE") or constants.is_offline_mode()
+
+
+def plan_download(model, *, revision=None, layout="hf", local_dir=None, cache_dir=None) -> Plan:
+    """Resolve the revision to a commit, list its files, and say for each what a download would do. Writes nothing."""
+    from huggingface_hub import HfApi, try_to_load_from_cache
+    from huggingface_hub.hf_api import RepoFile
+
+    repo_id = parse_model(model)
+    revision = revision or DEFAULT_REVISION
+    directory = Path(local_dir).expanduser() if local_dir else default_model_dir(repo_id)
+    endpoint = endpoint_from_env()
+    if is_offline():
+        raise InputError("HF_HUB_OFFLINE=1 is set: a download plan needs the hub (unset it, or drop --dry-run)")
+    api = HfApi(endpoint=endpoint)
+    with _hub_errors(repo_id, revision, endpoint):
+        commit = api.repo_info(repo_id, revision=revision).sha  # the one resolution of the revision
+        entries = [e for e in api.list_repo_tree(repo_id, revision=commit, recursive=True) if isinstance(e, RepoFile)]
+    if not commit:
+        raise InputError(f"{endpoint} gave no commit for {repo_id}@{revision}: is HF_ENDPOINT a Hub-compatible server?")
+    by_path = {
+        e.path: RemoteFile(e.path, e.lfs.size if e.lfs else e.size, e.lfs.sha256 if e.lfs else None, e.blob_id)
+        for e in entries
+    }
+    chosen = select_files(sorted(by_path), layout)
+    if layout != "all" and not any(p.endswith(".safetensors") for p in chosen):
+        raise InputError(
+            f"{repo_id}@{commit[:12]} has no safetensors weights in layout {layout!r} "
+            f"(the repo has {len(by_path)} files): try --layout original or --layout all"
+        )
+
+    previous = _read_manifest_quietly(directory)
+    known, manifest_mtime = {}, 0.0
+    if previous and previous["repo_id"] == repo_id and previous["commit"] == commit and previous.get("verified"):
+        manifest_mtime = (directory / MANIFEST_NAME).stat().st_mtime
+        known = {e["path"]: e for e in previous["files"]}
+
+    def state(remote: RemoteFile) -> str:
+        local = directory / remote.path
+        if local.is_file() and local.stat().st_size == remote.size:
+            entry = known.get(remote.path)
+            if (
+                entry
+                and entry["size"] == remote.size
+                and remote.sha256 in (None, entry["sha256"])
+                and local.stat().st_mtime <= manifest_mtime
+            ):
+                return "verified"
+            return "here"
+        cached = try_to_load_from_cache(repo_id, remote.path, cache_dir=cache_dir, revision=commit)
+        return "cached" if isinstance(cached, str) else "fetch"
+
+    files = tuple(PlannedFile(by_path[p], state(by_path[p])) for p in chosen)
+    return Plan(repo_id, revision, commit, layout, endpoint, directory, files, _free_bytes(directory))
+
+
+def check_disk_space(plan: Plan) -> None:
+    """InputError when the download directory's disk cannot hold what the plan would write."""
+    if plan.free_bytes is not None and plan.free_bytes < plan.incoming_bytes:
+        raise InputError(
+            f"not enough disk space in {plan.directory}: the download needs {_human(plan.incoming_bytes)}, "
+            f"{_human(plan.free_bytes)} is free (free some space or pass --local-dir on a larger disk)"
+        )
+
+
+def _free_bytes(directory: Path) -> int | None:
+    for path in (directory, *directory.absolute().parents):  # the directory may not exist yet
+        if path.exists():
+            try:
+                return shutil.disk_usage(path).free
+            except OSError:
+                return None
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Download, verify, record
+
+
+def download(model, *, revision=None, layout="hf", local_dir=None, cache_dir=None, verify=True, max_workers=8):
+    """Download `layout` of `model` at `revision`, check it, record it. Returns a DownloadResult.
+
+    Raises InputError (hub unreachable, access refused, unknown repo/revision, no disk space) or IntegrityError
+    (a fetched file whose sha256 or size differs from the hub's listing; it is removed, no manifest is written)."""
+    from huggingface_hub import snapshot_download
+
+    if is_offline():
+        return _offline_result(model, revision, layout, local_dir)
+    plan = plan_download(model, revision=revision, layout=layout, local_dir=local_dir, cache_dir=cache_dir)
+    check_disk_space(plan)
+    previous = _read_manifest_quietly(plan.directory)
+    recorded = {e["path"]: e for e in (previous or {}).get("files", [])}
+    entries = {f.remote.path: recorded[f.remote.path] for f in plan.files if f.state == "verified"}
+
+    if len(entries) < len(plan.files):
+        # The set on disk is about to be checked or changed: no manifest may vouch for it until that succeeded.
+        (plan.directory / MANIFEST_NAME).unlink(missing_ok=True)
+
+    # Files already here but never verified (an interrupted run, a manifest-less copy): check them first, so a
+    # damaged one is simply fetched again in this run. Files of the wrong size are removed up front.
+    here = [f.remote for f in plan.files if f.state == "here"]
+    good, damaged = _check_files(plan.directory, here, verify)
+    entries.update(good)
+    for f in plan.files:
+        if f.remote.path not in entries:
+            (plan.directory / f.remote.path).unlink(missing_ok=True)
+
+    todo = [f.remote for f in plan.files if f.remote.path not in entries]
+    if todo:
+        with _hub_errors(plan.repo_id, plan.revision, plan.endpoint):
+            snapshot_download(
+                plan.repo_id,
+                revision=plan.commit,
+                local_dir=plan.directory,
+                cache_dir=cache_dir,
+                allow_patterns=[_fnmatch_escape(f.path) for f in todo],
+                endpoint=plan.endpoint,
+                max_workers=max_workers,
+            )
+        fetched, bad = _check_files(plan.directory, todo, verify)
+        if bad:
+            path, problem = bad[0]
+            more = f" (and {len(bad) - 1} more: {', '.join(p for p, _ in bad[1:4])})" if len(bad) > 1 else ""
+            raise IntegrityError(
+                f"{plan.directory / path}: {problem} per {plan.endpoint} at commit {plan.commit}{more}; "
+                "the damaged file was removed; re-run the same command to fetch it again"
+            )
+        entries.update(fetched)
+
+    manifest = _merged_manifest(plan, [entries[f.remote.path] for f in plan.files], previous, verify)
+    manifest_path = plan.directory / MANIFEST_NAME
+    if not manifest_path.is_file() or _without_time(manifest) != _without_time(previous):  # a re-run: untouched
+        _write_manifest(plan.directory, manifest)
+    files = tuple(entries[f.remote.path] for f in plan.files)
+    return DownloadResult(
+        plan.repo_id, plan.revision, plan.commit, manifest["layout"], plan.directory, manifest_path, files,
+        incoming_files=len(todo), incoming_bytes=sum(f.size for f in todo), verified=verify,
+        replaced=tuple(path for path, _ in damaged),
+    )
+
+
+def _check_files(directory: Path, files: list[RemoteFile], verify: bool):
+    """Check local copies against the hub's listing: the size always; with `verify`, the sha256 of LFS files and
+    the git blob id of plain files. Returns ({path: manifest entry} of good files, [(path, problem)] of bad ones);
+    bad files are deleted so nothing that looks complete stays behind.
+
+    A missing file is an InputError: huggingface_hub gave up on it (most likely the hub became unreachable)."""
+    from tqdm.auto import tqdm
+
+    missing = [f.path for f in files if not (directory / f.path).is_file()]
+    if missing:
+        raise InputError(
+            f"{len(missing)} file(s) did not arrive in {directory} ({', '.join(missing[:3])}): "
+            "the hub may have become unreachable; re-run the same command"
+        )
+    good, bad = {}, []
+    to_hash = {f.path for f in files if (directory / f.path).stat().st_size == f.size and (verify or f.sha256 is None)}
+    total = sum(f.size for f in files if f.path in to_hash)
+    bar_style = dict(unit="B", unit_scale=True, desc="Checking sha256", file=sys.stderr)
+    with tqdm(total=total, disable=None if total else True, **bar_style) as bar:  # None: hidden when not a terminal
+        for remote in files:
+            local = directory / remote.path
+            size = local.stat().st_size
+            if size != remote.size:
+                bad.append((remote.path, f"size {remote.size} bytes expected, found {size}"))
+                continue
+            if remote.path in to_hash:
+                sha256, git_oid = _hash_file(local, bar)
+            else:  # --no-verify: record the hub's sha256 unchecked
+                sha256, git_oid = remote.sha256, remote.git_oid
+            if verify and remote.sha256 is not None and sha256 != remote.sha256:
+                bad.append((remote.path, f"sha256 {remote.sha256} expected, found {sha256}"))
+            elif verify and remote.sha256 is None and git_oid != remote.git_oid:
+                bad.append((remote.path, f"git blob id {remote.git_oid} expected, found {git_oid}"))
+            else:
+                good[remote.path] = {"path": remote.path, "size": size, "sha256": sha256}
+    for path, _ in bad:
+        (directory / path).unlink(missing_ok=True)
+    return good, bad
+
+
+def _hash_file(path: Path, bar) -> tuple[str, str]:
+    """(sha256, git blob sha1) of a file, reading it once."""
+    sha256, git = hashlib.sha256(), hashlib.sha1()
+    git.update(b"blob %d\0" % path.stat().st_size)
+    with open(path, "rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            sha256.update(chunk)
+            git.update(chunk)
+            bar.update(len(chunk))
+    return sha256.hexdigest(), git.hexdigest()
+
+
+def _merged_manifest(plan: Plan, entries: list[dict], previous: dict | None, verified: bool) -> dict:
+    """This run's files, plus those of an earlier run of the same commit with another layout still on disk."""
+    layouts, files = {plan.layout}, {e["path"]: e for e in entries}
+    if previous and previous["repo_id"] == plan.repo_id and previous["commit"] == plan.commit:
+        carried = 0
+        for entry in previous["files"]:
+            local = plan.directory / entry["path"]
+            if entry["path"] not in files and local.is_file() and local.stat().st_size == entry["size"]:
+                files[entry["path"]] = entry
+                carried += 1
+        if carried:
+            layouts |= set(previous["layout"].split("+"))
+            verified = verified and bool(previous.get("verified"))
+    layout = "all" if "all" in layouts else "+".join(sorted(layouts))
+    return {
+        "format_version": MANIFEST_VERSION,
+        "repo_id": plan.repo_id,
+        "revision": plan.revision,
+        "commit": plan.commit,
+        "layout": layout,
+        "endpoint": plan.endpoint,
+        "downloaded_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "verified": verified,
+        "files": [files[p] for p in sorted(files)],
+    }
+
+
+def _without_time(manifest: dict | None) -> dict | None:
+    return None if manifest is None else {k: v for k, v in manifest.items() if k != "downloaded_at"}
+
+
+def _write_manifest(directory: Path, manifest: dict) -> Path:
+    path = directory / MANIFEST_NAME
+    tmp = directory / f".{MANIFEST_NAME}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _read_manifest_quietly(directory: Path) -> dict | None:
+    try:
+        return read_manifest(directory)
+    except IntegrityError:  # a damaged manifest is simply replaced by the next successful download
+        return None
+
+
+def _offline_result(model, revision, layout, local_dir) -> DownloadResult:
+    """HF_HUB_OFFLINE=1: succeed only if a manifest already covers the request, after checking file sizes."""
+    repo_id = parse_model(model)
+    revision = revision or DEFAULT_REVISION
+    directory = Path(local_dir).expanduser() if local_dir else default_model_dir(repo_id)
+    manifest = read_manifest(directory)
+    have = set(manifest["layout"].split("+")) if manifest else set()
+    if (
+        manifest is None
+        or manifest["repo_id"] != repo_id
+        or revision not in (manifest["revision"], manifest["commit"])
+        or not ("all" in have or layout in have)
+    ):
+        raise InputError(
+            f"HF_HUB_OFFLINE=1 is set and {repo_id} (revision {revision}, layout {layout}) is not downloaded "
+            f"in {directory}: unset HF_HUB_OFFLINE to download it"
+        )
+    for entry in manifest["files"]:
+        local = directory / entry["path"]
+        if not local.is_file() or local.stat().st_size != entry["size"]:
+            raise IntegrityError(
+                f"{local}: listed in {MANIFEST_NAME} with {entry['size']} bytes but missing or of another size; "
+                "re-run the download without HF_HUB_OFFLINE"
+            )
+    return DownloadResult(
+        repo_id, manifest["revision"], manifest["commit"], manifest["layout"], directory, directory / MANIFEST_NAME,
+        tuple(manifest["files"]), incoming_files=0, incoming_bytes=0, verified=bool(manifest.get("verified")),
+        offline=True,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Errors: one line each, with the fix; the token is never printed
+
+
+class _hub_errors:
+    """Context manager turning huggingface_hub / network exceptions into InputError / IntegrityError."""
+
+    def __init__(self, repo_id: str, revision: str, endpoint: str):
+        self.repo_id, self.revision, self.endpoint = repo_id, revision, endpoint
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        if error is None or isinstance(error, (GptossConvertError, KeyboardInterrupt)):
+            return False
+        translated = self.translate(error)
+        if translated is None:
+            return False
+        raise translated from error
+
+    def translate(self, error: BaseException) -> GptossConvertError | None:
+        import httpx2
+        from huggingface_hub import get_token
+        from huggingface_hub.errors import (
+            GatedRepoError,
+            HfHubHTTPError,
+            LocalEntryNotFoundError,
+            OfflineModeIsEnabled,
+            RepositoryNotFoundError,
+            RevisionNotFoundError,
+        )
+
+        repo, where = self.repo_id, self.endpoint
+        token = get_token()
+        token_hint = (
+            "check that the token in HF_TOKEN (or from `hf auth login`) is valid and has read access"
+            if token
+            else "log in with `hf auth login` or set HF_TOKEN"
+        )
+        if isinstance(error, RevisionNotFoundError):
+            message = f"revision {self.revision!r} not found in {repo} on {where} (use a branch, tag or commit sha)"
+        elif isinstance(error, GatedRepoError):
+            message = f"{repo} on {where} is gated: accept its terms at {where}/{repo}, then {token_hint}"
+        elif isinstance(error, RepositoryNotFoundError):
+            message = f"repository {repo} not found on {where} (check the name; if it is private, {token_hint})"
+        elif isinstance(error, HfHubHTTPError) and _status(error) in (401, 403):
+            message = f"{where} refused access to {repo} (HTTP {_status(error)}): {token_hint}"
+        elif isinstance(error, HfHubHTTPError):
+            message = (
+                f"{where} answered HTTP {_status(error)} for {repo}: try again later, or set HF_ENDPOINT to a mirror"
+            )
+        elif isinstance(error, (httpx2.TransportError, LocalEntryNotFoundError, OfflineModeIsEnabled)):
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            message = (
+                f"cannot reach {where} ({type(error).__name__}: {reason[:160]}): check the network; "
+                "HF_ENDPOINT can point at a mirror, and HF_HUB_OFFLINE=1 uses what is already downloaded"
+            )
+        elif isinstance(error, OSError) and "Consistency check failed" in str(error):
+            first_line = str(error).splitlines()[0]
+            return IntegrityError(f"a download from {where} ended at the wrong size ({first_line}); re-run the command")
+        elif isinstance(error, OSError):
+            message = f"cannot write the download: {error}"
+        elif isinstance(error, (json.JSONDecodeError, KeyError)):
+            reason = f"{type(error).__name__}: {str(error)[:160]}"
+            message = f"{where} does not answer like a Hugging Face Hub ({reason}); check HF_ENDPOINT"
+        else:
+            return None
+        return InputError(message.replace(token, "***") if token else message)
+
+
+def _status(error) -> int | None:
+    response = getattr(error, "response", None)
+    return getattr(response, "status_code", None)
+
+
+def _fnmatch_escape(path: str) -> str:
+    """An allow pattern matching exactly `path` (huggingface_hub filters with fnmatch)."""
+    return re.sub(r"([*?\[])", r"[\1]", path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Rendering (plain strings; the CLI prints them)
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1000
+    return f"{n} B"
+
+
+def format_plan(plan: Plan) -> str:
+    lines = [f"{plan.repo_id}  revision {plan.revision} = commit {plan.commit}  (layout {plan.layout})"]
+    for f in plan.files:
+        lines.append(f"  {f.state:<8} {_human(f.remote.size):>10}  {f.remote.path}")
+    fetch = [f for f in plan.files if f.state in ("fetch", "cached")]
+    free = "unknown" if plan.free_bytes is None else _human(plan.free_bytes)
+    lines.append(
+        f"{len(plan.files)} files, {_human(plan.total_bytes)}; would write {len(fetch)} files, "
+        f"{_human(plan.incoming_bytes)} into {plan.directory} ({free} free)"
+    )
+    return "\n".join(lines)
+
+
+def format_summary(result: DownloadResult) -> str:
+    lines = [f"{result.repo_id}  revision {result.revision} = commit {result.commit}  (layout {result.layout})"]
+    lines.append(f"{len(result.files)} files, {_human(result.total_bytes)} in {result.directory}")
+    if result.offline:
+        lines.append("HF_HUB_OFFLINE=1: nothing fetched; using the earlier download (file sizes checked)")
+    else:
+        if result.incoming_files:
+            lines.append(f"fetched {result.incoming_files} file(s), {_human(result.incoming_bytes)}")
+        if result.replaced:
+            lines.append(f"replaced {len(result.replaced)} damaged local file(s): {', '.join(result.replaced)}")
+        else:
+            lines.append("nothing to fetch: every file was already here and verified")
+        lines.append(
+            "sha256 / git blob ids checked against the hub's listing"
+            if result.verified
+            else "--no-verify: file sizes checked only, sha256 not checked"
+        )
+    lines.append(f"manifest: {result.manifest_path}")
+    return "\n".join(lines)
