@@ -1,0 +1,410 @@
+"""gptoss_convert.report: the report dict against its schema, and each rendering (terminal, markdown, HTML, JUnit)
+of two real reports (tests/data/report-pass.json from a clean tiny run, report-fail.json from a sabotaged MoE);
+write_reports' atomicity when rendering or renaming fails."""
+
+import copy
+import json
+import re
+import xml.etree.ElementTree as ET
+from html.parser import HTMLParser
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from gptoss_convert import report
+from gptoss_convert.errors import InputError
+from gptoss_convert.gate import COMPONENTS
+
+DATA = Path(__file__).parent / "data"
+
+
+def load(name: str) -> dict:
+    return json.loads((DATA / f"report-{name}.json").read_text())
+
+
+@pytest.fixture(params=["pass", "fail"])
+def sample(request):
+    return load(request.param)
+
+
+# ---- schema -----------------------------------------------------------------------------------------------------
+
+
+def validator():
+    schema = report.schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def test_schema_is_valid_draft_2020_12_and_accepts_both_samples(sample):
+    schema = report.schema()
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert schema["properties"]["schema_version"] == {"const": 1}
+    errors = list(validator().iter_errors(sample))
+    assert not errors, [e.message for e in errors]
+
+
+def _set(d, path, value):
+    *parents, last = path
+    for key in parents:
+        d = d[key]
+    if value is _DELETE:
+        del d[last]
+    else:
+        d[last] = value
+
+
+_DELETE = object()
+
+
+@pytest.mark.parametrize("path, value", [
+    (("verdict",), _DELETE),
+    (("passed",), "false"),
+    (("schema_version",), 2),
+    (("dtype",), "float16"),
+    (("checkpoint", "files", 0, "sha256"), "not-a-digest"),
+    (("checkpoint", "layout"), "gguf"),
+    (("versions", "torch"), _DELETE),
+    (("layers", 0, "attention_type"), "local"),
+    (("layers", 0, "isolated", "moe"), _DELETE),
+    (("layers", 0, "isolated", "moe", "tolerance_ratio"), "infinity"),
+    (("layers", 0, "isolated", "moe", "where", "channel"), -1),
+    (("layers", 0, "router", "isolated", "mismatched"), 0.5),
+    (("logits", "top1_agreement"), 1.5),
+    (("logits", "kl_mean"), _DELETE),
+    (("embedding", "kl_mean"), 0.0),  # metrics are closed: no extra keys
+    (("prompts",), []),
+    (("unexpected",), 1),
+])
+def test_schema_rejects_mutations(path, value):
+    bad = copy.deepcopy(load("fail"))
+    _set(bad, path, value)
+    assert not validator().is_valid(bad)
+
+
+def test_schema_ties_passed_to_the_verdict():
+    passed = load("pass")
+    passed["passed"] = False  # top-level disagrees with the verdict
+    assert not validator().is_valid(passed)
+    failed = load("fail")
+    failed["verdict"]["first_failure"] = None  # a failed verdict names its first failure
+    assert not validator().is_valid(failed)
+    failed = load("fail")
+    failed["verdict"]["failures"] = []
+    assert not validator().is_valid(failed)
+
+
+def test_schema_accepts_inf_and_null_where_compare_writes_them():
+    r = load("fail")
+    m = r["layers"][1]["isolated"]["moe"]
+    m["tolerance_ratio"], m["rel_l2"], m["nmse_db"] = "inf", "inf", "inf"
+    r["checkpoint"]["provenance"] = {"repo_id": "openai/gpt-oss-20b", "revision": "main", "commit": "a" * 40,
+                                     "layout": "hf", "files": []}
+    assert validator().is_valid(r)
+
+
+# ---- terminal ---------------------------------------------------------------------------------------------------
+
+
+def test_terminal_table_fail_names_the_first_failure_and_marks_rows():
+    r = load("fail")
+    text = report.terminal_table(r)
+    lines = text.splitlines()
+    assert lines[-1].startswith("FAILED: layer 0 (sliding_attention) moe")
+    assert lines[-1].startswith("FAILED: " + r["verdict"]["first_failure"]["message"])
+    rows = [line for line in lines if re.match(r"\s*\d+\s+(sliding|full)\s", line)]
+    assert len(rows) == len(r["layers"])
+    assert all(row.rstrip().endswith("FAIL") for row in rows)
+    assert "1.8e+00" in rows[0]  # the sabotaged MoE, in the terminal's number format
+    assert any(line.startswith("logits:") and "top-1 0.089" in line for line in lines)
+
+
+def test_terminal_table_pass():
+    r = load("pass")
+    text = report.terminal_table(r)
+    lines = text.splitlines()
+    assert lines[-1].startswith("PASSED")
+    rows = [line for line in lines if re.match(r"\s*\d+\s+(sliding|full)\s", line)]
+    assert len(rows) == len(r["layers"])
+    assert [row.split()[1] for row in rows] == ["sliding", "full", "sliding", "full"]
+    assert all(row.rstrip().endswith("PASS") and "56/56" in row for row in rows)
+    assert "2.4e-07" in rows[0] and " 0 " in rows[1]
+    assert max(len(line) for line in lines) <= 100
+    assert text.isascii()
+
+
+def test_terminal_row_marks_follow_the_float32_gate():
+    r = load("pass")
+    r["layers"][2]["router"]["isolated"].update(same_set=53, near_tie=2, mismatched=1)
+    r["layers"][3]["isolated"]["attention"]["tolerance_ratio"] = "inf"
+    rows = [line for line in report.terminal_table(r).splitlines() if re.match(r"\s*\d+\s+(sliding|full)\s", line)]
+    assert [row.split()[-1] for row in rows] == ["PASS", "PASS", "FAIL", "FAIL"]
+    assert "53/56 +2 ties 1 off" in rows[2]
+    r["dtype"], r["max_kl"], r["min_top1"] = "bfloat16", 0.01, 0.95  # bf16 gates on logits only: no row marks
+    text = report.terminal_table(r)
+    assert "FAIL" not in text and "informational" in text
+
+
+# ---- markdown ---------------------------------------------------------------------------------------------------
+
+
+def test_markdown_fail():
+    r = load("fail")
+    md = report.markdown(r)
+    assert md.startswith("## ❌ gptoss-convert verify: FAILED")
+    assert "layer 0 (sliding_attention) moe" in md
+    assert "prompt 1, position 5, channel 49" in md  # where the first failure sits
+    assert "| layer | type |" in md
+    rows = [line for line in md.splitlines() if re.match(r"\| \d+ \| (sliding|full) \|", line)]
+    assert len(rows) == 4 and all(row.endswith("❌ |") for row in rows)
+    assert "worst layer" in md and "layer 3 (full_attention)" in md  # largest isolated layer-output ratio
+    assert "8, 48 tokens" in md  # prompt lengths
+    assert "transformers 5.24.0" in md and "float32 / cpu" in md
+    assert "All 9 failures" in md
+
+
+def test_markdown_pass_and_table_cells_escape_pipes():
+    md = report.markdown(load("pass"))
+    assert md.startswith("## ✅ gptoss-convert verify: PASSED")
+    for line in md.splitlines():
+        if line.startswith("|"):  # every table line has the same number of unescaped pipes as its header
+            assert "|diff|" not in line
+    header = next(line for line in md.splitlines() if line.startswith("| layer |"))
+    width = len(re.findall(r"(?<!\\)\|", header))
+    rows = [line for line in md.splitlines() if re.match(r"\| \d+ \|", line)]
+    assert all(len(re.findall(r"(?<!\\)\|", row)) == width for row in rows)
+
+
+# ---- HTML -------------------------------------------------------------------------------------------------------
+
+
+class StrictParser(HTMLParser):
+    """Fails on unbalanced tags, and records what an external reference would look like."""
+
+    VOID = {"meta", "br", "hr", "img", "input", "link", "col", "source", "wbr"}
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.stack, self.tags, self.problems, self.text = [], [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_startendtag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_endtag(self, tag):
+        if not self.stack or self.stack[-1] != tag:
+            self.problems.append(f"</{tag}> closes {self.stack[-1:] or 'nothing'}")
+        else:
+            self.stack.pop()
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def parse_html(text: str) -> StrictParser:
+    parser = StrictParser()
+    parser.feed(text)
+    parser.close()
+    assert not parser.problems, parser.problems[:5]
+    assert not parser.stack, parser.stack
+    return parser
+
+
+def test_html_is_well_formed_self_contained_and_has_a_log_chart(sample):
+    page = report.html(sample)
+    parser = parse_html(page)
+    assert page.startswith("<!DOCTYPE html>")
+    assert "<svg" in page and "log scale" in page
+    tags = [t for t, _ in parser.tags]
+    assert "script" not in tags and "link" not in tags and "img" not in tags and "iframe" not in tags
+    assert not any("src" in attrs or "href" in attrs for _, attrs in parser.tags)
+    assert "http" not in page and "url(" not in page and "@import" not in page
+    text = "".join(parser.text)
+    assert "1e-12" in text  # the floor zeros are clamped to, said in the caption
+    assert f"atol {sample['atol']:g}" in text
+    for f in sample["checkpoint"]["files"]:
+        assert f["sha256"] in text
+    assert sample["versions"]["transformers"] in text
+    assert text.count("sliding") >= 2 and "KL(ref‖ours) mean" in text
+    assert ("FAILED" in text) != sample["verdict"]["passed"]
+
+
+def test_html_chart_has_one_polyline_per_series_and_stays_in_its_box():
+    r = load("fail")
+    svg = report.svg_chart(r)
+    assert svg.count("<polyline") == 4
+    width, height = map(float, re.search(r'viewBox="0 0 (\d+) (\d+)"', svg).groups())
+    for name, value in re.findall(r'\b(x|y|x1|x2|y1|y2|cx|cy)="(-?[\d.]+)"', svg):
+        limit = width if name.startswith(("x", "cx")) else height
+        assert 0 <= float(value) <= limit, (name, value)
+    for coords in re.findall(r'points="([^"]+)"', svg):
+        for pair in coords.split():
+            x, y = map(float, pair.split(","))
+            assert 0 <= x <= width and 0 <= y <= height
+    # Zeros (isolated attention here) are drawn at the floor, the lowest gridline.
+    assert "1e-12" in svg
+    assert "layer 0 isolated attention: max |diff| 0" in svg
+
+
+def test_html_escapes_every_string():
+    r = load("fail")
+    evil = '<script>alert("x")</script> & "quotes"'
+    r["checkpoint"]["path"] = evil
+    r["checkpoint"]["files"][0]["path"] = evil
+    r["prompts"][0]["text"] = evil
+    r["verdict"]["first_failure"]["message"] = evil
+    r["versions"]["torch"] = evil
+    page = report.html(r)
+    parse_html(page)
+    assert "<script" not in page
+    assert "&lt;script&gt;" in page
+
+
+# ---- JUnit ------------------------------------------------------------------------------------------------------
+
+
+def failed_cases(root):
+    return {(case.get("classname"), case.get("name")) for case in root.iter("testcase") if case.find("failure") is not None}
+
+
+def test_junit_one_case_per_layer_and_component_failures_match_the_verdict(sample):
+    root = ET.fromstring(report.junit(sample))
+    suite = root if root.tag == "testsuite" else root.find("testsuite")
+    cases = list(suite.iter("testcase"))
+    n_layers = len(sample["layers"])
+    assert len(cases) == n_layers * len(COMPONENTS) + 3
+    assert int(suite.get("tests")) == len(cases)
+    assert float(suite.get("time")) == pytest.approx(sample["timing"]["seconds"])
+    names = {(c.get("classname"), c.get("name")) for c in cases}
+    assert ("verify.layer_00_sliding", "moe") in names and ("verify.layer_03_full", "experts_selected") in names
+    assert {n for c, n in names if not c.startswith("verify.layer_")} == {"embedding", "final_norm", "logits"}
+    expected = set()
+    for f in sample["verdict"]["failures"]:
+        if f["layer"] is None:
+            expected.add(("verify.model", f["component"]))
+        else:
+            expected.add((f"verify.layer_{f['layer']:02d}_{f['attention_type'].split('_')[0]}", f["component"]))
+    assert failed_cases(suite) == expected
+    assert int(suite.get("failures")) == len(expected)
+
+
+def test_junit_failure_messages_and_router_cases():
+    r = load("fail")
+    r["layers"][2]["router"]["isolated"].update(same_set=50, mismatched=6)
+    r["verdict"]["failures"].append({
+        "layer": 2, "attention_type": "sliding_attention", "component": "experts_selected",
+        "metric": "tokens routed differently (not near-ties)", "value": 6, "limit": 0,
+        "message": "layer 2 (sliding_attention) experts_selected: tokens routed differently (not near-ties) = 6, limit 0",
+    })
+    r["verdict"]["failures"].append({  # two failures of one case (logits: max |diff| and KL) -> one failed case
+        "layer": None, "attention_type": None, "component": "logits", "metric": "KL(ref||ours) mean",
+        "value": 0.285, "limit": 0.01, "message": "final logits: KL(ref||ours) mean = 0.2851, limit 0.01"})
+    root = ET.fromstring(report.junit(r))
+    by_name = {(c.get("classname"), c.get("name")): c for c in root.iter("testcase")}
+    router = by_name[("verify.layer_02_sliding", "experts_selected")].find("failure")
+    assert router is not None and "routed differently" in router.get("message")
+    moe = by_name[("verify.layer_00_sliding", "moe")].find("failure")
+    assert moe.get("message") == "layer 0 (sliding_attention) moe: max |diff| = 1.752, limit 0.001"
+    logits = by_name[("verify.model", "logits")].find("failure")
+    assert "KL(ref||ours) mean" in logits.text and "max |diff|" in logits.get("message")
+    assert by_name[("verify.model", "embedding")].find("failure") is None
+
+
+# ---- write_reports ----------------------------------------------------------------------------------------------
+
+
+def test_write_reports_writes_every_file(tmp_path, sample):
+    out = tmp_path / "a" / "verify-report"
+    written = report.write_reports(sample, out, junit_path=out / "junit.xml")
+    assert written == [out / "report.json", out / "report.md", out / "report.html", out / "junit.xml"]
+    assert json.loads((out / "report.json").read_text()) == sample
+    assert (out / "report.md").read_text(encoding="utf-8") == report.markdown(sample)
+    assert (out / "report.html").read_text(encoding="utf-8") == report.html(sample)
+    ET.parse(out / "junit.xml")
+    assert sorted(p.name for p in out.iterdir()) == ["junit.xml", "report.html", "report.json", "report.md"]
+    assert report.write_reports(sample, out) == written[:3]  # again, over the previous ones, without JUnit
+
+
+def test_write_reports_junit_elsewhere(tmp_path):
+    junit_path = tmp_path / "junit" / "results.xml"
+    written = report.write_reports(load("pass"), tmp_path / "r", junit_path=str(junit_path))
+    assert written[-1] == junit_path and junit_path.is_file()
+
+
+def leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.rglob("*")) if directory.exists() else []
+
+
+def test_write_reports_render_failure_writes_nothing(tmp_path, monkeypatch):
+    def boom(_report):
+        raise RuntimeError("renderer crashed")
+
+    monkeypatch.setattr(report, "html", boom)
+    out = tmp_path / "verify-report"
+    with pytest.raises(RuntimeError, match="renderer crashed"):
+        report.write_reports(load("fail"), out, junit_path=out / "junit.xml")
+    assert leftovers(out) == []
+
+
+@pytest.mark.parametrize("exception", [KeyboardInterrupt, OSError])
+def test_write_reports_interrupted_before_rename_leaves_no_temp_and_the_old_report(tmp_path, monkeypatch, exception):
+    out = tmp_path / "verify-report"
+    report.write_reports(load("pass"), out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    calls = []
+
+    def interrupted_replace(src, dst):  # every temporary file is written by now; the first rename is interrupted
+        calls.append((src, dst))
+        raise exception("interrupted")
+
+    monkeypatch.setattr(report.os, "replace", interrupted_replace)
+    with pytest.raises(KeyboardInterrupt if exception is KeyboardInterrupt else InputError):
+        report.write_reports(load("fail"), out, junit_path=out / "junit.xml")
+    assert calls and Path(calls[0][0]).name.endswith(".tmp")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # old, complete files; no temp, no junit
+
+
+def test_write_reports_json_failure_keeps_the_previous_report(tmp_path, monkeypatch):
+    out = tmp_path / "verify-report"
+    report.write_reports(load("pass"), out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def broken_dumps(*args, **kwargs):
+        raise ValueError("Out of range float values are not JSON compliant")
+
+    monkeypatch.setattr(report.json, "dumps", broken_dumps)
+    with pytest.raises(ValueError):
+        report.write_reports(load("fail"), out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_write_reports_failure_while_writing_a_temp_file_cleans_up(tmp_path, monkeypatch):
+    out = tmp_path / "verify-report"
+    real_fsync, seen = report.os.fsync, []
+
+    def flaky_fsync(fd):  # the first temp file is complete, the second dies mid-write
+        seen.append(fd)
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+        real_fsync(fd)
+
+    monkeypatch.setattr(report.os, "fsync", flaky_fsync)
+    with pytest.raises(KeyboardInterrupt):
+        report.write_reports(load("fail"), out)
+    assert len(seen) == 2
+    assert leftovers(out) == []
+    assert not out.exists()  # the directory it created, empty, is removed too
+
+
+def test_write_reports_onto_a_file_is_an_input_error(tmp_path):
+    target = tmp_path / "verify-report"
+    target.write_text("not a directory")
+    with pytest.raises(InputError, match="not a directory"):
+        report.write_reports(load("pass"), target)
+    assert target.read_text() == "not a directory"
