@@ -184,14 +184,12 @@ def load_model(source: str | Path = "tiny", dtype: torch.dtype | str | None = No
     plan = audit(ckpt)
     with torch.device("meta"):
         model = GPTOssModelFull(ckpt.config, device="meta")
-    for name, tensor in iter_tensors(ckpt, dtype=None, plan=plan):
+    for name, tensor in iter_tensors(ckpt, dtype=dtype, plan=plan, owned=True):  # owned: not the file's mmap
         module_name, _, leaf = name.rpartition(".")
         module = model.get_submodule(module_name)
         requires_grad = getattr(module, leaf).requires_grad
-        # copy=True: a tensor straight from safe_open may still be backed by the file's memory map
-        value = tensor.to(device=device, dtype=dtype, copy=True)
+        setattr(module, leaf, torch.nn.Parameter(tensor.to(device), requires_grad=requires_grad))
         del tensor
-        setattr(module, leaf, torch.nn.Parameter(value, requires_grad=requires_grad))
     model.model.rotary_emb = type(model.model.rotary_emb)(ckpt.config, device=device)  # built on meta above
     unfilled = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
     if unfilled:  # internal invariant: the remap covers every parameter

@@ -240,8 +240,8 @@ def audit(ckpt: Checkpoint) -> dict[str, object]:
 class _Reader:
     """Reads our tensors from an audited checkpoint; keeps the last fused qkv tensor so q, k and v read it once."""
 
-    def __init__(self, ckpt: Checkpoint, dtype: torch.dtype | None):
-        self.ckpt, self.dtype = ckpt, dtype
+    def __init__(self, ckpt: Checkpoint, dtype: torch.dtype | None, owned: bool = False):
+        self.ckpt, self.dtype, self.owned = ckpt, dtype, owned
         self.rows = _qkv_rows(ckpt.config)
         self._fused: tuple[str, torch.Tensor] | None = None
 
@@ -249,7 +249,9 @@ class _Reader:
         ckpt = self.ckpt
         match source:
             case str():
-                tensor = self._checked(source)
+                tensor = self._checked(source)  # may still be backed by the file's memory map
+                if self.owned and self.dtype in (None, tensor.dtype):
+                    tensor = tensor.clone()
             case (blocks, scales):
                 dtype = self.dtype or torch.bfloat16
                 # the audit already paired the shapes; what dequantize can still find is a 0xFF (NaN) scale byte
@@ -271,26 +273,31 @@ class _Reader:
 
 
 def _check_finite(tensor: torch.Tensor, name: str, file) -> None:
-    """Raise IntegrityError naming the tensor if it holds NaN or Inf (checked in chunks to bound memory)."""
-    if not tensor.dtype.is_floating_point:
+    """Raise IntegrityError naming the tensor if it holds NaN or Inf. Fast path: min and max propagate NaN and
+    show ±Inf, with no temporary the size of the tensor; the slow, chunked scan only runs to describe a failure."""
+    if not tensor.dtype.is_floating_point or tensor.numel() == 0:
         return
-    flat = tensor.reshape(-1)
-    step = 1 << 24
+    low, high = torch.aminmax(tensor.reshape(-1))
+    if bool(torch.isfinite(low)) and bool(torch.isfinite(high)):
+        return
+    flat, step = tensor.reshape(-1), 1 << 24
+    count, first = 0, None
     for start in range(0, flat.numel(), step):
         bad = ~torch.isfinite(flat[start:start + step])
-        if bool(bad.any()):
+        count += int(bad.sum())
+        if first is None and count:
             first = start + int(bad.nonzero()[0])
-            count = sum(int((~torch.isfinite(flat[s:s + step])).sum()) for s in range(start, flat.numel(), step))
-            where = [int(i) for i in torch.unravel_index(torch.tensor(first), tuple(tensor.shape))]
-            raise IntegrityError(f"{file}: {name} holds {count} NaN/Inf value(s), first at index {where}; expected finite weights")
+    where = [int(i) for i in torch.unravel_index(torch.tensor(first), tuple(tensor.shape))]
+    raise IntegrityError(f"{file}: {name} holds {count} NaN/Inf value(s), first at index {where}; expected finite weights")
 
 
 def iter_tensors(ckpt: Checkpoint, dtype: torch.dtype | None = torch.float32,
-                 plan: dict[str, object] | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+                 plan: dict[str, object] | None = None, owned: bool = False) -> Iterator[tuple[str, torch.Tensor]]:
     """Audit, then yield (our name, tensor) in model order, one at a time. `dtype` None keeps the checkpoint's
-    dtype (MXFP4 experts then dequantize to bfloat16)."""
+    dtype (MXFP4 experts then dequantize to bfloat16). A tensor copied unchanged from the file may share its
+    memory map (fine for streaming it out); `owned=True` guarantees every tensor owns its memory."""
     plan = audit(ckpt) if plan is None else plan
-    reader = _Reader(ckpt, dtype)
+    reader = _Reader(ckpt, dtype, owned)
     for name, source in plan.items():
         yield name, reader.read(name, source)
 

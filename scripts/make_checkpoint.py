@@ -90,14 +90,26 @@ def plan_checkpoint(config: GPTOssConfig, layout: str, max_shard_bytes: int | No
     return CheckpointPlan("original", tuple((f"original/{s.file}", s) for s in shards), index_json(shards))
 
 
+# The keys of the hub's 20b config.json, no more (spec §1.1 sources): no bos_token_id (generation_config.json has
+# it), no torch_dtype.
+HUB_CONFIG_KEYS = (
+    "architectures", "attention_bias", "attention_dropout", "eos_token_id", "experts_per_token", "head_dim",
+    "hidden_act", "hidden_size", "initial_context_length", "initializer_range", "intermediate_size", "layer_types",
+    "max_position_embeddings", "model_type", "num_attention_heads", "num_experts_per_tok", "num_hidden_layers",
+    "num_key_value_heads", "num_local_experts", "output_router_logits", "pad_token_id", "quantization_config",
+    "rms_norm_eps", "rope_scaling", "rope_theta", "router_aux_loss_coef", "sliding_window", "swiglu_limit",
+    "tie_word_embeddings", "transformers_version", "use_cache", "vocab_size",
+)
+
+
 def hf_config_json(config: GPTOssConfig) -> dict:
-    """config.json as on the hub: Transformers keys, quantization_config, sorted."""
+    """config.json as on the hub: its keys exactly, with quantization_config (written with sorted keys)."""
     body = config.to_hf_config()
     body["quantization_config"] = MXFP4_QUANTIZATION_CONFIG
     body["transformers_version"] = TRANSFORMERS_VERSION
     if float(body["rope_theta"]).is_integer():
         body["rope_theta"] = int(body["rope_theta"])  # the hub writes 150000
-    return body
+    return {key: body[key] for key in HUB_CONFIG_KEYS}
 
 
 def generation_config_json(config: GPTOssConfig) -> dict:
