@@ -67,6 +67,7 @@ class VerifyResult:
     verdict: object = None
     seconds: float = 0.0
     peak_rss_bytes: int = 0
+    peak_gpu_bytes: int | None = None
 
     @property
     def passed(self) -> bool:
@@ -99,7 +100,11 @@ class VerifyResult:
             "final_norm": self.final_norm.to_dict(),
             "logits": self.logits.to_dict(),
             "verdict": self.verdict.to_dict(),
-            "timing": {"seconds": round(self.seconds, 3), "peak_rss_bytes": self.peak_rss_bytes},
+            "timing": {
+                "seconds": round(self.seconds, 3),
+                "peak_rss_bytes": self.peak_rss_bytes,
+                "peak_gpu_bytes": self.peak_gpu_bytes,
+            },
         }
 
 
@@ -222,6 +227,8 @@ def run_verify(source, thresholds: Thresholds, device="auto", prompts=None, toke
 
     started = time.time()
     device = resolve_device(device)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     dtype = DTYPES[thresholds.dtype]
     path = resolve_source(source)
     ckpt = open_checkpoint(path)
@@ -244,6 +251,8 @@ def run_verify(source, thresholds: Thresholds, device="auto", prompts=None, toke
     result.verdict = judge(result.layers, result.logits, thresholds)
     result.seconds = time.time() - started
     result.peak_rss_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    if device == "cuda":
+        result.peak_gpu_bytes = torch.cuda.max_memory_allocated()
     return result
 
 

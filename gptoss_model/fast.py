@@ -15,7 +15,7 @@ import warnings
 import torch
 from torch.nn.attention.flex_attention import AuxRequest, create_block_mask, flex_attention
 
-from gptoss_model.model import clamped_swiglu
+from gptoss_model.model import attention_with_sinks, clamped_swiglu
 
 _compiled_flex = None
 
@@ -36,6 +36,8 @@ def fused_attention_with_sinks(q, k, v, sinks, keep, scaling: float) -> torch.Te
     -> [B, T, nq, d]."""
     B, nq, T, _ = q.shape
     S = k.shape[2]
+    if T == 1:  # decoding one token: a single row of scores, nothing for a fused kernel to save
+        return attention_with_sinks(q, k, v, sinks, keep, scaling)
 
     def may_attend(b, h, q_idx, kv_idx):
         return keep[b, 0, q_idx, kv_idx]
