@@ -163,6 +163,7 @@ class TensorInfo:
     shape: tuple[int, ...]
     begin: int
     end: int
+    data_start: int = 0  # file offset of the data section (8 + header length)
 
     @property
     def nbytes(self) -> int:
@@ -196,7 +197,7 @@ def read_header(path: Path) -> dict[str, TensorInfo]:
     for name, entry in header.items():
         if name == "__metadata__":
             continue
-        tensors[name] = _tensor_info(path, name, entry)
+        tensors[name] = _tensor_info(path, name, entry, 8 + length)
     expected_start, previous = 0, None
     for info in sorted(tensors.values(), key=lambda t: (t.begin, t.end)):
         if info.begin < expected_start:
@@ -215,7 +216,7 @@ def read_header(path: Path) -> dict[str, TensorInfo]:
     return tensors
 
 
-def _tensor_info(path: Path, name: str, entry) -> TensorInfo:
+def _tensor_info(path: Path, name: str, entry, data_start: int) -> TensorInfo:
     if not isinstance(entry, dict):
         raise IntegrityError(f"{path}: header entry for {name} must be an object")
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
@@ -232,7 +233,7 @@ def _tensor_info(path: Path, name: str, entry) -> TensorInfo:
         raise IntegrityError(
             f"{path}: {name} data_offsets span {offsets[1] - offsets[0]} bytes, expected {nbytes} for {dtype} {shape}"
         )
-    return TensorInfo(name, path, dtype, tuple(shape), offsets[0], offsets[1])
+    return TensorInfo(name, path, dtype, tuple(shape), offsets[0], offsets[1], data_start)
 
 
 def file_sha256(path: Path, chunk_bytes: int = 16 * 2**20) -> str:
@@ -330,6 +331,27 @@ class Checkpoint:
         if tuple(tensor.shape) != info.shape or tensor.dtype != TORCH_DTYPES[info.dtype]:
             raise IntegrityError(f"{info.file}: {name} read back as {tensor.dtype} {list(tensor.shape)}, header says {info.dtype} {list(info.shape)}")
         return tensor
+
+    def read(self, name: str):
+        """Read one tensor into fresh memory with plain positioned reads (no memory map), at the byte range the
+        validated header gives. What `load_model` uses: resident memory is then the tensor itself, nothing more."""
+        import torch
+
+        info = self.tensors.get(name)
+        if info is None:
+            raise IntegrityError(f"{self.root}: no tensor named {name}")
+        out = torch.empty(info.nbytes, dtype=torch.uint8)
+        try:
+            with open(info.file, "rb") as f:
+                f.seek(info.data_start + info.begin)
+                view, done = memoryview(out.numpy()), 0
+                while done < info.nbytes and (n := f.readinto(view[done:])):
+                    done += n
+        except OSError as error:
+            raise IntegrityError(f"{info.file}: cannot read {name} ({error.strerror or error})") from None
+        if done != info.nbytes:
+            raise IntegrityError(f"{info.file}: {name} ends early: read {done} of {info.nbytes} bytes (truncated?)")
+        return out.view(TORCH_DTYPES[info.dtype]).reshape(info.shape)
 
     def sha256s(self) -> dict[str, str]:
         """sha256 of every weight file, keyed by its path relative to `root` (streamed; slow for big checkpoints)."""

@@ -249,9 +249,7 @@ class _Reader:
         ckpt = self.ckpt
         match source:
             case str():
-                tensor = self._checked(source)  # may still be backed by the file's memory map
-                if self.owned and self.dtype in (None, tensor.dtype):
-                    tensor = tensor.clone()
+                tensor = self._checked(source)
             case (blocks, scales):
                 dtype = self.dtype or torch.bfloat16
                 # the audit already paired the shapes; what dequantize can still find is a 0xFF (NaN) scale byte
@@ -267,7 +265,8 @@ class _Reader:
         return tensor if self.dtype is None else tensor.to(self.dtype)
 
     def _checked(self, name: str) -> torch.Tensor:
-        tensor = self.ckpt.get(name)
+        # get(): safe_open, possibly backed by the file's memory map (fine to stream out); read(): fresh memory
+        tensor = self.ckpt.read(name) if self.owned else self.ckpt.get(name)
         _check_finite(tensor, name, self.ckpt.tensors[name].file)
         return tensor
 

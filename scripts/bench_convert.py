@@ -54,6 +54,7 @@ def main(argv=None) -> int:
     parser.add_argument("--root", type=Path, default=Path("/tmp"))
     parser.add_argument("--keep", action="store_true", help="keep the converted 20b output (~42 GB)")
     parser.add_argument("--load-layers", type=int, default=4)
+    parser.add_argument("--only", choices=("convert", "load"), help="run one of the two measurements")
     args = parser.parse_args(argv)
     full, small = args.root / "gptoss-20b", args.root / f"gptoss-20b-{args.load_layers}l"
     converted = args.root / "gptoss-20b-converted"
@@ -66,12 +67,18 @@ def main(argv=None) -> int:
     if made:
         results[f"make_checkpoint 20b --layers {args.load_layers}"] = made
 
-    shutil.rmtree(converted, ignore_errors=True)
-    results["convert 20b -> bf16"] = measure(
-        [sys.executable, "-m", "gptoss_convert.cli", "convert", "--model", str(full), "--out", str(converted)])
-    output_bytes = sum(p.stat().st_size for p in converted.glob("*.safetensors"))
-    if not args.keep:
+    output_bytes = 0
+    if args.only != "load":
         shutil.rmtree(converted, ignore_errors=True)
+        results["convert 20b -> bf16"] = measure(
+            [sys.executable, "-m", "gptoss_convert.cli", "convert", "--model", str(full), "--out", str(converted)])
+        output_bytes = sum(p.stat().st_size for p in converted.glob("*.safetensors"))
+        if not args.keep:
+            shutil.rmtree(converted, ignore_errors=True)
+        print(f"converted output: {output_bytes / GB:.2f} GB of safetensors; "
+              f"input: {sum(p.stat().st_size for p in full.glob('*.safetensors')) / GB:.2f} GB")
+    if args.only == "convert":
+        return _table(results, {"converted_bytes": output_bytes})
 
     probe = ("import sys, torch, gptoss_convert\n"
              "m = gptoss_convert.load_model(sys.argv[1], dtype=torch.bfloat16)\n"
@@ -82,15 +89,17 @@ def main(argv=None) -> int:
     results[f"load_model 20b-shaped, {args.load_layers} layers, bf16"] = loaded
     model_bytes = int(loaded["stdout"].strip().splitlines()[-1])
 
+    print(f"load_model: model parameters {model_bytes / GB:.2f} GB, peak RSS "
+          f"{loaded['peak_rss_bytes'] / GB:.2f} GB")
+    return _table(results, {"model_bytes": model_bytes, "converted_bytes": output_bytes})
+
+
+def _table(results: dict, extra: dict) -> int:
     print(f"{'step':55s} {'wall s':>8s} {'peak RSS GB':>12s}")
     for name, r in results.items():
         print(f"{name:55s} {r['wall_s']:8.1f} {r['peak_rss_bytes'] / GB:12.2f}")
-    print(f"converted output: {output_bytes / GB:.2f} GB of safetensors; "
-          f"input: {sum(p.stat().st_size for p in full.glob('*.safetensors')) / GB:.2f} GB")
-    print(f"load_model: model parameters {model_bytes / GB:.2f} GB, peak RSS "
-          f"{loaded['peak_rss_bytes'] / GB:.2f} GB")
     print(json.dumps({k: {"wall_s": round(v["wall_s"], 1), "peak_rss_bytes": v["peak_rss_bytes"]}
-                      for k, v in results.items()} | {"model_bytes": model_bytes, "converted_bytes": output_bytes}))
+                      for k, v in results.items()} | extra))
     return 0
 
 

@@ -253,6 +253,13 @@ def test_get_reads_one_tensor_equal_to_safetensors(tiny):
         ckpt.get("nope")
 
 
+def test_read_without_memory_map_equals_get(tiny):
+    ckpt = open_checkpoint(tiny)
+    for name in ckpt.tensors:
+        tensor = ckpt.read(name)
+        assert tensor.dtype == ckpt.get(name).dtype and torch.equal(tensor, ckpt.get(name)), name
+
+
 def test_sha256_is_streamed_and_correct(tiny, tmp_path):
     ckpt = open_checkpoint(tiny)
     sums = ckpt.sha256s()
