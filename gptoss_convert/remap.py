@@ -83,10 +83,10 @@ def our_shapes(config: GPTOssConfig) -> dict[str, tuple[int, ...]]:
     for layer in range(config.num_hidden_layers):
         names += [t.format(layer=layer) for t in LAYER_PARAMS]
     names += GLOBAL_AFTER
-    return {name: param_shape(_template(name), config) for name in names}
+    return {name: param_shape(name_template(name), config) for name in names}
 
 
-def _template(name: str) -> str:
+def name_template(name: str) -> str:
     parts = name.split(".")
     if len(parts) > 2 and parts[1] == "layers" and parts[2].isdigit():
         parts[2] = "{layer}"
@@ -140,7 +140,7 @@ def sources(config: GPTOssConfig, layout: str, experts: str) -> dict[str, object
     table = TABLES[(layout, experts)]
     filled = {}
     for name in our_shapes(config):
-        template = _template(name)
+        template = name_template(name)
         layer = name.split(".")[2] if template != name else None
         filled[name] = _fill(table.get(template, template), layer)
     return filled
@@ -170,7 +170,7 @@ def expected_tensors(config: GPTOssConfig, layout: str, experts: str, float_dtyp
     rows = _qkv_rows(config)
     specs: dict[str, TensorSpec] = {}
     for name, source in sources(config, layout, experts).items():
-        shape = param_shape(_template(name), config)
+        shape = param_shape(name_template(name), config)
         match source:
             case str():
                 specs[source] = TensorSpec(source, float_dtype, shape)
@@ -313,8 +313,13 @@ def layer_tensors(ckpt: Checkpoint, layer: int, dtype: torch.dtype | None = torc
 
 
 def global_tensors(ckpt: Checkpoint, dtype: torch.dtype | None = torch.float32,
-                   plan: dict[str, object] | None = None) -> dict[str, torch.Tensor]:
-    """The tensors outside the decoder layers: embedding, final norm, lm_head."""
+                   plan: dict[str, object] | None = None, names: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
+    """The tensors outside the decoder layers: embedding, final norm, lm_head (or only `names` of them; the
+    20b embedding and lm_head are 1.2 GB each in bf16)."""
     plan = audit(ckpt) if plan is None else plan
+    names = (*GLOBAL_BEFORE, *GLOBAL_AFTER) if names is None else names
+    unknown = [n for n in names if n not in (*GLOBAL_BEFORE, *GLOBAL_AFTER)]
+    if unknown:
+        raise KeyError(f"not a global tensor: {unknown[0]}; expected one of {(*GLOBAL_BEFORE, *GLOBAL_AFTER)}")
     reader = _Reader(ckpt, dtype)
-    return {name: reader.read(name, plan[name]) for name in (*GLOBAL_BEFORE, *GLOBAL_AFTER)}
+    return {name: reader.read(name, plan[name]) for name in names}

@@ -37,7 +37,7 @@ import torch
 from gptoss_model.config import GPTOss_20B, GPTOss_120B, GPTOssConfig
 from gptoss_convert import mxfp4
 from gptoss_convert.checkpoint import INDEX_FILE, MXFP4_QUANTIZATION_CONFIG, original_config_dict
-from gptoss_convert.remap import Part, _template, expected_tensors, param_shape, sources
+from gptoss_convert.remap import Part, expected_tensors, name_template, param_shape, sources
 from gptoss_convert.safetensors_writer import (
     Shard,
     ShardWriter,
@@ -155,7 +155,7 @@ class Values:
         return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
 
     def bf16_chunks(self, our_name: str):
-        template = _template(our_name)
+        template = name_template(our_name)
         shape = param_shape(template, self.config)
         mean, std = init_stats(template, self.config)
         g = self._generator(our_name)
@@ -164,7 +164,7 @@ class Values:
 
     def mxfp4_chunks(self, our_name: str, which: str):
         """Chunks of the blocks ("blocks") or scales ("scales") of expert weight `our_name` ([E, out, in])."""
-        shape = param_shape(_template(our_name), self.config)
+        shape = param_shape(name_template(our_name), self.config)
         E, out, k = shape
         groups = k // mxfp4.VALUES_PER_BLOCK
         if math.prod(shape) <= QUANTIZE_MAX_ELEMENTS:

@@ -128,6 +128,7 @@ def test_layer_and_global_tensors_cover_the_stream():
         assert len(part) == 17 and all(n.startswith(f"model.layers.{layer}.") for n in part)
         pieces.update(part)
     assert set(pieces) == set(stream) and all(torch.equal(pieces[n], stream[n]) for n in stream)
+    assert list(global_tensors(ckpt, None, plan, names=("lm_head.weight",))) == ["lm_head.weight"]
     with pytest.raises(IndexError):
         layer_tensors(ckpt, 4)
 
