@@ -308,7 +308,7 @@ def _strip(tensors: dict, prefix: str) -> dict:
 def _read_global(ckpt, name, dtype, plan):
     from gptoss_convert.remap import global_tensors
 
-    return global_tensors(ckpt, dtype, plan)[name]
+    return global_tensors(ckpt, dtype, plan, names=(name,))[name]
 
 
 def embed_stage(result, streams, ckpt, plan, dtype, thresholds):

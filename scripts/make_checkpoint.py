@@ -136,6 +136,10 @@ def init_stats(template: str, c: GPTOssConfig) -> tuple[float, float]:
         return 1.0, 0.1
     if template == "model.embed_tokens.weight":
         return 0.0, 1.0
+    if template.endswith("gate_up_proj_bias"):
+        # wide enough that gate and up values cross the ±swiglu_limit clamps (7.0) for some tokens, so the clamps
+        # (and bugs in them) show up in verify
+        return 0.0, 4.0
     if template.endswith(("bias", "_bias")):
         return 0.0, 0.1
     if template.endswith("sinks"):
