@@ -1,0 +1,137 @@
+"""GPU speed: gptoss_model (eager and fast) against Transformers (eager and flex attention), in the same run.
+
+20b shape (or --layers N of it), bf16, random weights built directly on the GPU. For each implementation:
+prefill tokens/s at each --prefill length (batch 1, full logits, median of --repeats timed with CUDA events after a
+warm-up), greedy decode tokens/s at each --decode-batch (a 128-token prompt, then --decode-steps new tokens; the
+prefill time is subtracted), and peak GPU memory (torch.cuda.max_memory_allocated). Models are built one at a time
+and freed in between (two 20b models do not fit one 80 GB GPU together).
+
+    PYTHONPATH=. python3 scripts/bench_gpu.py --json bench_gpu.json
+    PYTHONPATH=. python3 scripts/bench_gpu.py --layers 4 --impl ours-fast hf-eager     # a quick look
+"""
+
+import argparse
+import datetime
+import gc
+import json
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, ".")
+from gptoss_model import GPTOss_20B, GPTOssModelFull  # noqa: E402
+
+IMPLS = ("hf-eager", "hf-flex", "ours-eager", "ours-fast")
+
+
+def build(impl: str, config, dtype):
+    torch.manual_seed(0)
+    if impl.startswith("ours"):
+        config = config.replace(implementation="fast" if impl == "ours-fast" else "eager")
+        return GPTOssModelFull(config, device="cuda", dtype=dtype).eval()
+    from transformers import GptOssConfig, GptOssForCausalLM
+
+    hf_config = GptOssConfig(**config.to_hf_config())
+    hf_config._attn_implementation = "flex_attention" if impl == "hf-flex" else "eager"
+    with torch.device("cuda"):
+        model = GptOssForCausalLM(hf_config).to(dtype)
+    return model.eval()
+
+
+def forward(impl, model, ids):
+    if impl.startswith("ours"):
+        return model(input_ids=ids)
+    return model(input_ids=ids, use_cache=False).logits
+
+
+def generate(impl, model, ids, steps):
+    if impl.startswith("ours"):
+        return model.generate(ids, max_new_tokens=steps)
+    return model.generate(ids, max_new_tokens=steps, min_new_tokens=steps, do_sample=False, pad_token_id=0,
+                          attention_mask=torch.ones_like(ids))
+
+
+def timed(fn, repeats: int) -> float:
+    """Median seconds of fn() over `repeats` runs (one warm-up first), timed with CUDA events."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) / 1000)
+    return statistics.median(times)
+
+
+def bench_one(impl, config, args) -> dict:
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    t0 = time.time()
+    model = build(impl, config, torch.bfloat16)
+    row = {"impl": impl, "build_s": round(time.time() - t0, 1)}
+    vocab = config.vocab_size
+    with torch.no_grad():
+        for n in args.prefill:
+            ids = torch.randint(0, vocab, (1, n), device="cuda")
+            try:
+                seconds = timed(lambda: forward(impl, model, ids), args.repeats)
+                row[f"prefill_{n}_tok_s"] = round(n / seconds)
+            except Exception as error:  # record, don't hide: one failing impl must not lose the others' numbers
+                row[f"prefill_{n}_tok_s"] = f"error: {type(error).__name__}: {str(error)[:200]}"
+        for b in args.decode_batch:
+            ids = torch.randint(0, vocab, (b, 128), device="cuda")
+            try:
+                full = timed(lambda: generate(impl, model, ids, args.decode_steps + 1), 1)
+                first = timed(lambda: generate(impl, model, ids, 1), 1)
+                row[f"decode_b{b}_tok_s"] = round(b * args.decode_steps / max(full - first, 1e-9), 1)
+            except Exception as error:
+                row[f"decode_b{b}_tok_s"] = f"error: {type(error).__name__}: {str(error)[:200]}"
+    row["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 1)
+    del model
+    gc.collect()
+    torch.cuda.empty_cache()
+    return row
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--layers", type=int, default=24)
+    parser.add_argument("--prefill", type=int, nargs="+", default=[512, 2048])
+    parser.add_argument("--decode-batch", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--decode-steps", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--impl", nargs="+", default=list(IMPLS), choices=IMPLS)
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+    config = GPTOss_20B(num_hidden_layers=args.layers)
+    import transformers
+
+    meta = {
+        "date": datetime.date.today().isoformat(),
+        "device": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "shape": f"20b, {args.layers} layers, bf16",
+        "command": " ".join(sys.argv),
+    }
+    print(json.dumps(meta), flush=True)
+    rows = []
+    for impl in args.impl:
+        rows.append(bench_one(impl, config, args))
+        print(json.dumps(rows[-1]), flush=True)
+    keys = [k for k in rows[0] if k not in ("impl",)]
+    print("\n| impl | " + " | ".join(keys) + " |")
+    print("|---" * (len(keys) + 1) + "|")
+    for row in rows:
+        print(f"| {row['impl']} | " + " | ".join(str(row.get(k)) for k in keys) + " |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"meta": meta, "rows": rows}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
