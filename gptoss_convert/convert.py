@@ -2,12 +2,15 @@
 
 One tensor at a time: read (or dequantize one expert weight), check, cast in row chunks, append to the current
 shard through the streaming writer. Peak memory is about the largest tensor (the 20b embedding, 1.2 GB in bf16),
-whatever the model size. Everything is written into a temporary directory next to --out and renamed into place on
-success; on any failure (Ctrl-C included) the temporary directory is removed.
+whatever the model size. Everything is written into a temporary directory next to --out (`.NAME.tmp-PID-*`) and
+renamed into place on success; on any failure (Ctrl-C included) the temporary directory is removed, and one left by
+a killed run (SIGKILL, power loss) is removed by the next conversion to the same --out.
 """
 
+import glob
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -46,12 +49,17 @@ def resolve_source(model: str | Path) -> Path:
             raise InputError(f"--model {model}: not a directory; expected tiny, 20b, 120b or a checkpoint directory")
         return path
     try:
-        from gptoss_convert.hub import resolve_model_dir
+        from gptoss_convert.hub import parse_model, resolve_model_dir
     except ImportError:
         raise InputError(
             f"--model {model}: not a directory, and downloads are unavailable in this install; run "
             f"`gptoss-convert download --model 20b` (or 120b) first, or pass a checkpoint directory"
         ) from None
+    try:
+        parse_model(str(model))
+    except InputError:  # neither a directory nor a model name: say so, rather than talk about hub repo ids
+        raise InputError(f"--model {model}: no such directory; expected tiny, 20b, 120b, a downloaded OWNER/NAME "
+                         "or a checkpoint directory") from None
     return resolve_model_dir(str(model))
 
 
@@ -115,24 +123,78 @@ def convert(model: str | Path, out: str | Path, dtype: torch.dtype = torch.bfloa
     out = plan.out
     if (out.exists() or out.is_symlink()) and not force:
         raise InputError(f"--out {out} already exists; pass --force to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    _umask = os.umask(0o022)
-    os.umask(_umask)
-    tmp.chmod(0o777 & ~_umask)  # mkdtemp makes it private; the result should look like a normal directory
+    blocker = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise InputError(f"--out {out}: {blocker} is a file, not a directory; expected a directory path to write into")
+    created = [p for p in (out.parent, *out.parent.parents) if not p.exists()]
+    tmp = None
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(out)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
+        _umask = os.umask(0o022)
+        os.umask(_umask)
+        tmp.chmod(0o777 & ~_umask)  # mkdtemp makes it private; the result should look like a normal directory
         _write(plan, tmp, progress)
         if out.exists() or out.is_symlink():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / "previous")
-            os.replace(tmp, out)
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-{os.getpid()}-", dir=out.parent))
+            try:
+                os.replace(out, old / "previous")
+            except BaseException:
+                old.rmdir()
+                raise
+            try:
+                os.replace(tmp, out)
+            except BaseException:
+                os.replace(old / "previous", out)  # the new output cannot go in: put the previous one back
+                old.rmdir()
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException as error:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        for folder in created:  # deepest first; only the ones this call made, and only if still empty
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+        if isinstance(error, OSError):  # disk full, permission denied, ...: one line naming --out and the file
+            where = f" ({error.filename})" if error.filename else ""
+            raise InputError(f"--out {out}: cannot write{where}: {error.strerror or error}; nothing was written") from None
         raise
     return plan
+
+
+_TEMP_NAME = re.compile(r"\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)-[^/]*")
+
+
+def remove_stale_temps(out: Path) -> list[Path]:
+    """Remove the temporary directories (`.NAME.tmp-PID-*`, `.NAME.old-PID-*`) that a killed conversion to the same
+    --out left beside it. Only those of processes no longer running are touched; returns what was removed."""
+    removed = []
+    for path in out.parent.glob(f".{glob.escape(out.name)}.*-*"):
+        match = _TEMP_NAME.fullmatch(path.name)
+        if match is None or match["name"] != out.name or not path.is_dir() or path.is_symlink():
+            continue
+        if _process_alive(int(match["pid"])):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
 
 
 def _write(plan: ConvertPlan, directory: Path, progress: bool) -> None:
@@ -180,6 +242,7 @@ def load_model(source: str | Path = "tiny", dtype: torch.dtype | str | None = No
     from gptoss_model import GPTOssModelFull
 
     dtype = _as_dtype(dtype)
+    device = _as_device(device)
     ckpt = open_checkpoint(resolve_source(source))
     plan = audit(ckpt)
     with torch.device("meta"):
@@ -207,3 +270,13 @@ def _as_dtype(dtype) -> torch.dtype:
     if dtype not in (torch.float32, torch.bfloat16, torch.float16):
         raise InputError(f"dtype must be float32, bfloat16 or float16, got {dtype}")
     return dtype
+
+
+def _as_device(device) -> torch.device:
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(f"device {device!r}: not a torch device; expected 'cpu', 'cuda' or 'cuda:N'") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {str(device)!r}: no CUDA device is available; expected 'cpu'")
+    return device
