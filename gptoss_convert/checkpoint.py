@@ -61,6 +61,7 @@ def config_from_original(original: dict, source: str = "original/config.json") -
             f"{source}: expected exactly the 16 OpenAI ModelConfig keys; "
             + "; ".join(p for p in (missing and f"missing {', '.join(missing)}", unknown and f"unknown {', '.join(unknown)}") if p)
         )
+    _check_sizes(original, ORIGINAL_SIZE_KEYS, source)
     o = original
     token_ids = {k: (v if v < o["vocab_size"] else None) for k, v in HARMONY_TOKEN_IDS.items()}
     try:
@@ -123,9 +124,24 @@ def _read_json(path: Path, error=InputError) -> dict:
     return value
 
 
+# Config keys that size tensors: each must be a positive integer, or the audit would blame the weights for the config.
+HF_SIZE_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                "num_key_value_heads", "head_dim", "num_local_experts", "num_experts_per_tok", "sliding_window")
+ORIGINAL_SIZE_KEYS = ("num_hidden_layers", "num_experts", "experts_per_token", "vocab_size", "hidden_size",
+                      "intermediate_size", "head_dim", "num_attention_heads", "num_key_value_heads", "sliding_window")
+
+
+def _check_sizes(config: dict, keys, source) -> None:
+    for key in keys:
+        value = config.get(key)
+        if key in config and not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+            raise InputError(f"{source}: {key} must be a positive integer, found {value!r}")
+
+
 def _hf_config(directory: Path) -> GPTOssConfig:
     path = directory / "config.json"
     hf = _read_json(path)
+    _check_sizes(hf, HF_SIZE_KEYS, path)
     quant = hf.get("quantization_config")
     if quant is not None and (not isinstance(quant, dict) or quant.get("quant_method") != "mxfp4"):
         raise InputError(f"{path}: quantization_config.quant_method must be 'mxfp4', found {quant!r}")
@@ -145,6 +161,7 @@ def _own_config(directory: Path) -> GPTOssConfig:
     ours = _read_json(path)
     if ours.get("format_version") != 1 or not isinstance(ours.get("config"), dict):
         raise InputError(f"{path}: expected format_version 1 and a 'config' object, found {ours.get('format_version')!r}")
+    _check_sizes(ours["config"], HF_SIZE_KEYS, path)
     try:
         return GPTOssConfig.from_dict(ours["config"])
     except (TypeError, ValueError) as error:
@@ -256,7 +273,8 @@ def _member(root: Path, name: str, named_by: Path) -> Path:
         raise IntegrityError(f"{named_by}: weight_map names {name!r}, a path outside {root}; expected a file inside it")
     path = root / rel
     if not path.is_file():
-        raise IntegrityError(f"{named_by}: weight_map names {name}, but {path} does not exist")
+        found = "is not a regular file" if path.exists() else "does not exist"
+        raise IntegrityError(f"{named_by}: weight_map names {name}, but {path} {found}")
     _check_inside(root, path, named_by)
     return path
 
@@ -381,6 +399,10 @@ def open_checkpoint(path: str | Path, layout: str | None = None) -> Checkpoint:
 
 def _detect(directory: Path) -> str:
     config_path = directory / "config.json"
+    if not config_path.is_file() and (config_path.exists() or _has_hf_weights(directory)):
+        # weights without their config: never fall back to original/ (that would convert other files silently)
+        found = "not a regular file" if config_path.exists() else "missing"
+        raise InputError(f"{config_path}: {found}; expected the checkpoint's config.json (a JSON object) beside its weights")
     if config_path.is_file():
         config = _read_json(config_path)
         if config.get("format") == "gptoss_model":
