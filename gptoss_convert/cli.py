@@ -102,8 +102,8 @@ def convert(model, out, dtype, dry_run, force):
 
 
 def _non_negative(ctx, param, value):
-    if value is not None and value < 0:
-        raise click.BadParameter(f"must be >= 0, got {value}")
+    if value is not None and not value >= 0:  # `not >=` also refuses nan, which would fail (or pass) every comparison
+        raise click.BadParameter(f"must be a number >= 0, got {value}")
     return value
 
 
