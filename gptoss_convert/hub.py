@@ -284,6 +284,10 @@ def download(model, *, revision=None, layout="hf", local_dir=None, cache_dir=Non
     if is_offline():
         return _offline_result(model, revision, layout, local_dir)
     plan = plan_download(model, revision=revision, layout=layout, local_dir=local_dir, cache_dir=cache_dir)
+    blocker = next((p for p in (plan.directory, *plan.directory.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise InputError(f"--local-dir {plan.directory}: {blocker} is a file, not a directory; "
+                         "expected a directory to download into")
     check_disk_space(plan)
     previous = _read_manifest_quietly(plan.directory)
     recorded = {e["path"]: e for e in (previous or {}).get("files", [])}
@@ -527,7 +531,9 @@ class _hub_errors:
             first_line = str(error).splitlines()[0]
             return IntegrityError(f"a download from {where} ended at the wrong size ({first_line}); re-run the command")
         elif isinstance(error, OSError):
-            message = f"cannot write the download: {error}"
+            target = f" to {error.filename}" if error.filename else ""
+            message = (f"cannot write the download{target}: {error.strerror or error}; "
+                       "expected a writable --local-dir with free space")
         elif isinstance(error, (json.JSONDecodeError, KeyError)):
             reason = f"{type(error).__name__}: {str(error)[:160]}"
             message = f"{where} does not answer like a Hugging Face Hub ({reason}); check HF_ENDPOINT"
