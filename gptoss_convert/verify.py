@@ -178,7 +178,7 @@ def _read_token_ids(path: Path) -> list:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as error:
         raise InputError(f"--token-ids {path}: cannot read a JSON list of token ids ({error})") from None
-    rows = data if data and isinstance(data[0], list) else [data]
+    rows = data if isinstance(data, list) and data and isinstance(data[0], list) else [data]
     if not all(isinstance(r, list) and r and all(isinstance(t, int) for t in r) for r in rows):
         raise InputError(f"--token-ids {path}: expected a JSON list of ints, or a list of such lists")
     return [{"text": None, "token_ids": r} for r in rows]
