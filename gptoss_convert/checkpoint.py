@@ -144,7 +144,8 @@ def _hf_config(directory: Path) -> GPTOssConfig:
     _check_sizes(hf, HF_SIZE_KEYS, path)
     quant = hf.get("quantization_config")
     if quant is not None and (not isinstance(quant, dict) or quant.get("quant_method") != "mxfp4"):
-        raise InputError(f"{path}: quantization_config.quant_method must be 'mxfp4', found {quant!r}")
+        found = quant.get("quant_method") if isinstance(quant, dict) else quant
+        raise InputError(f"{path}: quantization_config.quant_method must be 'mxfp4', found {found!r}")
     generation = directory / "generation_config.json"
     if "bos_token_id" not in hf and generation.is_file():
         bos = _read_json(generation).get("bos_token_id")
