@@ -240,8 +240,9 @@ def audit(ckpt: Checkpoint) -> dict[str, object]:
 class _Reader:
     """Reads our tensors from an audited checkpoint; keeps the last fused qkv tensor so q, k and v read it once."""
 
-    def __init__(self, ckpt: Checkpoint, dtype: torch.dtype | None, owned: bool = False):
+    def __init__(self, ckpt: Checkpoint, dtype: torch.dtype | None, owned: bool = False, device=None):
         self.ckpt, self.dtype, self.owned = ckpt, dtype, owned
+        self.device = device  # where MXFP4 experts are dequantized (a GPU does it far faster than the CPU)
         self.rows = _qkv_rows(ckpt.config)
         self._fused: tuple[str, torch.Tensor] | None = None
 
@@ -253,8 +254,8 @@ class _Reader:
             case (blocks, scales):
                 dtype = self.dtype or torch.bfloat16
                 # the audit already paired the shapes; what dequantize can still find is a 0xFF (NaN) scale byte
-                tensor = mxfp4.dequantize(ckpt.get(blocks), ckpt.get(scales), dtype=dtype,
-                                          name=f"{ckpt.tensors[scales].file}: {scales}")
+                packed = [ckpt.get(n).to(self.device) if self.device else ckpt.get(n) for n in (blocks, scales)]
+                tensor = mxfp4.dequantize(*packed, dtype=dtype, name=f"{ckpt.tensors[scales].file}: {scales}")
                 _check_finite(tensor, f"{blocks} (dequantized with {scales})", ckpt.tensors[blocks].file)
             case Transposed(name):
                 tensor = self._checked(name).transpose(1, 2).contiguous()
@@ -302,13 +303,14 @@ def iter_tensors(ckpt: Checkpoint, dtype: torch.dtype | None = torch.float32,
 
 
 def layer_tensors(ckpt: Checkpoint, layer: int, dtype: torch.dtype | None = torch.float32,
-                  plan: dict[str, object] | None = None) -> dict[str, torch.Tensor]:
-    """The tensors of decoder layer `layer`, keyed by our full names (`model.layers.{layer}.…`)."""
+                  plan: dict[str, object] | None = None, device=None) -> dict[str, torch.Tensor]:
+    """The tensors of decoder layer `layer`, keyed by our full names (`model.layers.{layer}.…`). With `device`,
+    MXFP4 experts are moved there packed and dequantized there (other tensors stay on the CPU)."""
     if not 0 <= layer < ckpt.config.num_hidden_layers:
         raise IndexError(f"layer {layer} out of range 0..{ckpt.config.num_hidden_layers - 1}")
     plan = audit(ckpt) if plan is None else plan
     prefix = f"model.layers.{layer}."
-    reader = _Reader(ckpt, dtype)
+    reader = _Reader(ckpt, dtype, device=device)
     return {name: reader.read(name, src) for name, src in plan.items() if name.startswith(prefix)}
 
 

@@ -325,7 +325,9 @@ def layer_stage(i, streams, ckpt, plan, dtype, thresholds) -> LayerResult:
     from gptoss_model.model import GptOssDecoderLayer
 
     config, device = streams.config, streams.device
-    tensors = {k: v.to(device) for k, v in _strip(layer_tensors(ckpt, i, dtype, plan), f"model.layers.{i}.").items()}
+    dequantize_on = device if device != "cpu" else None  # MXFP4 experts unpack on the GPU when there is one
+    tensors = layer_tensors(ckpt, i, dtype, plan, device=dequantize_on)
+    tensors = {k: v.to(device) for k, v in _strip(tensors, f"model.layers.{i}.").items()}
     with torch.device("meta"):
         ours = GptOssDecoderLayer(config, i)
     ours.load_state_dict(tensors, strict=True, assign=True)

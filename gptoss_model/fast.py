@@ -39,15 +39,32 @@ def fused_attention_with_sinks(q, k, v, sinks, keep, scaling: float) -> torch.Te
     if T == 1:  # decoding one token: a single row of scores, nothing for a fused kernel to save
         return attention_with_sinks(q, k, v, sinks, keep, scaling)
 
-    def may_attend(b, h, q_idx, kv_idx):
-        return keep[b, 0, q_idx, kv_idx]
-
-    block_mask = create_block_mask(may_attend, B, None, T, S, device=q.device)
+    block_mask = _block_mask(keep)
     out, aux = _flex(
         q, k, v, block_mask=block_mask, scale=scaling, enable_gqa=nq != k.shape[1], return_aux=AuxRequest(lse=True)
     )  # out [B, nq, T, d], aux.lse [B, nq, T] (natural log)
     sink_share = torch.sigmoid(aux.lse.float() - sinks.float().view(1, nq, 1))  # [B, nq, T]
     return (out * sink_share.unsqueeze(-1).to(out.dtype)).transpose(1, 2)  # [B, T, nq, d]
+
+
+_block_masks: dict = {}  # id(keep) -> (keep, BlockMask): every layer of one type shares its mask in a forward
+
+
+def _block_mask(keep):
+    """The flex BlockMask of a dense keep mask [B, 1, T, S], built once per mask tensor rather than once per layer
+    (building one evaluates the mask over every (query, key) pair)."""
+    hit = _block_masks.get(id(keep))
+    if hit is not None and hit[0] is keep:
+        return hit[1]
+    B, _, T, S = keep.shape
+
+    def may_attend(b, h, q_idx, kv_idx):
+        return keep[b, 0, q_idx, kv_idx]
+
+    if len(_block_masks) >= 4:
+        _block_masks.clear()
+    _block_masks[id(keep)] = (keep, create_block_mask(may_attend, B, None, T, S, device=keep.device))
+    return _block_masks[id(keep)][1]
 
 
 def _grouped_linear(x, weight, bias, expert_of_row, ends):

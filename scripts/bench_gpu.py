@@ -35,8 +35,13 @@ def build(impl: str, config, dtype):
 
     hf_config = GptOssConfig(**config.to_hf_config())
     hf_config._attn_implementation = "flex_attention" if impl == "hf-flex" else "eager"
-    with torch.device("cuda"):
-        model = GptOssForCausalLM(hf_config).to(dtype)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # built directly in bf16: a float32 20b (84 GB) would not fit
+    try:
+        with torch.device("cuda"):
+            model = GptOssForCausalLM(hf_config)
+    finally:
+        torch.set_default_dtype(default)
     return model.eval()
 
 

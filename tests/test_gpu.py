@@ -27,20 +27,28 @@ def test_float32_parity_on_cuda(small_pair):
         assert (ours(input_ids=ids) - hf(input_ids=ids).logits).abs().max().item() <= 1e-4
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_fast_path_equals_eager_on_cuda(small_pair, dtype):
+def _logits(state, config, dtype, implementation, ids, mask):
+    model = GPTOssModelFull(config.replace(implementation=implementation), device="cuda", dtype=dtype)
+    model.load_state_dict(state)
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask).float()
+    return torch.cat([out[0], out[1, 7:]])
+
+
+def test_fast_path_equals_eager_on_cuda(small_pair):
     config, _, ours = small_pair
-    model = GPTOssModelFull(config, device="cuda", dtype=dtype)
-    model.load_state_dict(ours.state_dict())
     ids = torch.randint(0, config.vocab_size, (2, 300), device="cuda")
     mask = torch.ones_like(ids)
     mask[1, :7] = 0
-    with torch.no_grad():
-        eager = model(input_ids=ids, attention_mask=mask)
-        fast = model.set_implementation("fast")(input_ids=ids, attention_mask=mask)
-        model.set_implementation("eager")
-    bar = 1e-4 if dtype == torch.float32 else 2e-2  # bf16: different (fused) accumulation order
-    assert rel(fast[0], eager[0]) <= bar and rel(fast[1, 7:], eager[1, 7:]) <= bar
+    state = ours.state_dict()
+    ref = _logits(state, config, torch.float32, "eager", ids, mask)
+    assert rel(_logits(state, config, torch.float32, "fast", ids, mask), ref) <= 1e-4
+    # bf16: the fused kernels round differently (and may flip near-tied routes), so the bar is that the fast path is
+    # no further from the float32 answer than the eager bf16 path is
+    eager16 = rel(_logits(state, config, torch.bfloat16, "eager", ids, mask), ref)
+    fast16 = rel(_logits(state, config, torch.bfloat16, "fast", ids, mask), ref)
+    print(f"bf16 relative error vs float32: eager {eager16:.4f}, fast {fast16:.4f}")
+    assert fast16 <= 1.5 * eager16 + 1e-3
 
 
 def test_fast_generate_matches_eager_greedy(small_pair):

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The GPU figures in docs/benchmarks.md, in the few calls a lent GPU machine allows (its python3 already has torch
+# and transformers; the project runs from the tree with PYTHONPATH=.). Logs and JSON land in $OUT (or ./gpu-out).
+#   bash scripts/gpu_session.sh verify     # GPU tests, verify of a 20b-shaped checkpoint and a 120b-shaped one on CUDA
+#   bash scripts/gpu_session.sh bench      # bench_gpu.py: ours vs Transformers eager/flex, 20b shape, bf16
+#   bash scripts/gpu_session.sh offload    # bench_offload.py: 120b-shaped, layers in pinned host memory
+#   bash scripts/gpu_session.sh tests      # only tests/test_gpu.py
+set -uo pipefail
+export PYTHONPATH=. PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
+OUT=${OUT:-gpu-out}; mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/gpu.txt"
+case "${1:-verify}" in
+tests)
+  python3 -m pytest -q -s -p no:cacheprovider -p no:logging tests/test_gpu.py 2>&1 | grep -v DEBUG | tee "$OUT/gpu_tests.log"
+  ;;
+verify)
+  python3 -m pytest -q -s -p no:cacheprovider -p no:logging tests/test_gpu.py 2>&1 | grep -v DEBUG | tee "$OUT/gpu_tests.log"
+  python3 scripts/make_checkpoint.py --shape 20b --layout hf --out /tmp/ckpt20b 2>&1 | tail -1
+  python3 scripts/bench_verify.py --checkpoint /tmp/ckpt20b --device cuda --report "$OUT/verify20b" 2>&1 | tail -25 | tee "$OUT/verify20b.json"
+  python3 scripts/bench_verify.py --checkpoint /tmp/ckpt20b --device cuda --dtype bfloat16 --report "$OUT/verify20b-bf16" 2>&1 | tail -16 | tee "$OUT/verify20b-bf16.json"
+  rm -rf /tmp/ckpt20b
+  python3 scripts/make_checkpoint.py --shape 120b --layout hf --layers 6 --out /tmp/ckpt120b 2>&1 | tail -1
+  python3 scripts/bench_verify.py --checkpoint /tmp/ckpt120b --device cuda --report "$OUT/verify120b" 2>&1 | tail -16 | tee "$OUT/verify120b.json"
+  ;;
+bench)
+  python3 scripts/bench_gpu.py --json "$OUT/bench_gpu.json" 2>&1 | grep -v Warning | tee "$OUT/bench_gpu.log"
+  ;;
+offload)
+  python3 scripts/bench_offload.py --checkpoint /tmp/ckpt120b --layers 8 2>&1 | tee "$OUT/offload.json"
+  ;;
+esac
