@@ -15,6 +15,7 @@ import datetime
 import gc
 import json
 import statistics
+import subprocess
 import sys
 import time
 
@@ -111,6 +112,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--impl", nargs="+", default=list(IMPLS), choices=IMPLS)
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--single", choices=IMPLS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     config = GPTOss_20B(num_hidden_layers=args.layers)
     import transformers
@@ -123,19 +125,27 @@ def main():
         "shape": f"20b, {args.layers} layers, bf16",
         "command": " ".join(sys.argv),
     }
-    print(json.dumps(meta), flush=True)
+    if not args.single:
+        print(json.dumps(meta), flush=True)
+    if args.single:
+        print("ROW " + json.dumps(bench_one(args.single, config, args)), flush=True)
+        return
     rows = []
     for impl in args.impl:
-        rows.append(bench_one(impl, config, args))
+        # each implementation in its own process: torch.compile's caches and recompile limits are per process, and
+        # one implementation's compiled flex attention must not exhaust them for the next
+        child = subprocess.run([sys.executable, *sys.argv, "--single", impl], capture_output=True, text=True)
+        found = [line[4:] for line in child.stdout.splitlines() if line.startswith("ROW ")]
+        rows.append(json.loads(found[0]) if found else {"impl": impl, "error": child.stderr[-300:]})
         print(json.dumps(rows[-1]), flush=True)
     keys = [k for k in rows[0] if k not in ("impl",)]
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"meta": meta, "rows": rows}, f, indent=2)
     print("\n| impl | " + " | ".join(keys) + " |")
     print("|---" * (len(keys) + 1) + "|")
     for row in rows:
         print(f"| {row['impl']} | " + " | ".join(str(row.get(k)) for k in keys) + " |")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"meta": meta, "rows": rows}, f, indent=2)
 
 
 if __name__ == "__main__":
