@@ -178,3 +178,20 @@ def test_bfloat16_difference_is_reported_not_hidden(pair, record_property):
     print(f"bf16: max |logit diff| = {diff:.4g} (max |logit| {scale:.3g}), top-1 agreement {top1:.3f}")
     # bf16 keeps 8 significant bits and routing can flip on near-ties: bound the drift, don't demand equality
     assert diff == diff and diff <= 0.1 * scale and top1 >= 0.8
+
+
+def test_generate_sampling_and_eos():
+    config = CONFIGS["two-kv-groups"]
+    model = our_model_like(hf_model(config, seed=2), config)
+    ids = tokens(config, 2, 6, seed=10)
+    draw = lambda seed, **kw: model.generate(ids, 12, do_sample=True, generator=torch.Generator().manual_seed(seed), **kw)
+    assert torch.equal(draw(0, temperature=0.8, top_p=0.9), draw(0, temperature=0.8, top_p=0.9))
+    assert not torch.equal(draw(0, temperature=5.0), draw(1, temperature=5.0))
+    # top_p close to 0 keeps only the most likely token: sampling becomes greedy
+    assert torch.equal(draw(3, top_p=1e-6), model.generate(ids, 12))
+    greedy = model.generate(ids, 12)
+    eos = int(greedy[0, 6 + 2])  # the third new token of the first sequence becomes the stop token
+    stopped = model.generate(ids, 12, eos_token_id=eos)
+    first_stop = (stopped[0, 6:] == eos).nonzero()[0].item()
+    assert first_stop <= 2 and (stopped[0, 6 + first_stop :] == eos).all(), "finished rows are padded with eos"
+    assert torch.equal(stopped[:, : 6 + first_stop + 1], greedy[:, : 6 + first_stop + 1])

@@ -44,10 +44,10 @@ def test_tiny_reports_exact_float32_parity():
             assert metrics.max_abs < 1e-5
 
 
-# float32 parity of the correct model is ~1e-6 on the tiny checkpoint, so the sabotage runs use a tight gate: some
+# float32 parity of the correct model is a few 1e-6 on the tiny checkpoint, so the sabotage runs use a tight gate: some
 # bugs are small by nature (clamping the gate from below changes gate·sigmoid(1.702·gate) by less than 5e-5 per
 # channel once gate < -7), too small for the default --atol 1e-3 but 1000x above the correct model's error.
-TIGHT = "1e-5"
+TIGHT = "3e-5"
 
 
 def test_tight_gate_passes_the_correct_model(tmp_path):
