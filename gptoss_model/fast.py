@@ -84,7 +84,9 @@ def grouped_experts(experts, x: torch.Tensor, weights: torch.Tensor, indices: to
     flat_expert = indices.reshape(-1)  # [N·K]
     order = torch.argsort(flat_expert, stable=True)  # (token, slot) pairs grouped by expert
     expert_of_row = flat_expert[order]  # [N·K]
-    ends = torch.bincount(flat_expert, minlength=E).cumsum(0).to(torch.int32)  # [E]
+    counts = torch.zeros(E, dtype=torch.int32, device=x.device)
+    counts.scatter_add_(0, flat_expert, torch.ones_like(flat_expert, dtype=torch.int32))  # no host sync (bincount has)
+    ends = counts.cumsum(0).to(torch.int32)  # [E]
     rows = x[order // K]  # [N·K, H]
     h = _grouped_linear(rows, experts.gate_up_proj, experts.gate_up_proj_bias, expert_of_row, ends)  # [N·K, 2I]
     a = clamped_swiglu(h, experts.alpha, experts.limit)  # [N·K, I]

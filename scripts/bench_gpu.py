@@ -24,13 +24,13 @@ import torch
 sys.path.insert(0, ".")
 from gptoss_model import GPTOss_20B, GPTOssModelFull  # noqa: E402
 
-IMPLS = ("hf-eager", "hf-flex", "ours-eager", "ours-fast")
+IMPLS = ("hf-eager", "hf-flex", "ours-eager", "ours-fast", "ours-graph")  # graph: fast + StaticDecoder
 
 
 def build(impl: str, config, dtype):
     torch.manual_seed(0)
     if impl.startswith("ours"):
-        config = config.replace(implementation="fast" if impl == "ours-fast" else "eager")
+        config = config.replace(implementation="eager" if impl == "ours-eager" else "fast")
         return GPTOssModelFull(config, device="cuda", dtype=dtype).eval()
     from transformers import GptOssConfig, GptOssForCausalLM
 
@@ -52,7 +52,16 @@ def forward(impl, model, ids):
     return model(input_ids=ids, use_cache=False).logits
 
 
+_decoders = {}
+
+
 def generate(impl, model, ids, steps):
+    if impl == "ours-graph":
+        from gptoss_model.decode import StaticDecoder
+
+        if ids.shape[0] not in _decoders:
+            _decoders[ids.shape[0]] = StaticDecoder(model, batch=ids.shape[0], max_len=256)
+        return _decoders[ids.shape[0]].generate(ids, steps)
     if impl.startswith("ours"):
         return model.generate(ids, max_new_tokens=steps)
     return model.generate(ids, max_new_tokens=steps, min_new_tokens=steps, do_sample=False, pad_token_id=0,
