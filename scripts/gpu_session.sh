@@ -12,7 +12,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/gpu.txt"
 case "${1:-verify}" in
 tests)
-  python3 -m pytest -q -s -p no:cacheprovider -p no:logging tests/test_gpu.py 2>&1 | grep -v DEBUG | tee "$OUT/gpu_tests.log"
+  python3 -m pytest -q -s -p no:cacheprovider -p no:logging tests/test_gpu.py tests/test_decode.py 2>&1 | grep -v DEBUG | tee "$OUT/gpu_tests.log"
   ;;
 verify)
   python3 -m pytest -q -s -p no:cacheprovider -p no:logging tests/test_gpu.py 2>&1 | grep -v DEBUG | tee "$OUT/gpu_tests.log"
