@@ -43,6 +43,8 @@ class StaticDecoder:
         self.token = torch.zeros(batch, 1, dtype=torch.long, device=p.device)  # input; the step overwrites it
         self.graph = None
         self.use_graph = p.is_cuda
+        if p.is_cuda and p.dtype != torch.bfloat16:
+            raise ValueError("StaticDecoder on CUDA needs a bfloat16 model (the grouped expert kernel it captures)")
         if c.implementation != "fast":
             raise ValueError("StaticDecoder needs model.set_implementation('fast'): the eager experts synchronise with "
                              "the host every layer, which a CUDA graph cannot capture")

@@ -69,7 +69,8 @@ def _block_mask(keep):
 
 def _grouped_linear(x, weight, bias, expert_of_row, ends):
     """x [R, in] rows sorted by expert, weight [E, out, in], ends [E] int32 cumulative row counts -> [R, out]."""
-    if hasattr(torch, "_grouped_mm"):
+    native = hasattr(torch, "_grouped_mm") and (not x.is_cuda or x.dtype == torch.bfloat16)
+    if native:  # CUDA's grouped kernel is bf16-only; other dtypes there would go through host copies
         y = torch._grouped_mm(x, weight.transpose(1, 2), offs=ends)
     else:
         starts = torch.cat([ends.new_zeros(1), ends[:-1]]).tolist()

