@@ -12,7 +12,6 @@ buffers with the window applied by the mask: memory is bounded by max_len, fixed
 """
 
 import torch
-import torch.nn.functional as F
 
 from gptoss_model.config import SLIDING
 

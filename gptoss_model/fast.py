@@ -35,7 +35,6 @@ def fused_attention_with_sinks(q, k, v, sinks, keep, scaling: float) -> torch.Te
     """Same contract as model.attention_with_sinks: q [B, nq, T, d], k/v [B, nkv, S, d], keep [B, 1, T, S] bool
     -> [B, T, nq, d]."""
     B, nq, T, _ = q.shape
-    S = k.shape[2]
     if T == 1:  # decoding one token: a single row of scores, nothing for a fused kernel to save
         return attention_with_sinks(q, k, v, sinks, keep, scaling)
 

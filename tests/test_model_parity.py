@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from gptoss_model import GPTOss_Small, GPTOssModelFull
+from gptoss_model import GPTOss_Small
 from tests.hf_oracle import EXPERT_MATRICES, hf_model, our_model_like
 
 ATOL = 1e-5
