@@ -63,7 +63,8 @@ def group_into_shards(sizes: dict[str, int], max_shard_bytes: int) -> list[list[
 def save_model(model, directory, max_shard_bytes: int):
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    # written beside the target and renamed at the end: a killed run leaves only a clearly named temporary directory
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-{os.getpid()}-", dir=directory.parent))
     try:
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
         sizes = {k: v.numel() * v.element_size() for k, v in state.items()}

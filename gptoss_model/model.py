@@ -325,8 +325,8 @@ class LayerCache:
         """k/v [B, nkv, T, d] -> all visible keys/values [B, nkv, S, d]."""
         if self.keys is not None:
             k, v = torch.cat([self.keys, k], dim=2), torch.cat([self.values, v], dim=2)
-        keep = k.shape[2] if self.window is None else self.window - 1
-        self.keys, self.values = k[:, :, -keep:] if keep else k[:, :, :0], v[:, :, -keep:] if keep else v[:, :, :0]
+        start = 0 if self.window is None else max(k.shape[2] - (self.window - 1), 0)
+        self.keys, self.values = k[:, :, start:], v[:, :, start:]
         return k, v
 
 
