@@ -188,7 +188,7 @@ def _read_token_ids(path: Path) -> list:
 
 
 @contextmanager
-def capture(layer, ours: bool):
+def capture(layer):
     """Record attention, router logits/indices and MoE output of one decoder layer (ours or Transformers')."""
     seen = {}
 
@@ -338,11 +338,11 @@ def layer_stage(i, streams, ckpt, plan, dtype, thresholds) -> LayerResult:
     for p in range(len(streams.ids)):
         positions, ref_masks, ref_pe = streams.ref_ctx[p]
         our_masks, our_pe = streams.ours_ctx[p]
-        with capture(ref, ours=False) as got:
+        with capture(ref) as got:
             outputs["ref"].append(streams.reference.run_layer(ref, streams.ref_x[p], ref_masks[kind], positions, ref_pe))
         seen["ref"].append(got)
         for column, x in (("iso", streams.ref_x[p]), ("acc", streams.our_x[p])):
-            with capture(ours, ours=True) as got:
+            with capture(ours) as got:
                 outputs[column].append(ours(x, our_pe, our_masks[kind]))
             seen[column].append(got)
     streams.ref_x, streams.our_x = outputs["ref"], outputs["acc"]
