@@ -1,7 +1,8 @@
 """The `gptoss-convert` command line. Commands are thin: parse, check options, call one library function, render.
 
-Errors are mapped to exit codes in exactly one place (`_Group.invoke`): a GptossConvertError becomes one line
-`error: ...` on stderr and its exit code; tracebacks only with GPTOSS_CONVERT_DEBUG=1.
+Errors are mapped to exit codes in exactly one place (`_Group`): a GptossConvertError becomes one line
+`error: ...` on stderr and its exit code, and so does a bad option (Click's usage errors, exit 2); tracebacks only
+with GPTOSS_CONVERT_DEBUG=1.
 """
 
 import os
@@ -15,6 +16,20 @@ from gptoss_convert.errors import GptossConvertError
 
 
 class _Group(click.Group):
+    def main(self, *args, standalone_mode=True, **kwargs):
+        try:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        except click.UsageError as error:  # one line naming the option and what was expected, plus where to look
+            if type(error).__name__ == "NoArgsIsHelpError":  # bare `gptoss-convert`: show the help, as Click does
+                click.echo(error.ctx.get_help())
+                sys.exit(error.exit_code)
+            command = f"{error.ctx.command_path} --help" if error.ctx else "gptoss-convert --help"
+            click.echo(f"error: {error.format_message()} (see `{command}`)", err=True)
+            sys.exit(error.exit_code)
+        except click.Abort:
+            click.echo("error: interrupted", err=True)
+            sys.exit(130)
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
