@@ -14,7 +14,8 @@ byte-level BPE tokenizer (tokenizer.json, tokenizer_config.json, special_tokens_
 
 Values are deterministic in --seed and independent of the layout: every one of our parameters is drawn from its own
 generator (seeded by seed and name), row chunk by row chunk, so the fused qkv of `original/` is byte-for-byte the
-q, k and v of the HF layout. Scales: ~1/sqrt(fan_in) for projections, norms around 1, non-zero biases and sinks.
+q, k and v of the HF layout. Scales: ~1/sqrt(fan_in) for projections, norms around 1, non-zero biases and sinks
+(the experts' gate/up biases wider, std 4, so the ±7 SwiGLU clamps are exercised).
 MXFP4 experts: `mxfp4.quantize` of such random weights when small; for big shapes, random FP4 codes with random
 scale exponents around 1/sqrt(fan_in)/2.9 (uniform codes have an RMS of ~2.9), which keeps writing 20b fast.
 Files are written one tensor chunk at a time through the streaming writer into a temporary directory next to
