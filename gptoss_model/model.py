@@ -121,14 +121,19 @@ class GptOssAttention(nn.Module):
         self.o_proj = nn.Linear(nq * d, H, bias=bias, device=device, dtype=dtype)
         self.sinks = nn.Parameter(torch.zeros(nq, device=device, dtype=dtype))  # gpt-oss: one sink per query head
 
-    def forward(self, x, position_embeddings, keep, layer_cache=None) -> torch.Tensor:
-        """x [B, T, H], keep [B, 1, T, S] bool (S counts cached keys too) -> [B, T, H]."""
+    def project(self, x, position_embeddings):
+        """x [B, T, H] -> q [B, nq, T, d], k and v [B, nkv, T, d], q and k rotated."""
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, -1, self.head_dim).transpose(1, 2)  # [B, nq, T, d]
         k = self.k_proj(x).view(B, T, -1, self.head_dim).transpose(1, 2)  # [B, nkv, T, d]
         v = self.v_proj(x).view(B, T, -1, self.head_dim).transpose(1, 2)  # [B, nkv, T, d]
         cos, sin = position_embeddings
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin), v
+
+    def forward(self, x, position_embeddings, keep, layer_cache=None) -> torch.Tensor:
+        """x [B, T, H], keep [B, 1, T, S] bool (S counts cached keys too) -> [B, T, H]."""
+        B, T, _ = x.shape
+        q, k, v = self.project(x, position_embeddings)
         if layer_cache is not None:
             k, v = layer_cache.update(k, v)  # [B, nkv, S, d]
         if self.implementation == "fast":
@@ -224,12 +229,18 @@ class GptOssDecoderLayer(nn.Module):
     def __init__(self, config: GPTOssConfig, layer_idx: int, device=None, dtype=None):
         super().__init__()
         self.attention_type = config.layer_types[layer_idx]
+        self.implementation = config.implementation
         self.input_layernorm = GptOssRMSNorm(config.hidden_size, config.rms_norm_eps, device=device, dtype=dtype)
         self.self_attn = GptOssAttention(config, layer_idx, device=device, dtype=dtype)
         self.post_attention_layernorm = GptOssRMSNorm(config.hidden_size, config.rms_norm_eps, device, dtype)
         self.mlp = GptOssMLP(config, device=device, dtype=dtype)
 
     def forward(self, x, position_embeddings, keep, layer_cache=None) -> torch.Tensor:
+        """x [B, T, H] -> [B, T, H]: attention then the mixture of experts, each added to the residual stream."""
+        if self.implementation == "fast" and x.is_cuda:  # the same steps in compiled, fused pieces (fast.py)
+            from gptoss_model.fast import layer_forward
+
+            return layer_forward(self, x, position_embeddings, keep, layer_cache)
         x = x + self.self_attn(self.input_layernorm(x), position_embeddings, keep, layer_cache)
         return x + self.mlp(self.post_attention_layernorm(x))
 
@@ -400,7 +411,7 @@ class GPTOssModelFull(nn.Module):
         self.config = self.config.replace(implementation=implementation)
         self.model.config = self.config
         for module in self.modules():
-            if isinstance(module, (GptOssAttention, GPTOssExperts)):
+            if isinstance(module, (GptOssDecoderLayer, GptOssAttention, GPTOssExperts)):
                 module.implementation = implementation
         return self
 

@@ -7,6 +7,8 @@ Prints the top kernels by CUDA time for a --prefill-token forward, then for --st
 """
 
 import argparse
+import traceback
+import warnings
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -38,6 +40,24 @@ def main():
             torch.cuda.synchronize()
         print(f"== prefill {args.prefill} tokens, {args.layers} layers ==")
         print(table(prof, args.rows))
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=60))
+        print("== host syncs in one prefill (torch.cuda.set_sync_debug_mode) ==")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            model(input_ids=ids)
+            torch.cuda.set_sync_debug_mode(0)
+        syncs = [w for w in caught if "synchroniz" in str(w.message)]
+        print(f"{len(syncs)} synchronizing calls")
+        for w in syncs[:5]:
+            print(" ", str(w.message)[:200])
+        if syncs:
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                model(input_ids=ids)
+            except RuntimeError:  # where the first one happens
+                traceback.print_exc(limit=-12)
+            torch.cuda.set_sync_debug_mode(0)
         decoder = StaticDecoder(model, batch=1, max_len=256)
         decoder.use_graph = False  # profile the step's kernels one by one
         decoder.generate(ids[:, :128], 3)
