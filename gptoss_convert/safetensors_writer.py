@@ -94,9 +94,10 @@ def index_json(shards: list[Shard], metadata: dict | None = None) -> dict:
     return {"metadata": {**total, **(metadata or {})}, "weight_map": dict(sorted(weight_map.items()))}
 
 
-def encode_header(specs: list[TensorSpec], metadata: dict | None = None) -> bytes:
-    """The 8-byte length + padded JSON header for tensors stored contiguously in the given order."""
-    header: dict = {"__metadata__": {"format": "pt", **(metadata or {})}}
+def encode_header(specs: list[TensorSpec], metadata: dict | None = None, *, with_metadata: bool = True) -> bytes:
+    """The 8-byte length + padded JSON header for tensors stored contiguously in the given order (without
+    `__metadata__` when with_metadata is false, as the hub's gpt-oss shards are)."""
+    header: dict = {"__metadata__": {"format": "pt", **(metadata or {})}} if with_metadata else {}
     offset = 0
     for spec in specs:
         header[spec.name] = {"dtype": spec.dtype, "shape": list(spec.shape), "data_offsets": [offset, offset + spec.nbytes]}
@@ -118,11 +119,12 @@ class ShardWriter:
     """Writes one safetensors file from a plan. Use as a context manager; call `write(name, chunk)` for the planned
     tensors in order, each as one tensor or as several chunks of leading-dimension rows."""
 
-    def __init__(self, path: str | Path, specs: list[TensorSpec] | tuple[TensorSpec, ...], metadata: dict | None = None):
+    def __init__(self, path: str | Path, specs: list[TensorSpec] | tuple[TensorSpec, ...], metadata: dict | None = None,
+                 *, with_metadata: bool = True):
         self.path = Path(path)
         self.specs = list(specs)
         self._file = open(self.path, "wb")
-        self._file.write(encode_header(self.specs, metadata))
+        self._file.write(encode_header(self.specs, metadata, with_metadata=with_metadata))
         self._current = 0  # index of the tensor being written
         self._written = 0  # bytes of it written so far
 

@@ -45,7 +45,15 @@ def test_20b_plan_matches_the_hub(make):
     assert specs["model.layers.0.mlp.experts.down_proj_blocks"] == ("U8", (32, 2880, 90, 16))
     assert specs["model.layers.0.mlp.experts.down_proj_bias"] == ("BF16", (32, 2880))
     assert specs["lm_head.weight"] == ("BF16", (201088, 2880))
-    assert list(plan.index["weight_map"]) == sorted(specs)
+    names = list(plan.index["weight_map"])
+    assert names[:2] == ["model.layers.0.input_layernorm.weight", "model.layers.0.self_attn.o_proj.bias"]
+    assert names[19 * 2] == "model.layers.10.input_layernorm.weight"  # layers in lexicographic order of the index
+    assert names[-3:] == ["model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"]
+    # the hub's split (hub-metadata/README.md): 196 tensors in shard 0, shard 1 from layer 18's q_proj.weight,
+    # shard 2 from layer 6's gate_up_proj_blocks
+    assert [len(shard.tensors) for _, shard in plan.files] == [196, 197, 66]
+    assert names[196] == "model.layers.18.self_attn.q_proj.weight"
+    assert names[393] == "model.layers.6.mlp.experts.gate_up_proj_blocks"
 
 
 def test_120b_plan_matches_the_hub(make):
@@ -66,6 +74,19 @@ def test_original_plans(make):
     assert specs["unembedding.weight"] == ("BF16", (201088, 2880)) and len(specs) == 3 + 24 * 15
     big = make.plan_checkpoint(make.shape_config("120b"), "original")
     assert len(big.files) == 7 and big.total_size == 65_248_815_744  # original/ of 120b is sharded (7 files)
+    assert [name for name, _ in big.files] == [f"original/model--0000{i}-of-00007.safetensors" for i in range(1, 8)]
+
+
+def test_20b_shard_files_have_the_hubs_sizes(make):
+    """Headers like the safetensors library's (no __metadata__, BF16 before U8, then by name): the three 20b
+    shards total 13,761,316,904 bytes on the hub, 52,136 of them headers."""
+    from gptoss_convert.safetensors_writer import encode_header
+
+    plan = make.plan_checkpoint(make.shape_config("20b"), "hf")
+    headers = sum(len(encode_header(shard.tensors, with_metadata=False)) for _, shard in plan.files)
+    assert headers == 52_136 and plan.total_size + headers == 13_761_316_904
+    first = plan.files[0][1].tensors
+    assert [t.dtype for t in first] == sorted((t.dtype for t in first), key=lambda d: d != "BF16")
 
 
 def test_layers_override(make):
