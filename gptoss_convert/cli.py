@@ -43,6 +43,18 @@ class _Group(click.Group):
             sys.exit(130)
 
 
+def _progress_option(command):
+    return click.option("--progress/--no-progress", default=None,
+                        help="Force the progress bar on or off.  [default: a bar on a terminal, elsewhere (CI logs) "
+                             "a plain line at most every 10 s]")(command)
+
+
+def _pins_option(command):
+    return click.option("--no-verify", is_flag=True,
+                        help="Skip checking the files of a download of a pinned official revision against the pinned "
+                             "sha256 (gptoss_convert/pins.py).")(command)
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="gptoss-convert")
 def cli():
@@ -65,7 +77,8 @@ def cli():
               help="List files, sizes, what is here and what would be fetched; write nothing.")
 @click.option("--no-verify", is_flag=True,
               help="Skip the sha256 check of downloaded files (sizes are still checked).")
-def download(model, revision, layout, local_dir, cache_dir, dry_run, no_verify):
+@_progress_option
+def download(model, revision, layout, local_dir, cache_dir, dry_run, no_verify, progress):
     """Download a gpt-oss checkpoint from the Hugging Face Hub (or the mirror in HF_ENDPOINT), check every file
     against the hub's sha256, and record repo, commit and checksums in gptoss-manifest.json.
 
@@ -83,7 +96,7 @@ def download(model, revision, layout, local_dir, cache_dir, dry_run, no_verify):
         click.echo(hub.format_plan(plan))
         hub.check_disk_space(plan)
         return
-    click.echo(hub.format_summary(hub.download(model, verify=not no_verify, **options)))
+    click.echo(hub.format_summary(hub.download(model, verify=not no_verify, progress=progress, **options)))
 
 
 @cli.command()
@@ -96,7 +109,9 @@ def download(model, revision, layout, local_dir, cache_dir, dry_run, no_verify):
               help="dtype of every output tensor (MXFP4 experts are dequantized exactly to it).")
 @click.option("--dry-run", is_flag=True, help="Print the tensors, shards and total size that would be written; write nothing.")
 @click.option("--force", is_flag=True, help="Replace --out if it already exists.")
-def convert(model, out, dtype, dry_run, force):
+@_pins_option
+@_progress_option
+def convert(model, out, dtype, dry_run, force, no_verify, progress):
     """Convert a gpt-oss checkpoint into gptoss_model's own format (sharded safetensors), one tensor at a time,
     after a strict audit: every checkpoint tensor used once, every parameter filled, shapes and dtypes checked.
 
@@ -111,7 +126,8 @@ def convert(model, out, dtype, dry_run, force):
     if dry_run:
         click.echo(conversion.format_plan(conversion.plan_convert(model, out, conversion.DTYPES[dtype])))
         return
-    plan = conversion.convert(model, out, conversion.DTYPES[dtype], force=force)
+    plan = conversion.convert(model, out, conversion.DTYPES[dtype], force=force, progress=progress,
+                              check_pins=not no_verify)
     click.echo(f"wrote {plan.out}: {plan.tensor_count} tensors in {len(plan.shards)} shard(s), "
                f"{plan.total_size:,} bytes ({dtype})")
 
@@ -156,7 +172,10 @@ def _fraction(ctx, param, value):
 @click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
               help="Also write JUnit XML: one test case per layer and component.")
 @click.option("--quiet", "-q", is_flag=True, help="No table and no progress bar; only errors and the verdict line.")
-def verify(model, atol, rtol, max_kl, min_top1, dtype, device, prompts, token_ids, report_dir, junit, quiet):
+@_pins_option
+@_progress_option
+def verify(model, atol, rtol, max_kl, min_top1, dtype, device, prompts, token_ids, report_dir, junit, quiet,
+           no_verify, progress):
     """Verify gptoss_model against Transformers on a checkpoint, layer by layer, streaming one layer at a time.
 
     Each layer runs twice on our side: fed the reference's input (isolated: a bug shows at its own layer) and fed
@@ -176,7 +195,7 @@ def verify(model, atol, rtol, max_kl, min_top1, dtype, device, prompts, token_id
 
     thresholds = Thresholds(dtype=dtype, atol=atol, rtol=rtol, max_kl=max_kl, min_top1=min_top1)
     result = run_verify(model, thresholds, device=device, prompts=prompts, token_ids_file=token_ids,
-                        progress=not quiet)
+                        progress=False if quiet else progress, check_pins=not no_verify)
     summary = result.to_dict()
     written = report.write_reports(summary, report_dir, junit)
     if not quiet:

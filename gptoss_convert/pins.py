@@ -62,6 +62,22 @@ def check_listing(repo_id: str, commit: str, listed: dict[str, str | None], endp
         )
 
 
+def check_download(repo_id: str, commit: str, entries: dict[str, dict], directory: Path, endpoint: str) -> int:
+    """After a download's own checks: each file's sha256 ({path: manifest entry}) against its pin. Files that
+    differ are removed (nothing that looks official stays behind). Returns how many files matched a pin."""
+    bad = mismatches(repo_id, commit, {path: entry["sha256"] for path, entry in entries.items()})
+    if bad:
+        for path, _ in bad:
+            (Path(directory) / path).unlink(missing_ok=True)
+        path, problem = bad[0]
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise IntegrityError(
+            f"{Path(directory) / path}: {problem} of {repo_id}@{commit}{more}, although it matches what {endpoint} "
+            "lists: the server does not serve the official file (check HF_ENDPOINT); the file was removed"
+        )
+    return len(set(entries) & set(pinned_files(repo_id, commit)))
+
+
 def check_checkpoint(directory: Path, manifest: dict | None, known: dict[str, str] | None = None,
                      progress: bool | None = None) -> int:
     """verify/convert: if `manifest` names a pinned revision, hash the pinned files under `directory` (the

@@ -93,3 +93,54 @@ def _amount(n: float, unit: str) -> str:
 def _clock(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class watch:
+    """Context manager for work whose progress only shows on disk (huggingface_hub's transfers): in "lines" mode a
+    thread writes a PlainProgress line every INTERVAL seconds from `measure()` (bytes done so far)."""
+
+    def __init__(self, *, total: int, measure, desc: str, enabled: bool | None = None, stream=None):
+        import threading
+
+        self.measure, self.stop = measure, threading.Event()
+        self.lines = None
+        if mode(enabled, stream) == "lines":
+            self.lines = PlainProgress(total=total, desc=desc, unit="B", stream=stream or sys.stderr)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self.stop.wait(INTERVAL):
+            done = self.measure()
+            self.lines.update(done - self.lines.n)
+
+    def __enter__(self):
+        if self.lines is not None:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        if self.lines is not None:
+            self.thread.join()
+
+
+class hub_bars:
+    """huggingface_hub draws its own bars: leave them on a terminal (or with --progress), turn them off otherwise
+    (`watch` writes the plain lines instead)."""
+
+    def __init__(self, enabled: bool | None = None, stream=None):
+        self.off = mode(enabled, stream) != "bar"
+
+    def __enter__(self):
+        from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars
+
+        self.were_off = are_progress_bars_disabled()
+        if self.off:
+            disable_progress_bars()
+        return self
+
+    def __exit__(self, *exc):
+        from huggingface_hub.utils import enable_progress_bars
+
+        if self.off and not self.were_off:
+            enable_progress_bars()

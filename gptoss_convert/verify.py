@@ -219,7 +219,8 @@ def capture(layer):
 # ---- the pipeline -----------------------------------------------------------------------------------------------
 
 
-def run_verify(source, thresholds: Thresholds, device="auto", prompts=None, token_ids_file=None, progress=True):
+def run_verify(source, thresholds: Thresholds, device="auto", prompts=None, token_ids_file=None, progress=True,
+               check_pins=True):
     """Verify checkpoint `source` (tiny | a downloaded name | a directory). Returns a VerifyResult with its verdict."""
     from gptoss_convert.checkpoint import open_checkpoint
     from gptoss_convert.remap import audit
@@ -237,14 +238,19 @@ def run_verify(source, thresholds: Thresholds, device="auto", prompts=None, toke
     tokenizer = load_tokenizer(path, ckpt.side_files)
     prompt_list = parse_prompts(prompts, token_ids_file, config, tokenizer)
     result = VerifyResult(thresholds, device, describe_checkpoint(path, ckpt), prompt_list)
+    if check_pins:  # a download of a pinned official revision: its files against the pins (weights hashed above)
+        from gptoss_convert import pins
+
+        hashed = {f["path"]: f["sha256"] for f in result.checkpoint["files"]}
+        pins.check_checkpoint(ckpt.root, result.checkpoint["provenance"], known=hashed, progress=progress)
     with torch.no_grad():
         streams = Streams(config, prompt_list, device, dtype)
         embed_stage(result, streams, ckpt, plan, dtype, thresholds)
         layer_range = range(config.num_hidden_layers)
-        if progress:
-            from tqdm import tqdm
+        if progress is not False:
+            from gptoss_convert.progress import progress_bar
 
-            layer_range = tqdm(layer_range, desc="verify", unit="layer", leave=False)
+            layer_range = progress_bar(layer_range, desc="verify", unit="layer", enabled=progress, leave=False)
         for i in layer_range:
             result.layers.append(layer_stage(i, streams, ckpt, plan, dtype, thresholds))
         final_stage(result, streams, ckpt, plan, dtype, thresholds)
