@@ -164,9 +164,16 @@ def _fraction(ctx, param, value):
               help="Where layers run; one layer's weights are on it at a time.")
 @click.option("--prompt", "prompts", multiple=True, metavar="TEXT",
               help="A prompt (repeatable), tokenized with the checkpoint's tokenizer.json, or token ids '1 2 3' "
-                   "when it has none.  [default: one prompt shorter than the sliding window, one crossing it]")
+                   "when it has none.  [default: one prompt shorter than the sliding window, one crossing it, and "
+                   "a harmony conversation longer than it when the checkpoint has a chat template]")
 @click.option("--token-ids", type=click.Path(dir_okay=False), metavar="FILE",
               help="JSON file with a list of token ids, or a list of such lists (one per prompt).")
+@click.option("--chat", "chats", multiple=True, metavar="TEXT",
+              help="A user message (repeatable), rendered as a conversation through the checkpoint's "
+                   "chat_template.jinja (harmony), as Transformers' apply_chat_template does.")
+@click.option("--messages", "messages_file", metavar="FILE.json",
+              help="A conversation ([{\"role\": ..., \"content\": ...}, ...]) or a list of them, rendered through the "
+                   "chat template.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path), default="verify-report",
               show_default=True, metavar="DIR", help="Where report.json, report.md and report.html are written.")
 @click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
@@ -174,8 +181,8 @@ def _fraction(ctx, param, value):
 @click.option("--quiet", "-q", is_flag=True, help="No table and no progress bar; only errors and the verdict line.")
 @_pins_option
 @_progress_option
-def verify(model, atol, rtol, max_kl, min_top1, dtype, device, prompts, token_ids, report_dir, junit, quiet,
-           no_verify, progress):
+def verify(model, atol, rtol, max_kl, min_top1, dtype, device, prompts, token_ids, chats, messages_file, report_dir,
+           junit, quiet, no_verify, progress):
     """Verify gptoss_model against Transformers on a checkpoint, layer by layer, streaming one layer at a time.
 
     Each layer runs twice on our side: fed the reference's input (isolated: a bug shows at its own layer) and fed
@@ -195,7 +202,8 @@ def verify(model, atol, rtol, max_kl, min_top1, dtype, device, prompts, token_id
 
     thresholds = Thresholds(dtype=dtype, atol=atol, rtol=rtol, max_kl=max_kl, min_top1=min_top1)
     result = run_verify(model, thresholds, device=device, prompts=prompts, token_ids_file=token_ids,
-                        progress=False if quiet else progress, check_pins=not no_verify)
+                        progress=False if quiet else progress, check_pins=not no_verify, chats=chats,
+                        messages_file=messages_file)
     summary = result.to_dict()
     written = report.write_reports(summary, report_dir, junit)
     if not quiet:

@@ -144,7 +144,21 @@ def default_prompts(config, tokenizer) -> list:
             for n in (short_len, long_len)]
 
 
-def parse_prompts(texts, token_ids_file, config, tokenizer) -> list:
+def _all_prompts(ckpt, config, tokenizer, texts, token_ids_file, chats, messages_file) -> list:
+    """--prompt/--token-ids, then --chat/--messages rendered through the chat template (gptoss_convert/prompts.py);
+    with none of them, the default prompts plus the default harmony conversation."""
+    from gptoss_convert import prompts as chat
+
+    rendered = chat.chat_prompts(ckpt.root, ckpt.side_files, chats, messages_file)
+    if rendered and not (texts or token_ids_file):
+        return parse_prompts((), None, config, tokenizer, given=rendered)
+    plain = parse_prompts(texts, token_ids_file, config, tokenizer, given=rendered)
+    if not (texts or token_ids_file or rendered):
+        plain += parse_prompts((), None, config, tokenizer, given=chat.default_chat_prompt(ckpt.root, ckpt.side_files))
+    return plain
+
+
+def parse_prompts(texts, token_ids_file, config, tokenizer, given=()) -> list:
     prompts = []
     for text in texts or ():
         if tokenizer is not None:
@@ -159,8 +173,9 @@ def parse_prompts(texts, token_ids_file, config, tokenizer) -> list:
                 ) from None
     if token_ids_file:
         prompts += _read_token_ids(Path(token_ids_file))
-    if not prompts:
+    if not prompts and not given:
         return default_prompts(config, tokenizer)
+    prompts += list(given)
     for i, prompt in enumerate(prompts):
         ids = prompt["token_ids"]
         if not ids:
@@ -220,7 +235,7 @@ def capture(layer):
 
 
 def run_verify(source, thresholds: Thresholds, device="auto", prompts=None, token_ids_file=None, progress=True,
-               check_pins=True):
+               check_pins=True, chats=(), messages_file=None):
     """Verify checkpoint `source` (tiny | a downloaded name | a directory). Returns a VerifyResult with its verdict."""
     from gptoss_convert.checkpoint import open_checkpoint
     from gptoss_convert.remap import audit
@@ -236,7 +251,7 @@ def run_verify(source, thresholds: Thresholds, device="auto", prompts=None, toke
     plan = audit(ckpt)
     config = ckpt.config.replace(implementation="eager")
     tokenizer = load_tokenizer(path, ckpt.side_files)
-    prompt_list = parse_prompts(prompts, token_ids_file, config, tokenizer)
+    prompt_list = _all_prompts(ckpt, config, tokenizer, prompts, token_ids_file, chats, messages_file)
     result = VerifyResult(thresholds, device, describe_checkpoint(path, ckpt), prompt_list)
     if check_pins:  # a download of a pinned official revision: its files against the pins (weights hashed above)
         from gptoss_convert import pins
