@@ -17,12 +17,13 @@ def progress_bar(iterable=None, *, total=None, desc: str, unit: str = "B", enabl
     """A tqdm bar, a PlainProgress, or a silent stand-in, per the policy above. All three have update(), close(),
     iteration over `iterable` and the context-manager protocol."""
     stream = stream or sys.stderr
-    if mode(enabled, stream) == "lines":
+    chosen = mode(enabled, stream)
+    if chosen == "lines":
         return PlainProgress(iterable, total=total, desc=desc, unit=unit, stream=stream)
     from tqdm import tqdm
 
     return tqdm(iterable, total=total, desc=desc, unit=unit, unit_scale=unit == "B", unit_divisor=1000,
-                file=stream, disable=not enabled, leave=leave)
+                file=stream, disable=chosen == "off", leave=leave)
 
 
 def mode(enabled: bool | None, stream=None) -> str:
@@ -42,11 +43,12 @@ def _isatty(stream) -> bool:
 class PlainProgress:
     """tqdm's interface, writing a whole line at most every `interval` seconds (never a carriage return)."""
 
-    def __init__(self, iterable=None, *, total=None, desc="", unit="B", stream=None, interval=INTERVAL,
+    def __init__(self, iterable=None, *, total=None, desc="", unit="B", stream=None, interval=None,
                  clock=time.monotonic):
         self.iterable, self.desc, self.unit = iterable, desc, unit
         self.total = total if total is not None else (len(iterable) if hasattr(iterable, "__len__") else None)
-        self.n, self.stream, self.interval, self.clock = 0, stream or sys.stderr, interval, clock
+        self.n, self.stream, self.clock = 0, stream or sys.stderr, clock
+        self.interval = INTERVAL if interval is None else interval
         self.started = self.last = clock()
 
     def update(self, n=1) -> None:
