@@ -6,11 +6,13 @@ exit code 2 or 3 (never another exception), and reading writes nothing. Over 1,0
 import json
 import shutil
 import struct
+import tempfile
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.configuration import set_hypothesis_home_dir
 
 from gptoss_convert import hub, pins
 from gptoss_convert.checkpoint import open_checkpoint, read_header
@@ -18,6 +20,7 @@ from gptoss_convert.errors import GptossConvertError
 from gptoss_convert.remap import audit
 from gptoss_convert.tiny import tiny_checkpoint_dir
 
+set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "gptoss-convert-hypothesis")  # its caches, not in the repo
 EXAMPLES = 260  # per test; 5 tests
 COUNTS: dict[str, int] = {}
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
