@@ -107,11 +107,12 @@ def convert(model, out, dtype, dry_run, force):
       gptoss-convert convert --model ./gpt-oss-20b/original --out ./converted --dtype float32 --force
     """
     from gptoss_convert import convert as conversion
+    from gptoss_convert.options import DTYPES
 
     if dry_run:
-        click.echo(conversion.format_plan(conversion.plan_convert(model, out, conversion.DTYPES[dtype])))
+        click.echo(conversion.format_plan(conversion.plan_convert(model, out, DTYPES[dtype])))
         return
-    plan = conversion.convert(model, out, conversion.DTYPES[dtype], force=force)
+    plan = conversion.convert(model, out, DTYPES[dtype], force=force)
     click.echo(f"wrote {plan.out}: {plan.tensor_count} tensors in {len(plan.shards)} shard(s), "
                f"{plan.total_size:,} bytes ({dtype})")
 

@@ -1,10 +1,10 @@
-"""Download gpt-oss checkpoints through huggingface_hub, record where they came from, find them again offline.
+"""Download gpt-oss checkpoints through huggingface_hub and record where they came from (sources.py finds them).
 
 `download()` in order: resolve the revision once to a commit (`repo_info`), list the files at that commit
 (`list_repo_tree`: sizes, LFS sha256, git blob ids), pick the layout's files, plan (what is already here, what the
 disk must hold), fetch the rest with `snapshot_download(local_dir=...)`, hash every file against the hub's listing,
-and only then write `gptoss-manifest.json` (temporary file + rename). Later commands call `resolve_model_dir` and
-`read_manifest`, which never touch the network.
+and only then write `gptoss-manifest.json` (temporary file + rename). Later commands find the download through
+`sources.resolve_model_dir` and `sources.read_manifest`, which never touch the network.
 
 huggingface_hub reads HF_ENDPOINT and HF_HUB_OFFLINE once, at import. We read them again at call time and pass
 `endpoint=` explicitly, so the environment of the call wins.
@@ -26,87 +26,16 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 
 from gptoss_convert.errors import GptossConvertError, InputError, IntegrityError
+from gptoss_convert.sources import MANIFEST_NAME, MANIFEST_VERSION, default_model_dir, parse_model, read_manifest
 
-KNOWN_MODELS = {"20b": "openai/gpt-oss-20b", "120b": "openai/gpt-oss-120b"}
 LAYOUTS = ("hf", "original", "all")
-MANIFEST_NAME = "gptoss-manifest.json"
-MANIFEST_VERSION = 1
 DEFAULT_ENDPOINT = "https://huggingface.co"
 DEFAULT_REVISION = "main"
 
 # Root files of the Transformers layout. Matched against root-level paths only: the hub's own allow/ignore patterns
 # use fnmatch, where `*` also crosses `/`, so "*.json" would take original/config.json too.
 _HF_ROOT_PATTERNS = ("*.json", "*.jinja", "tokenizer*", "model*.safetensors")
-_REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
 _HASH_CHUNK = 16 << 20
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Names and places (no network)
-
-
-def parse_model(model: str) -> str:
-    """`20b` / `120b` / `owner/name` -> the hub repo id; anything else is an InputError."""
-    if model in KNOWN_MODELS:
-        return KNOWN_MODELS[model]
-    if _REPO_ID.fullmatch(model) and "--" not in model and ".." not in model:
-        return model
-    raise InputError(
-        f"--model {model!r}: expected 20b, 120b or a hub repo id OWNER/NAME (for example openai/gpt-oss-20b)"
-    )
-
-
-def home_dir() -> Path:
-    """$GPTOSS_CONVERT_HOME, default ~/.cache/gptoss-convert."""
-    return Path(os.environ.get("GPTOSS_CONVERT_HOME") or "~/.cache/gptoss-convert").expanduser()
-
-
-def default_model_dir(repo_id: str) -> Path:
-    """Where `download` puts a repo when no --local-dir is given: <home>/models/<owner>--<name>."""
-    return home_dir() / "models" / repo_id.replace("/", "--")
-
-
-def read_manifest(directory) -> dict | None:
-    """The download manifest of `directory` (or, for its `original/` subfolder, of the download it belongs to), or
-    None if there is none. A malformed manifest is an IntegrityError."""
-    directory = Path(directory)
-    path = directory / MANIFEST_NAME
-    if not path.is_file() and directory.name == "original":
-        path = directory.parent / MANIFEST_NAME
-    if not path.is_file():
-        return None
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise IntegrityError(f"{path}: unreadable download manifest ({error}); re-run `gptoss-convert download`")
-    missing = [k for k in ("repo_id", "revision", "commit", "layout", "files") if k not in manifest]
-    if missing:
-        raise IntegrityError(f"{path}: download manifest lacks {', '.join(missing)}; re-run `gptoss-convert download`")
-    return manifest
-
-
-def resolve_model_dir(model: str) -> Path:
-    """A known name or owner/name -> its download directory (offline). An existing directory path is returned as is.
-
-    Raises InputError naming the download command when the model has not been downloaded (no manifest)."""
-    if model not in KNOWN_MODELS and Path(model).expanduser().is_dir():
-        return Path(model).expanduser()
-    repo_id = parse_model(model)
-    directory = default_model_dir(repo_id)
-    if read_manifest(directory) is None:
-        raise InputError(
-            f"{repo_id} is not downloaded (no {MANIFEST_NAME} in {directory}): "
-            f"run `gptoss-convert download --model {model}` first, or pass a checkpoint directory"
-        )
-    return directory
-
-
-def provenance(manifest: dict) -> str:
-    """One line for reports: 'openai/gpt-oss-20b@<commit> (revision main, layout hf, downloaded ...)'."""
-    return (
-        f"{manifest['repo_id']}@{manifest['commit']} (revision {manifest['revision']}, layout {manifest['layout']}, "
-        f"downloaded {manifest.get('downloaded_at', '?')})"
-    )
 
 
 def select_files(paths, layout: str) -> list[str]:
@@ -126,7 +55,7 @@ def select_files(paths, layout: str) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Plan
+# What a download would do
 
 
 @dataclass(frozen=True)
@@ -147,7 +76,7 @@ class PlannedFile:
 
 
 @dataclass(frozen=True)
-class Plan:
+class DownloadPlan:
     repo_id: str
     revision: str
     commit: str
@@ -198,7 +127,7 @@ def is_offline() -> bool:
     return value.strip().upper() in ("1", "ON", "YES", "TRUE") or constants.is_offline_mode()
 
 
-def plan_download(model, *, revision=None, layout="hf", local_dir=None, cache_dir=None) -> Plan:
+def plan_download(model, *, revision=None, layout="hf", local_dir=None, cache_dir=None) -> DownloadPlan:
     """Resolve the revision to a commit, list its files, and say for each what a download would do. Writes nothing."""
     from huggingface_hub import HfApi, try_to_load_from_cache
     from huggingface_hub.hf_api import RepoFile
@@ -248,10 +177,10 @@ def plan_download(model, *, revision=None, layout="hf", local_dir=None, cache_di
         return "cached" if isinstance(cached, str) else "fetch"
 
     files = tuple(PlannedFile(by_path[p], state(by_path[p])) for p in chosen)
-    return Plan(repo_id, revision, commit, layout, endpoint, directory, files, _free_bytes(directory))
+    return DownloadPlan(repo_id, revision, commit, layout, endpoint, directory, files, _free_bytes(directory))
 
 
-def check_disk_space(plan: Plan) -> None:
+def check_disk_space(plan: DownloadPlan) -> None:
     """InputError when the download directory's disk cannot hold what the plan would write."""
     if plan.free_bytes is not None and plan.free_bytes < plan.incoming_bytes:
         raise InputError(
@@ -392,7 +321,7 @@ def _hash_file(path: Path, bar) -> tuple[str, str]:
     return sha256.hexdigest(), git.hexdigest()
 
 
-def _merged_manifest(plan: Plan, entries: list[dict], previous: dict | None, verified: bool) -> dict:
+def _merged_manifest(plan: DownloadPlan, entries: list[dict], previous: dict | None, verified: bool) -> dict:
     """This run's files, plus those of an earlier run of the same commit with another layout still on disk."""
     layouts, files = {plan.layout}, {e["path"]: e for e in entries}
     if previous and previous["repo_id"] == plan.repo_id and previous["commit"] == plan.commit:
@@ -564,7 +493,7 @@ def _human(n: int) -> str:
     return f"{n} B"
 
 
-def format_plan(plan: Plan) -> str:
+def format_plan(plan: DownloadPlan) -> str:
     lines = [f"{plan.repo_id}  revision {plan.revision} = commit {plan.commit}  (layout {plan.layout})"]
     for f in plan.files:
         lines.append(f"  {f.state:<8} {_human(f.remote.size):>10}  {f.remote.path}")
@@ -587,7 +516,7 @@ def format_summary(result: DownloadResult) -> str:
             lines.append(f"fetched {result.incoming_files} file(s), {_human(result.incoming_bytes)}")
         if result.replaced:
             lines.append(f"replaced {len(result.replaced)} damaged local file(s): {', '.join(result.replaced)}")
-        else:
+        if not result.incoming_files:
             lines.append("nothing to fetch: every file was already here and verified")
         lines.append(
             "sha256 / git blob ids checked against the hub's listing"

@@ -292,36 +292,36 @@ def _check_finite(tensor: torch.Tensor, name: str, file) -> None:
 
 
 def iter_tensors(ckpt: Checkpoint, dtype: torch.dtype | None = torch.float32,
-                 plan: dict[str, object] | None = None, owned: bool = False) -> Iterator[tuple[str, torch.Tensor]]:
+                 source_map: dict[str, object] | None = None, owned: bool = False) -> Iterator[tuple[str, torch.Tensor]]:
     """Audit, then yield (our name, tensor) in model order, one at a time. `dtype` None keeps the checkpoint's
     dtype (MXFP4 experts then dequantize to bfloat16). A tensor copied unchanged from the file may share its
     memory map (fine for streaming it out); `owned=True` guarantees every tensor owns its memory."""
-    plan = audit(ckpt) if plan is None else plan
+    source_map = audit(ckpt) if source_map is None else source_map
     reader = _Reader(ckpt, dtype, owned)
-    for name, source in plan.items():
+    for name, source in source_map.items():
         yield name, reader.read(name, source)
 
 
 def layer_tensors(ckpt: Checkpoint, layer: int, dtype: torch.dtype | None = torch.float32,
-                  plan: dict[str, object] | None = None, device=None) -> dict[str, torch.Tensor]:
+                  source_map: dict[str, object] | None = None, device=None) -> dict[str, torch.Tensor]:
     """The tensors of decoder layer `layer`, keyed by our full names (`model.layers.{layer}.…`). With `device`,
     MXFP4 experts are moved there packed and dequantized there (other tensors stay on the CPU)."""
     if not 0 <= layer < ckpt.config.num_hidden_layers:
         raise IndexError(f"layer {layer} out of range 0..{ckpt.config.num_hidden_layers - 1}")
-    plan = audit(ckpt) if plan is None else plan
+    source_map = audit(ckpt) if source_map is None else source_map
     prefix = f"model.layers.{layer}."
     reader = _Reader(ckpt, dtype, device=device)
-    return {name: reader.read(name, src) for name, src in plan.items() if name.startswith(prefix)}
+    return {name: reader.read(name, src) for name, src in source_map.items() if name.startswith(prefix)}
 
 
 def global_tensors(ckpt: Checkpoint, dtype: torch.dtype | None = torch.float32,
-                   plan: dict[str, object] | None = None, names: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
+                   source_map: dict[str, object] | None = None, names: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
     """The tensors outside the decoder layers: embedding, final norm, lm_head (or only `names` of them; the
     20b embedding and lm_head are 1.2 GB each in bf16)."""
-    plan = audit(ckpt) if plan is None else plan
+    source_map = audit(ckpt) if source_map is None else source_map
     names = (*GLOBAL_BEFORE, *GLOBAL_AFTER) if names is None else names
     unknown = [n for n in names if n not in (*GLOBAL_BEFORE, *GLOBAL_AFTER)]
     if unknown:
         raise KeyError(f"not a global tensor: {unknown[0]}; expected one of {(*GLOBAL_BEFORE, *GLOBAL_AFTER)}")
     reader = _Reader(ckpt, dtype)
-    return {name: reader.read(name, plan[name]) for name in names}
+    return {name: reader.read(name, source_map[name]) for name in names}
