@@ -141,8 +141,9 @@ def _fsync_directory(directory: Path) -> None:
 
 
 def write_config(directory, config: GPTOssConfig) -> None:
+    """config.json into `directory`, a plain write: callers write into `atomic_directory`'s temporary directory."""
     body = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "config": config.to_dict()}
-    atomic_write_text(Path(directory) / CONFIG_NAME, json.dumps(body, indent=2) + "\n")
+    (Path(directory) / CONFIG_NAME).write_text(json.dumps(body, indent=2) + "\n")
 
 
 def check_format(body: dict, path) -> dict:
