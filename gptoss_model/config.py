@@ -1,7 +1,7 @@
 """GPTOssConfig: one typed dataclass for every gpt-oss shape, plus presets and the Transformers config.json bridge.
 
 Field names follow Transformers' `GptOssConfig` (and so the hub's config.json) so values map across one to one.
-Values for the presets: ../shared/reference/gptoss-spec.md §1.1.
+Values for the presets: the hub's config.json of openai/gpt-oss-20b and -120b (docs/checkpoints.md, "Configs").
 """
 
 import dataclasses
@@ -16,7 +16,7 @@ IMPLEMENTATIONS = ("eager", "fast")
 
 
 def alternating_layer_types(num_layers: int) -> tuple[str, ...]:
-    # gpt-oss: even layers (0, 2, 4, ...) use the sliding window, odd layers attend to everything (spec §1.1).
+    # gpt-oss: even layers (0, 2, 4, ...) use the sliding window, odd layers attend to everything (Transformers: GptOssConfig.layer_types).
     return tuple(SLIDING if i % 2 == 0 else FULL for i in range(num_layers))
 
 
@@ -105,11 +105,11 @@ class GPTOssConfig:
         values["rope_scaling_factor"] = float(rope.get("factor", cls.rope_scaling_factor))
         values["rope_beta_fast"] = float(rope.get("beta_fast") or cls.rope_beta_fast)
         values["rope_beta_slow"] = float(rope.get("beta_slow") or cls.rope_beta_slow)
-        # Transformers falls back to max_position_embeddings when this key is missing (spec §2.7 pitfall 2).
+        # Transformers falls back to max_position_embeddings when this key is missing (docs/model.md pitfalls).
         values["rope_original_max_position_embeddings"] = int(
             rope.get("original_max_position_embeddings", hf.get("max_position_embeddings", 131072))
         )
-        # Transformers treats a missing `truncate` as True (spec §2.7 pitfall 1).
+        # Transformers treats a missing `truncate` as True (docs/model.md pitfalls: `truncate`).
         values["rope_truncate"] = bool(rope.get("truncate", True))
         used = known | {"rope_scaling", "rope_parameters", "experts_per_token"}
         values["extra"] = {k: v for k, v in hf.items() if k not in used}
@@ -177,7 +177,7 @@ class GPTOssConfig:
             raise ValueError(f"unknown GPTOssConfig keys: {', '.join(unknown)}")
         return cls(**d)
 
-    # ---- YaRN (spec §2.2) --------------------------------------------------------------------------------------
+    # ---- YaRN (docs/model.md, YaRN rotary) ----------------------------------------------------------------------
 
     @property
     def rope_attention_factor(self) -> float:
