@@ -4,29 +4,29 @@ model.py is the eager math and nothing else (docs/design.md, "One-way rules"). T
 still reach beyond it, and both come through here:
 
 - `use_implementation(model, name)`, called when a GPTOssModelFull is built (config.implementation) and by
-  model.set_implementation: "eager" leaves, or puts back, model.py's own classes; any other name is looked up in
-  IMPLEMENTATIONS, the module whose `attach(model)` re-seats the model's modules (fast.py re-classes attention,
-  experts and decoder layers) and whose `detach(model)` undoes that.
-- `generate(model, ...)`, behind model.generate: generate.py's sampling loop.
+  model.set_implementation: "eager" leaves, or puts back, model.py's own classes; "fast" calls fast.attach(model),
+  which re-classes the model's attention, experts and decoder layers (fast.detach undoes it).
+- `generate(model, ...)`, behind model.generate: generate.py's decoding loop.
 
-Each module is imported on first use, so `import gptoss_model.model` imports neither fast.py nor generate.py
+Each module is imported when first used, so `import gptoss_model.model` imports neither fast.py nor generate.py
 (tests/test_import_rules.py pins this).
 """
 
-import importlib
 import sys
 
-IMPLEMENTATIONS = {"fast": "gptoss_model.fast"}  # name -> module with attach(model) / detach(model)
+FAST_MODULE = "gptoss_model.fast"
 
 
 def use_implementation(model, implementation: str) -> None:
-    for name, module_name in IMPLEMENTATIONS.items():
-        # only an imported module can have attached itself, so an eager model never imports a fast path
-        if name != implementation and module_name in sys.modules:
-            sys.modules[module_name].detach(model)
-    if implementation != "eager":
-        importlib.import_module(IMPLEMENTATIONS[implementation]).attach(model)
+    if implementation == "fast":
+        from gptoss_model import fast
+
+        fast.attach(model)
+    elif FAST_MODULE in sys.modules:  # only an imported fast.py can have attached itself: eager never imports it
+        sys.modules[FAST_MODULE].detach(model)
 
 
 def generate(model, input_ids, max_new_tokens: int, **options):
-    return importlib.import_module("gptoss_model.generate").generate(model, input_ids, max_new_tokens, **options)
+    from gptoss_model.generate import generate as decode
+
+    return decode(model, input_ids, max_new_tokens, **options)

@@ -72,7 +72,12 @@ def write_temp_beside(target: Path, text: str) -> Path:
 def atomic_write_text(target, text: str) -> None:
     """Replace `target` with `text` all at once: temp file beside it, fsync, rename."""
     target = Path(target)
-    os.replace(write_temp_beside(target, text), target)
+    temp = write_temp_beside(target, text)
+    try:
+        os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
 
 
 @contextlib.contextmanager
