@@ -13,28 +13,30 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from gptoss_convert.checkpoint import INDEX_FILE, Checkpoint, open_checkpoint
+from gptoss_model.io import (
+    DTYPE_NAMES,
+    INDEX_NAME,
+    MAX_SHARD_BYTES,
+    Shard,
+    ShardWriter,
+    TensorSpec,
+    atomic_directory,
+    index_json,
+    one_based_shard_names,
+    plan_shards,
+    write_config,
+)
+from gptoss_convert.checkpoint import Checkpoint, open_checkpoint
 from gptoss_convert.errors import InputError
 from gptoss_convert.options import DTYPES
 from gptoss_convert.remap import audit, iter_tensors, our_shapes
 from gptoss_convert.sources import resolve_source
-from gptoss_convert.safetensors_writer import (
-    DTYPE_NAMES,
-    Shard,
-    ShardWriter,
-    TensorSpec,
-    index_json,
-    one_based_shard_names,
-    plan_shards,
-)
 
-MAX_SHARD_BYTES = 2 * 1024**3  # same cap as GPTOssModelFull.save_pretrained
 CAST_CHUNK_BYTES = 64 * 2**20  # float32 output is cast and written in row chunks of about this size
 
 
@@ -83,7 +85,7 @@ def format_plan(plan: ConvertPlan) -> str:
              + (" (exists: needs --force)" if plan.out.exists() else "") + ":"]
     for shard in plan.shards:
         lines.append(f"  {shard.file}  {len(shard.tensors)} tensors  {shard.nbytes:,} bytes")
-    lines.append(f"  {INDEX_FILE}, config.json" + "".join(f", {p.name}" for p in plan.checkpoint.side_files))
+    lines.append(f"  {INDEX_NAME}, config.json" + "".join(f", {p.name}" for p in plan.checkpoint.side_files))
     lines.append(f"total: {plan.tensor_count} tensors in {len(plan.shards)} shard(s), {plan.total_size:,} bytes")
     return "\n".join(lines)
 
@@ -102,34 +104,12 @@ def convert(model: str | Path, out: str | Path, dtype: torch.dtype = torch.bfloa
     if blocker is not None:
         raise InputError(f"--out {out}: {blocker} is a file, not a directory; expected a directory path to write into")
     created = [p for p in (out.parent, *out.parent.parents) if not p.exists()]
-    tmp = None
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(out)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
-        _umask = os.umask(0o022)
-        os.umask(_umask)
-        tmp.chmod(0o777 & ~_umask)  # mkdtemp makes it private; the result should look like a normal directory
-        _write(plan, tmp, progress)
-        if out.exists() or out.is_symlink():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-{os.getpid()}-", dir=out.parent))
-            try:
-                os.replace(out, old / "previous")
-            except BaseException:
-                old.rmdir()
-                raise
-            try:
-                os.replace(tmp, out)
-            except BaseException:
-                os.replace(old / "previous", out)  # the new output cannot go in: put the previous one back
-                old.rmdir()
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        with atomic_directory(out) as temporary:
+            _write(plan, temporary, progress)
     except BaseException as error:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
         for folder in created:  # deepest first; only the ones this call made, and only if still empty
             try:
                 folder.rmdir()
@@ -175,8 +155,6 @@ def _process_alive(pid: int) -> bool:
 def _write(plan: ConvertPlan, directory: Path, progress: bool) -> None:
     from tqdm import tqdm
 
-    from gptoss_model.io import write_config
-
     ckpt = plan.checkpoint
     tensors = iter_tensors(ckpt, dtype=None, source_map=plan.source_map)  # checkpoint dtype; cast below in row chunks
     with tqdm(total=plan.total_size, unit="B", unit_scale=True, desc="convert", file=sys.stderr,
@@ -191,8 +169,7 @@ def _write(plan: ConvertPlan, directory: Path, progress: bool) -> None:
                         writer.write(name, chunk)
                         bar.update(chunk.numel() * chunk.element_size())
                     del tensor
-    index = index_json(list(plan.shards))
-    (directory / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
+    (directory / INDEX_NAME).write_text(json.dumps(index_json(list(plan.shards)), indent=2) + "\n")
     extra = {k: v for k, v in ckpt.config.extra.items() if k != "quantization_config"}  # ours is never quantized
     write_config(directory, ckpt.config.replace(extra=extra))
     for side in ckpt.side_files:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 
+from gptoss_model.io import atomic_write_text, format_bytes
 from gptoss_convert.errors import GptossConvertError, InputError, IntegrityError
 from gptoss_convert.sources import MANIFEST_NAME, MANIFEST_VERSION, default_model_dir, parse_model, read_manifest
 
@@ -184,8 +185,8 @@ def check_disk_space(plan: DownloadPlan) -> None:
     """InputError when the download directory's disk cannot hold what the plan would write."""
     if plan.free_bytes is not None and plan.free_bytes < plan.incoming_bytes:
         raise InputError(
-            f"not enough disk space in {plan.directory}: the download needs {_human(plan.incoming_bytes)}, "
-            f"{_human(plan.free_bytes)} is free (free some space or pass --local-dir on a larger disk)"
+            f"not enough disk space in {plan.directory}: the download needs {format_bytes(plan.incoming_bytes)}, "
+            f"{format_bytes(plan.free_bytes)} is free (free some space or pass --local-dir on a larger disk)"
         )
 
 
@@ -354,9 +355,7 @@ def _without_time(manifest: dict | None) -> dict | None:
 
 def _write_manifest(directory: Path, manifest: dict) -> Path:
     path = directory / MANIFEST_NAME
-    tmp = directory / f".{MANIFEST_NAME}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")
     return path
 
 
@@ -485,35 +484,27 @@ def _fnmatch_escape(path: str) -> str:
 # Rendering (plain strings; the CLI prints them)
 
 
-def _human(n: int) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1000
-    return f"{n} B"
-
-
 def format_plan(plan: DownloadPlan) -> str:
     lines = [f"{plan.repo_id}  revision {plan.revision} = commit {plan.commit}  (layout {plan.layout})"]
     for f in plan.files:
-        lines.append(f"  {f.state:<8} {_human(f.remote.size):>10}  {f.remote.path}")
+        lines.append(f"  {f.state:<8} {format_bytes(f.remote.size):>10}  {f.remote.path}")
     fetch = [f for f in plan.files if f.state in ("fetch", "cached")]
-    free = "unknown" if plan.free_bytes is None else _human(plan.free_bytes)
+    free = "unknown" if plan.free_bytes is None else format_bytes(plan.free_bytes)
     lines.append(
-        f"{len(plan.files)} files, {_human(plan.total_bytes)}; would write {len(fetch)} files, "
-        f"{_human(plan.incoming_bytes)} into {plan.directory} ({free} free)"
+        f"{len(plan.files)} files, {format_bytes(plan.total_bytes)}; would write {len(fetch)} files, "
+        f"{format_bytes(plan.incoming_bytes)} into {plan.directory} ({free} free)"
     )
     return "\n".join(lines)
 
 
 def format_summary(result: DownloadResult) -> str:
     lines = [f"{result.repo_id}  revision {result.revision} = commit {result.commit}  (layout {result.layout})"]
-    lines.append(f"{len(result.files)} files, {_human(result.total_bytes)} in {result.directory}")
+    lines.append(f"{len(result.files)} files, {format_bytes(result.total_bytes)} in {result.directory}")
     if result.offline:
         lines.append("HF_HUB_OFFLINE=1: nothing fetched; using the earlier download (file sizes checked)")
     else:
         if result.incoming_files:
-            lines.append(f"fetched {result.incoming_files} file(s), {_human(result.incoming_bytes)}")
+            lines.append(f"fetched {result.incoming_files} file(s), {format_bytes(result.incoming_bytes)}")
         if result.replaced:
             lines.append(f"replaced {len(result.replaced)} damaged local file(s): {', '.join(result.replaced)}")
         if not result.incoming_files:

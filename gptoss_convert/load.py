@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from gptoss_model.io import fill_meta_model
 from gptoss_convert import mxfp4
 from gptoss_convert.checkpoint import open_checkpoint
 from gptoss_convert.options import parse_device, parse_dtype
@@ -28,16 +29,8 @@ def load_model(source: str | Path = "tiny", dtype: torch.dtype | str | None = No
     source_map = audit(ckpt)
     with torch.device("meta"):
         model = GPTOssModelFull(ckpt.config, device="meta")
-    for name, tensor in iter_tensors(ckpt, dtype=dtype, source_map=source_map, owned=True):  # owned: not the file's mmap
-        module_name, _, leaf = name.rpartition(".")
-        module = model.get_submodule(module_name)
-        requires_grad = getattr(module, leaf).requires_grad
-        setattr(module, leaf, torch.nn.Parameter(tensor.to(device), requires_grad=requires_grad))
-        del tensor
-    model.model.rotary_emb = type(model.model.rotary_emb)(ckpt.config, device=device)  # built on meta above
-    unfilled = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
-    if unfilled:  # internal invariant: the remap covers every parameter
-        raise RuntimeError(f"load_model left {len(unfilled)} tensors unfilled, first {unfilled[0]}")
+    tensors = iter_tensors(ckpt, dtype=dtype, source_map=source_map, owned=True)  # owned: not the file's mmap
+    fill_meta_model(model, tensors, device, source=str(ckpt.root))  # the audit has matched names and shapes
     return model.eval()
 
 

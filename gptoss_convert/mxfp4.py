@@ -1,7 +1,7 @@
 """MXFP4 (OCP microscaling FP4) dequantization and quantization for gpt-oss expert weights.
 
-Format facts: ../shared/reference/gptoss-spec.md §4. Each row of a weight is split along its last (input) dimension
-into blocks of 32 values; a block is 16 bytes of FP4 E2M1 codes (two per byte, element 2j in the low nibble) and one
+Format facts as OpenAI's gpt_oss/torch/weights.py (FP4_VALUES) and Transformers' integrations/mxfp4.py read them.
+Each row of a weight is split along its last (input) dimension into blocks of 32 values; a block is 16 bytes of FP4 E2M1 codes (two per byte, element 2j in the low nibble) and one
 E8M0 scale byte, the block multiplier being 2^(scale - 127).
 
 Shape legend: `...` = leading dims (E, out for expert weights), G = in/32 blocks per row, R = prod(...)·G blocks in
@@ -21,7 +21,7 @@ import torch
 from gptoss_convert.errors import InputError, IntegrityError
 
 # FP4 E2M1 code -> value. Bit 3 is the sign, bits 2..1 the exponent (bias 1), bit 0 the mantissa; code 1 (0.5) is
-# the only subnormal. Codes 0 and 8 are +0.0 and -0.0 (spec §4.1).
+# the only subnormal. Codes 0 and 8 are +0.0 and -0.0 (OpenAI's gpt_oss/torch/weights.py, FP4_VALUES).
 FP4_VALUES = (+0.0, +0.5, +1.0, +1.5, +2.0, +3.0, +4.0, +6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0)
 VALUES_PER_BLOCK = 32  # values sharing one scale, consecutive along the last (input) dimension
 BYTES_PER_BLOCK = 16  # 32 four-bit codes, two per byte: byte j = code[2j] | code[2j+1] << 4
@@ -187,7 +187,7 @@ def quantize(
     """Quantize to MXFP4 (for building checkpoints): weight [..., K] (K a multiple of 32, any float dtype) ->
     (blocks [..., K/32, 16] uint8, scales [..., K/32] uint8), on the weight's device.
 
-    Per block of 32 (spec §4.3, ROUND_UP): scale = 2^ceil(log2(amax / 6)), so no value exceeds 6 after dividing;
+    Per block of 32 (triton_kernels' numerics_details/mxfp.py, ROUND_UP): scale = 2^ceil(log2(amax / 6)), so no value exceeds 6 after dividing;
     an all-zero block gets scale byte 0. Each value / scale is rounded to the nearest E2M1 value, ties to the even
     code (`rounding="nearest_even"`, the current triton kernel) or away from zero (`"away"`, the older torch
     reference). The sign is kept, -0.0 included, so re-quantizing dequantized MXFP4 is lossless.

@@ -2,9 +2,9 @@
 
 One table per layout, keyed by our parameter name with a `{layer}` slot (docs/design.md lists our names). A value is:
 - a str: the checkpoint tensor with that name, copied (cast to the requested dtype);
-- a tuple (blocks, scales): an MXFP4 pair, dequantized (spec §4), already in our [E, out, in] orientation;
+- a tuple (blocks, scales): an MXFP4 pair, dequantized (mxfp4.py), already in our [E, out, in] orientation;
 - `Transposed(name)`: a dense expert weight stored [E, in, out] (Transformers' dequantized `GptOssExperts`);
-- `Part(name, "q" | "k" | "v")`: rows of OpenAI's fused qkv projection (q first, then k, then v; spec §3.4).
+- `Part(name, "q" | "k" | "v")`: rows of OpenAI's fused qkv projection (q first, then k, then v: OpenAI's gpt_oss/torch/model.py, AttentionBlock).
 A name absent from a table maps to itself.
 
 `audit(checkpoint)` checks, from the headers alone, that every parameter is filled and every checkpoint tensor
@@ -21,7 +21,7 @@ from gptoss_model.config import GPTOssConfig
 from gptoss_convert import mxfp4
 from gptoss_convert.checkpoint import Checkpoint
 from gptoss_convert.errors import IntegrityError
-from gptoss_convert.safetensors_writer import TensorSpec
+from gptoss_model.io import TensorSpec
 
 
 @dataclass(frozen=True)

@@ -134,14 +134,26 @@ def test_terminal_table_pass():
     assert text.isascii()
 
 
+def _gate_failure(layer: int, attention_type: str, component: str, metric: str) -> dict:
+    """A failure as gate.Verdict.to_dict() writes it."""
+    message = f"layer {layer} ({attention_type}) {component}: {metric} = inf, limit 0.001"
+    return {"layer": layer, "attention_type": attention_type, "component": component, "metric": metric,
+            "value": "inf", "limit": 0.001, "message": message}
+
+
 def test_terminal_row_marks_follow_the_float32_gate():
     r = load("pass")
     r["layers"][2]["router"]["isolated"].update(same_set=53, near_tie=2, mismatched=1)
     r["layers"][3]["isolated"]["attention"]["tolerance_ratio"] = "inf"
+    # the gate's verdict on these numbers (the report renders it, it never re-decides)
+    r["verdict"]["failures"] = [_gate_failure(2, "sliding_attention", "experts_selected", "tokens routed differently"),
+                                _gate_failure(3, "full_attention", "attention", "max |diff|")]
+    r["verdict"]["passed"], r["verdict"]["first_failure"] = False, r["verdict"]["failures"][0]
     rows = [line for line in report.terminal_table(r).splitlines() if re.match(r"\s*\d+\s+(sliding|full)\s", line)]
     assert [row.split()[-1] for row in rows] == ["PASS", "PASS", "FAIL", "FAIL"]
     assert "53/56 +2 ties 1 off" in rows[2]
     r["dtype"], r["max_kl"], r["min_top1"] = "bfloat16", 0.01, 0.95  # bf16 gates on logits only: no row marks
+    r["verdict"] = load("pass")["verdict"]  # and its verdict on these logits: passed
     text = report.terminal_table(r)
     assert "FAIL" not in text and "informational" in text
 
