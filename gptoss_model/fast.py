@@ -208,9 +208,9 @@ def grouped_experts(experts, x: torch.Tensor, weights: torch.Tensor, indices: to
     row_of_pair, pair_of_row, ends = _sort_by_expert(indices, experts.gate_up_proj.shape[0])
     expert_of_row = indices.reshape(-1)[pair_of_row]  # [N·K] ascending
     rows = x[pair_of_row // K]  # [N·K, H] token of each sorted row
-    h = _grouped_linear(rows, experts.gate_up_proj, experts.gate_up_proj_bias, expert_of_row, ends)  # [N·K, 2I]
-    a = eager.clamped_swiglu(h, experts.alpha, experts.limit)  # [N·K, I]
-    y = _grouped_linear(a, experts.down_proj, experts.down_proj_bias, expert_of_row, ends)  # [N·K, H]
+    gate_up = _grouped_linear(rows, experts.gate_up_proj, experts.gate_up_proj_bias, expert_of_row, ends)  # [N·K, 2I]
+    activated = eager.clamped_swiglu(gate_up, experts.alpha, experts.limit)  # [N·K, I]
+    y = _grouped_linear(activated, experts.down_proj, experts.down_proj_bias, expert_of_row, ends)  # [N·K, H]
     y = y[row_of_pair].view(N, K, -1) * weights[..., None].to(y.dtype)  # back to (token, slot) order
     return y.sum(dim=1).to(x.dtype)  # [N, H]
 
@@ -220,9 +220,10 @@ def _one_token_experts(experts, x, weights, indices):
     experts' rows and the dot products fuse into one kernel per projection that reads each chosen weight once,
     a memory-bound matrix-vector product with no sorting and no grouped-matmul set-up for K rows."""
     chosen = indices[0]  # [K]
-    h = (experts.gate_up_proj[chosen].float() * x.float()).sum(-1).to(x.dtype) + experts.gate_up_proj_bias[chosen]
-    a = eager.clamped_swiglu(h, experts.alpha, experts.limit)  # [K, I]
-    y = (experts.down_proj[chosen].float() * a[:, None, :].float()).sum(-1).to(x.dtype) + experts.down_proj_bias[chosen]
+    gate_up = (experts.gate_up_proj[chosen].float() * x.float()).sum(-1).to(x.dtype) + experts.gate_up_proj_bias[chosen]
+    activated = eager.clamped_swiglu(gate_up, experts.alpha, experts.limit)  # [K, I]
+    y = (experts.down_proj[chosen].float() * activated[:, None, :].float()).sum(-1).to(x.dtype)
+    y = y + experts.down_proj_bias[chosen]  # [K, H]
     return (y * weights[0, :, None].to(y.dtype)).sum(dim=0, keepdim=True).to(x.dtype)  # [1, H]
 
 
