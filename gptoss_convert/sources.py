@@ -4,16 +4,14 @@
 other command finds it again here, from that manifest, without touching the network.
 """
 
-import json
 import os
 import re
 from pathlib import Path
 
-from gptoss_convert.errors import InputError, IntegrityError
+from gptoss_convert.errors import InputError
+from gptoss_convert.manifest import MANIFEST_NAME, read_manifest
 
 KNOWN_MODELS = {"20b": "openai/gpt-oss-20b", "120b": "openai/gpt-oss-120b"}
-MANIFEST_NAME = "gptoss-manifest.json"
-MANIFEST_VERSION = 1
 
 _REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
 
@@ -37,25 +35,6 @@ def home_dir() -> Path:
 def default_model_dir(repo_id: str) -> Path:
     """Where `download` puts a repo when no --local-dir is given: <home>/models/<owner>--<name>."""
     return home_dir() / "models" / repo_id.replace("/", "--")
-
-
-def read_manifest(directory) -> dict | None:
-    """The download manifest of `directory` (or, for its `original/` subfolder, of the download it belongs to), or
-    None if there is none. A malformed manifest is an IntegrityError."""
-    directory = Path(directory)
-    path = directory / MANIFEST_NAME
-    if not path.is_file() and directory.name == "original":
-        path = directory.parent / MANIFEST_NAME
-    if not path.is_file():
-        return None
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise IntegrityError(f"{path}: unreadable download manifest ({error}); re-run `gptoss-convert download`")
-    missing = [k for k in ("repo_id", "revision", "commit", "layout", "files") if k not in manifest]
-    if missing:
-        raise IntegrityError(f"{path}: download manifest lacks {', '.join(missing)}; re-run `gptoss-convert download`")
-    return manifest
 
 
 def resolve_model_dir(model: str) -> Path:
