@@ -22,9 +22,9 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from gptoss_model.config import ORIGINAL_CONFIG_KEYS, ORIGINAL_SIZE_KEYS, GPTOssConfig, check_positive_sizes
-from gptoss_model.config import config_from_original as _config_from_original
-from gptoss_model.io import DTYPE_SIZES, INDEX_NAME, TORCH_DTYPES, check_format
+from gptoss_model.config import GPTOssConfig
+from gptoss_model.io import DTYPE_SIZES, INDEX_NAME, TORCH_DTYPES
+from gptoss_convert.config_files import config_from_original, hf_config, own_config, read_json
 from gptoss_convert.errors import InputError, IntegrityError
 
 INDEX_FILE = INDEX_NAME
@@ -32,78 +32,6 @@ SINGLE_FILE = "model.safetensors"
 MAX_HEADER_BYTES = 100 * 2**20  # safetensors' own limit; a real 20b shard header is ~100 KB
 SIDE_FILES = ("generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
               "chat_template.jinja")
-
-# What the hub's config.json carries for the MXFP4 checkpoints (the hub's openai/gpt-oss-20b config.json; docs/checkpoints.md).
-MXFP4_QUANTIZATION_CONFIG = {
-    "modules_to_not_convert": ["model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"],
-    "quant_method": "mxfp4",
-}
-
-
-# ---- configs -------------------------------------------------------------------------------------------------------
-
-def config_from_original(original: dict, source: str = "original/config.json") -> GPTOssConfig:
-    """gptoss_model.config.config_from_original, with a bad config reported as an InputError (exit 2)."""
-    try:
-        return _config_from_original(original, source)
-    except ValueError as error:
-        raise InputError(str(error)) from None
-
-
-def _read_json(path: Path, error=InputError) -> dict:
-    try:
-        with open(path) as f:
-            value = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise error(f"{path}: cannot read JSON ({exc})") from None
-    if not isinstance(value, dict):
-        raise error(f"{path}: expected a JSON object, found {type(value).__name__}")
-    return value
-
-
-# Config keys that size tensors: each must be a positive integer, or the audit would blame the weights for the config.
-HF_SIZE_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                "num_key_value_heads", "head_dim", "num_local_experts", "num_experts_per_tok", "sliding_window")
-
-
-def _check_sizes(config: dict, keys, source) -> None:
-    try:
-        check_positive_sizes(config, keys, source)
-    except ValueError as error:
-        raise InputError(str(error)) from None
-
-
-def _hf_config(directory: Path) -> GPTOssConfig:
-    path = directory / "config.json"
-    hf = _read_json(path)
-    _check_sizes(hf, HF_SIZE_KEYS, path)
-    quant = hf.get("quantization_config")
-    if quant is not None and (not isinstance(quant, dict) or quant.get("quant_method") != "mxfp4"):
-        found = quant.get("quant_method") if isinstance(quant, dict) else quant
-        raise InputError(f"{path}: quantization_config.quant_method must be 'mxfp4', found {found!r}")
-    generation = directory / "generation_config.json"
-    if "bos_token_id" not in hf and generation.is_file():
-        bos = _read_json(generation).get("bos_token_id")
-        if isinstance(bos, int):
-            hf["bos_token_id"] = bos
-    try:
-        return GPTOssConfig.from_hf_config(hf)
-    except (TypeError, ValueError, KeyError) as error:
-        raise InputError(f"{path}: not a usable gpt-oss config ({error})") from None
-
-
-def _own_config(directory: Path) -> GPTOssConfig:
-    path = directory / "config.json"
-    try:
-        body = check_format(_read_json(path), path)
-    except ValueError as error:
-        raise InputError(str(error)) from None
-    _check_sizes(body, HF_SIZE_KEYS, path)
-    try:
-        return GPTOssConfig.from_dict(body)
-    except (TypeError, ValueError) as error:
-        raise InputError(f"{path}: {error}") from None
-
 
 # ---- safetensors headers -------------------------------------------------------------------------------------------
 
@@ -240,7 +168,7 @@ def _is_original_config(directory: Path) -> bool:
     path = directory / "config.json"
     if not path.is_file():
         return False
-    config = _read_json(path)
+    config = read_json(path)
     return "num_experts" in config and "model_type" not in config
 
 
@@ -326,9 +254,9 @@ def open_checkpoint(path: str | Path, layout: str | None = None) -> Checkpoint:
     if detected == "original" and not _is_original_config(directory) and (directory / "original").is_dir():
         directory = directory / "original"
     if detected == "hf":
-        return _open_hf(directory, layout="hf", config=_hf_config(directory))
+        return _open_hf(directory, layout="hf", config=hf_config(directory))
     if detected == "gptoss_model":
-        return _open_hf(directory, layout="gptoss_model", config=_own_config(directory))
+        return _open_hf(directory, layout="gptoss_model", config=own_config(directory))
     if detected == "original":
         return _open_original(directory)
     raise InputError(f"layout must be 'hf', 'original' or 'gptoss_model', got {detected!r}")
@@ -341,7 +269,7 @@ def _detect(directory: Path) -> str:
         found = "not a regular file" if config_path.exists() else "missing"
         raise InputError(f"{config_path}: {found}; expected the checkpoint's config.json (a JSON object) beside its weights")
     if config_path.is_file():
-        config = _read_json(config_path)
+        config = read_json(config_path)
         if config.get("format") == "gptoss_model":
             return "gptoss_model"
         if "num_experts" in config and "model_type" not in config:
@@ -374,11 +302,11 @@ def _open_hf(directory: Path, layout: str, config: GPTOssConfig) -> Checkpoint:
 
 def _open_original(directory: Path) -> Checkpoint:
     config_path = directory / "config.json"
-    config = config_from_original(_read_json(config_path), str(config_path))
+    config = config_from_original(read_json(config_path), str(config_path))
     parent = directory.parent
     if directory.name == "original" and _has_hf_weights(parent) and (parent / "config.json").is_file():
         # original/config.json carries no token ids; the HF config of the same repo does.
-        hf = _hf_config(parent)
+        hf = hf_config(parent)
         config = config.replace(bos_token_id=hf.bos_token_id, eos_token_id=hf.eos_token_id, pad_token_id=hf.pad_token_id)
     index_path = directory / INDEX_FILE
     if index_path.is_file():
@@ -401,7 +329,7 @@ def _open_original(directory: Path) -> Checkpoint:
 
 
 def _read_indexed(directory: Path, index_path: Path, check_total: bool) -> tuple[list[Path], dict[str, TensorInfo]]:
-    index = _read_json(index_path, error=IntegrityError)
+    index = read_json(index_path, error=IntegrityError)
     weight_map = index.get("weight_map")
     if not isinstance(weight_map, dict) or not weight_map:
         raise IntegrityError(f"{index_path}: expected a non-empty 'weight_map' object")

@@ -15,7 +15,6 @@ every file that completed (its local_dir metadata makes them no-ops), but a half
 """
 
 import hashlib
-import json
 import os
 import re
 import shutil

@@ -46,7 +46,7 @@ from gptoss_model.io import (
     zero_based_shard_names,
 )
 from gptoss_convert import mxfp4
-from gptoss_convert.checkpoint import MXFP4_QUANTIZATION_CONFIG
+from gptoss_convert.config_files import MXFP4_QUANTIZATION_CONFIG
 from gptoss_convert.remap import Part, expected_tensors, name_template, param_shape, sources
 from gptoss_convert.tiny import TINY_CONFIG, TINY_SPECIAL_TOKENS
 
