@@ -12,13 +12,10 @@ safetensors library: no `__metadata__`, tensors sorted by dtype (BF16 before U8)
 import json
 
 from gptoss_model.config import GPTOssConfig
+from gptoss_convert.config_files import MXFP4_QUANTIZATION_CONFIG
 
 HUB_SHARD_BYTES = 4_800_000_000
 TRANSFORMERS_VERSION = "4.55.0.dev0"  # what the hub's config.json and generation_config.json say
-MXFP4_QUANTIZATION_CONFIG = {
-    "modules_to_not_convert": ["model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"],
-    "quant_method": "mxfp4",
-}
 
 # The keys of the hub's config.json, no more: no bos_token_id (generation_config.json has it), no torch_dtype.
 HUB_CONFIG_KEYS = (
@@ -49,7 +46,7 @@ BLOCK_ORDER = (
     "mlp.mlp1_bias", "mlp.mlp2_weight.blocks", "mlp.mlp2_weight.scales", "mlp.mlp2_bias",
 )
 
-# o200k_harmony's special tokens (spec §6); the other ids of 199998..200018 are `<|reserved_N|>`.
+# o200k_harmony's special tokens (the hub's tokenizer_config.json); the other ids of 199998..200018 are `<|reserved_N|>`.
 HARMONY_SPECIAL_TOKENS = {
     199998: "<|startoftext|>", 199999: "<|endoftext|>", 200002: "<|return|>", 200003: "<|constrain|>",
     200005: "<|channel|>", 200006: "<|start|>", 200007: "<|end|>", 200008: "<|message|>", 200012: "<|call|>",

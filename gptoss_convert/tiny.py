@@ -12,7 +12,8 @@ from pathlib import Path
 from gptoss_model.config import GPTOssConfig
 from gptoss_convert.errors import InputError
 
-# bos, pad and eos sit at the top ids, in the hub's order (<|startoftext|> < <|endoftext|> < <|return|>; spec §6).
+# bos, pad and eos sit at the top ids, in the hub's order (<|startoftext|> < <|endoftext|>
+# < <|return|>; the hub's tokenizer_config.json).
 # The other harmony tokens (for the chat template) take the ids of the byte-level tokens of bytes 0xF5..0xFA, which
 # never occur in UTF-8 text: every text still tokenizes to the same ids, and the vocabulary keeps its 512 rows.
 TINY_SPECIAL_TOKENS = {

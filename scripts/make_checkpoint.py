@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Write a random-weight gpt-oss checkpoint in the exact official layout (spec §3), in bounded memory.
+"""Write a random-weight gpt-oss checkpoint in the exact official layout (docs/checkpoints.md), in bounded memory.
 
     python scripts/make_checkpoint.py --shape tiny --out gptoss_convert/data/tiny
     python scripts/make_checkpoint.py --shape 20b --out /tmp/gptoss-20b --layout hf
@@ -35,13 +35,9 @@ from pathlib import Path
 
 import torch
 
-from gptoss_model.config import GPTOss_20B, GPTOss_120B, GPTOssConfig
-from gptoss_convert import mxfp4, official
-from gptoss_convert.checkpoint import INDEX_FILE, original_config_dict
-from gptoss_convert.official import generation_config_json, hf_config_json, pretty_json
-from gptoss_convert.prompts import CHAT_TEMPLATE_FILE, harmony_template_path
-from gptoss_convert.remap import Part, expected_tensors, name_template, param_shape, sources
-from gptoss_convert.safetensors_writer import (
+from gptoss_model.config import GPTOss_20B, GPTOss_120B, GPTOssConfig, original_config_dict
+from gptoss_model.io import (
+    INDEX_NAME,
     Shard,
     ShardWriter,
     index_json,
@@ -49,6 +45,10 @@ from gptoss_convert.safetensors_writer import (
     plan_shards,
     zero_based_shard_names,
 )
+from gptoss_convert import mxfp4, official
+from gptoss_convert.official import generation_config_json, hf_config_json, pretty_json
+from gptoss_convert.prompts import CHAT_TEMPLATE_FILE, harmony_template_path
+from gptoss_convert.remap import Part, expected_tensors, name_template, param_shape, sources
 from gptoss_convert.tiny import TINY_CONFIG, TINY_SPECIAL_TOKENS, UNUSED_BYTES_FOR_SPECIAL_TOKENS
 
 SHAPES = {"tiny": TINY_CONFIG, "20b": GPTOss_20B(), "120b": GPTOss_120B()}
@@ -124,13 +124,13 @@ def metadata_files(config: GPTOssConfig, plan: CheckpointPlan) -> dict[str, str]
                  "generation_config.json": pretty_json(generation_config_json(config)),
                  CHAT_TEMPLATE_FILE: harmony_template_path().read_text()}
         if plan.index is not None:
-            files[INDEX_FILE] = plan.index_text()
+            files[INDEX_NAME] = plan.index_text()
         return files
     names = official.original_tensor_order(config)
     files = {"original/config.json": json.dumps(official.original_config_json(original_config_dict(config)), indent=2) + "\n",
              "original/dtypes.json": json.dumps(official.dtypes_json(names), indent=2) + "\n"}
     if plan.index is not None:
-        files[f"original/{INDEX_FILE}"] = plan.index_text()
+        files[f"original/{INDEX_NAME}"] = plan.index_text()
     return files
 
 

@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.configuration import set_hypothesis_home_dir
 
-from gptoss_convert import hub, pins
+from gptoss_convert import pins, sources
+from gptoss_convert.manifest import MANIFEST_NAME, read_manifest
 from gptoss_convert.checkpoint import open_checkpoint, read_header
 from gptoss_convert.errors import GptossConvertError
 from gptoss_convert.remap import audit
@@ -198,15 +199,15 @@ def manifests(draw):
 @given(data=manifests())
 def test_manifest(tiny, data):
     """read_manifest, and what reads a manifest offline: provenance, the pins check, resolve_model_dir."""
-    path = tiny / hub.MANIFEST_NAME
+    path = tiny / MANIFEST_NAME
     path.write_bytes(data)
 
     def read():
-        manifest = hub.read_manifest(tiny)
+        manifest = read_manifest(tiny)
         if manifest is not None:
-            hub.provenance(manifest)
+            sources.provenance(manifest)
             pins.check_checkpoint(tiny / "original", manifest)
-            hub.resolve_model_dir(str(tiny))
+            sources.resolve_model_dir(str(tiny))
 
     try:
         loads_or_typed_error(read, tiny, "manifest")

@@ -11,7 +11,8 @@ import torch
 from safetensors import safe_open
 
 from gptoss_model.config import FULL, SLIDING
-from gptoss_convert.checkpoint import ORIGINAL_CONFIG_KEYS, open_checkpoint
+from gptoss_convert.checkpoint import open_checkpoint
+from gptoss_model.config import ORIGINAL_CONFIG_KEYS
 from gptoss_convert.remap import iter_tensors
 from gptoss_convert.tiny import TINY_CONFIG, TINY_SPECIAL_TOKENS, tiny_checkpoint_dir
 
@@ -80,7 +81,7 @@ def test_original_plans(make):
 def test_20b_shard_files_have_the_hubs_sizes(make):
     """Headers like the safetensors library's (no __metadata__, BF16 before U8, then by name): the three 20b
     shards total 13,761,316,904 bytes on the hub, 52,136 of them headers."""
-    from gptoss_convert.safetensors_writer import encode_header
+    from gptoss_model.io import encode_header
 
     plan = make.plan_checkpoint(make.shape_config("20b"), "hf")
     headers = sum(len(encode_header(shard.tensors, with_metadata=False)) for _, shard in plan.files)
@@ -243,7 +244,7 @@ def test_random_codes_path_for_big_tensors(make, monkeypatch, tmp_path):
 
 
 def test_transformers_reads_the_tiny_checkpoint_to_our_weights():
-    """Spec §4.4 step 5: Transformers' own dequantization of the hub layout equals ours (up to its transpose)."""
+    """Transformers' own dequantization of the hub layout equals ours (up to its transpose)."""
     transformers = pytest.importorskip("transformers")
     model = transformers.AutoModelForCausalLM.from_pretrained(
         tiny_checkpoint_dir(), quantization_config=transformers.Mxfp4Config(dequantize=True), dtype=torch.bfloat16)

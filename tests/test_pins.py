@@ -9,7 +9,8 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from gptoss_convert import hub, pins
+from gptoss_convert import pins
+from gptoss_convert.manifest import MANIFEST_NAME, read_manifest
 from gptoss_convert.cli import cli
 from gptoss_convert.tiny import tiny_checkpoint_dir
 from tests.fakehub import FakeHub
@@ -48,7 +49,7 @@ def test_mirror_listing_another_weight_file_fails_before_any_byte_moves(mirror, 
     (line,) = error_lines(result)
     assert "model-00002-of-00002.safetensors" in line or "model-00001-of-00002.safetensors" in line
     assert "pinned official sha256" in line and mirror.url in line and "nothing was fetched" in line
-    assert mirror.file_requests("GET") == [] and hub.read_manifest(target) is None
+    assert mirror.file_requests("GET") == [] and read_manifest(target) is None
 
 
 def test_mirror_serving_another_small_file_fails_with_exit_3_and_removes_it(mirror, monkeypatch, repo_dir, target):
@@ -61,7 +62,7 @@ def test_mirror_serving_another_small_file_fails_with_exit_3_and_removes_it(mirr
     (line,) = error_lines(result)
     assert line.startswith(f"error: {target / 'config.json'}: sha256 ") and "pinned official sha256 3a2a26de" in line
     assert "although it matches what" in line
-    assert not (target / "config.json").exists() and hub.read_manifest(target) is None
+    assert not (target / "config.json").exists() and read_manifest(target) is None
 
 
 def test_mirror_serving_the_pinned_files_passes_and_says_so(mirror, monkeypatch, repo_dir, target):
@@ -69,7 +70,7 @@ def test_mirror_serving_the_pinned_files_passes_and_says_so(mirror, monkeypatch,
     result = download("--model", "20b", "--revision", PINNED)
     assert result.exit_code == 0, result.output
     assert f"9 file(s) match the pinned official sha256 of {REPO}@{PINNED}" in result.stdout
-    assert hub.read_manifest(target)["commit"] == PINNED
+    assert read_manifest(target)["commit"] == PINNED
 
 
 def test_no_verify_still_checks_the_listing_against_the_pins(mirror, target):
@@ -86,7 +87,7 @@ def pinned_tiny(tmp_path):
              for p in sorted(directory.rglob("*")) if p.is_file()]
     manifest = {"format_version": 1, "repo_id": REPO, "revision": "main", "commit": PINNED, "layout": "hf",
                 "verified": True, "files": files}
-    (directory / hub.MANIFEST_NAME).write_text(json.dumps(manifest))
+    (directory / MANIFEST_NAME).write_text(json.dumps(manifest))
     return directory
 
 
@@ -106,7 +107,7 @@ def test_verify_and_convert_check_the_pins_of_a_pinned_download(pinned_tiny, tmp
 def test_pins_pass_when_the_files_match(pinned_tiny, monkeypatch, tmp_path):
     names = ["config.json", "model-00000-of-00002.safetensors", "tokenizer.json"]
     monkeypatch.setitem(pins.PINS, REPO, {PINNED: _pins_of(pinned_tiny, names)})
-    assert pins.check_checkpoint(pinned_tiny, hub.read_manifest(pinned_tiny)) == 3
-    assert pins.check_checkpoint(pinned_tiny / "original", hub.read_manifest(pinned_tiny / "original")) == 0
+    assert pins.check_checkpoint(pinned_tiny, read_manifest(pinned_tiny)) == 3
+    assert pins.check_checkpoint(pinned_tiny / "original", read_manifest(pinned_tiny / "original")) == 0
     result = CliRunner().invoke(cli, ["convert", "--model", str(pinned_tiny), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output

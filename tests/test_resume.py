@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from gptoss_convert import hub
+from gptoss_convert.manifest import read_manifest
 from tests.test_hub import SHARD, download, fake, repo_dir, target  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,7 +57,7 @@ def _killed_mid_file(fake, target, tmp_path) -> int:  # noqa: F811
 def test_download_killed_mid_file_resumes_that_file(fake, repo_dir, target, tmp_path):  # noqa: F811
     left = _killed_mid_file(fake, target, tmp_path)
     size = (repo_dir / SHARD).stat().st_size
-    assert 0 < left < size and hub.read_manifest(target) is None and not (target / SHARD).exists()
+    assert 0 < left < size and read_manifest(target) is None and not (target / SHARD).exists()
     served = fake.bytes_served(SHARD)
     gets = len(fake.file_requests("GET", SHARD))
 
@@ -70,7 +70,7 @@ def test_download_killed_mid_file_resumes_that_file(fake, repo_dir, target, tmp_
     digest = hashlib.sha256((target / SHARD).read_bytes()).hexdigest()
     assert digest == hashlib.sha256((repo_dir / SHARD).read_bytes()).hexdigest()
     assert f"resumed 1 file(s) left half-fetched by an earlier run: {SHARD}" in result.stdout
-    assert _leftovers(target) == [] and hub.read_manifest(target)["verified"] is True
+    assert _leftovers(target) == [] and read_manifest(target)["verified"] is True
 
 
 def test_a_leftover_that_does_not_check_out_is_fetched_whole(fake, repo_dir, target, tmp_path):  # noqa: F811
