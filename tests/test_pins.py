@@ -14,7 +14,7 @@ from gptoss_convert.manifest import MANIFEST_NAME, read_manifest
 from gptoss_convert.cli import cli
 from gptoss_convert.tiny import tiny_checkpoint_dir
 from tests.fakehub import FakeHub
-from tests.test_hub import HF_FILES, REPO, SHARD, _isolate, download, error_lines, repo_dir, target  # noqa: F401
+from tests.test_hub import HF_FILES, REPO, _isolate, download, error_lines, repo_dir, target  # noqa: F401
 
 PINNED = pins.GPT_OSS_20B_COMMIT
 
