@@ -195,7 +195,7 @@ def parse_args(argv=None):
     parser.add_argument("--json", type=Path, help="write the result here, and the curve beside it as .png")
     parser.add_argument("--steps", type=int, help="optimiser rounds (default: sft 40, grpo 30, ppo 30)")
     parser.add_argument("--lr", type=float, help="learning rate (default: the command's config default)")
-    parser.add_argument("--lora-rank", type=int, default=8, help="LoRA rank; 0 trains every parameter (default 8)")
+    parser.add_argument("--lora-rank", type=int, default=16, help="LoRA rank; 0 trains every parameter (default 16)")
     parser.add_argument("--lora-targets", default="attention,router", help="of attention, router, experts")
     parser.add_argument("--activation-checkpointing", action="store_true", help="recompute each layer in backward")
     parser.add_argument("--data", help="sft: a JSONL file, one conversation (a list of messages) per line")

@@ -25,7 +25,7 @@ class GRPOConfig:
     group_size: int = 8  # G
     max_new_tokens: int = 12
     temperature: float = 1.0
-    lr: float = 3e-3
+    lr: float = 3e-3  # tuned for LoRA on the tiny checkpoint, like every default here (docs/training.md)
     clip_eps: float = 0.2
     kl_coef: float = 0.04  # beta (DeepSeekMath §4.1 used 0.04)
     updates_per_batch: int = 2  # optimiser steps on each rollout batch (mu)

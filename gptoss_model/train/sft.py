@@ -18,7 +18,7 @@ from gptoss_model.train.logprobs import logprobs_from_logits, masked_mean
 class SFTConfig:
     steps: int = 40
     batch_size: int = 8
-    lr: float = 3e-3
+    lr: float = 1e-2  # tuned for LoRA on the tiny checkpoint; real models want ~1e-4 (LoRA) or ~1e-5 (full)
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     max_len: int | None = None  # truncate longer examples (tokens)
