@@ -7,7 +7,10 @@ bfloat16 (the fidelity mode; bf16 keeps 8 significant bits, so logit differences
 the final logits gate on KL(ref‖ours) mean ≤ max_kl and top-1 agreement ≥ min_top1.
 """
 
+import math
 from dataclasses import asdict, dataclass, field
+
+from gptoss_convert.compare import LogitMetrics, Metrics, json_number, measure, measure_logits
 
 # The components recorded inside each layer, in forward order.
 COMPONENTS = ("attention", "router_logits", "experts_selected", "moe", "layer_output")
@@ -34,6 +37,44 @@ class Thresholds:
                 BF16_DEFAULT_MIN_TOP1 if self.min_top1 is None else self.min_top1,
             )
         return self
+
+
+def tolerance_ratio(ours, ref, atol: float, rtol: float) -> float:
+    """max |ours - ref| / (atol + rtol·|ref|) over all elements (ours/ref [N, C]): ≤ 1 means allclose holds
+    everywhere. A NaN or Inf in ours counts as infinitely far."""
+    ours, ref = ours.double(), ref.double()
+    diff = (ours - ref).abs()
+    diff = diff.masked_fill(~ours.isfinite(), math.inf)
+    max_abs = float(diff.max())
+    if not atol + rtol > 0:  # a zero tolerance: only exact equality holds
+        return math.inf if max_abs > 0 else 0.0
+    ratio = float((diff / (atol + rtol * ref.abs())).max())
+    return math.inf if math.isnan(ratio) else ratio
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A component's metrics (compare.py) and its distance to the float32 tolerance, which the gate judges."""
+
+    metrics: Metrics | LogitMetrics
+    tolerance_ratio: float
+
+    @property
+    def max_abs(self) -> float:
+        return self.metrics.max_abs if isinstance(self.metrics, Metrics) else self.metrics.diff.max_abs
+
+    def to_dict(self) -> dict:
+        return {**self.metrics.to_dict(), "tolerance_ratio": json_number(self.tolerance_ratio)}
+
+
+def check(ours, ref, rows: list, thresholds: "Thresholds") -> Checked:
+    """Measure ours against ref (compare.measure) and place it against atol/rtol."""
+    return Checked(measure(ours, ref, rows), tolerance_ratio(ours, ref, thresholds.atol, thresholds.rtol))
+
+
+def check_logits(ours, ref, rows: list, thresholds: "Thresholds") -> Checked:
+    """compare.measure_logits, placed against atol/rtol."""
+    return Checked(measure_logits(ours, ref, rows), tolerance_ratio(ours, ref, thresholds.atol, thresholds.rtol))
 
 
 @dataclass(frozen=True)
@@ -68,11 +109,11 @@ class Verdict:
 
 
 def judge(layers: list, logits, thresholds: Thresholds) -> Verdict:
-    """layers: LayerResult-like objects (index, attention_type, isolated {component: Metrics}, router_isolated);
-    logits: LogitMetrics of the end-to-end run."""
-    t = thresholds.resolved()
+    """layers: LayerResult-like objects (index, attention_type, isolated {component: Checked}, router_isolated);
+    logits: the Checked LogitMetrics of the end-to-end run."""
+    limits = thresholds.resolved()
     failures = []
-    if t.dtype == "float32":
+    if limits.dtype == "float32":
         for layer in layers:
             for component in COMPONENTS:
                 if component == "experts_selected":
@@ -83,19 +124,20 @@ def judge(layers: list, logits, thresholds: Thresholds) -> Verdict:
                                     "(not near-ties)", router.mismatched, 0)
                         )
                     continue
-                metrics = layer.isolated[component]
-                if not metrics.tolerance_ratio <= 1.0:
-                    failures.append(_tolerance_failure(layer.index, layer.attention_type, component, metrics, t))
-        if not logits.diff.tolerance_ratio <= 1.0:
-            failures.append(_tolerance_failure(None, None, "logits", logits.diff, t))
-    if t.max_kl is not None and not logits.kl_mean <= t.max_kl:
-        failures.append(Failure(None, None, "logits", "KL(ref||ours) mean", logits.kl_mean, t.max_kl))
-    if t.min_top1 is not None and not logits.top1_agreement >= t.min_top1:
-        failures.append(Failure(None, None, "logits", "top-1 agreement", logits.top1_agreement, t.min_top1))
+                checked = layer.isolated[component]
+                if not checked.tolerance_ratio <= 1.0:
+                    failures.append(_tolerance_failure(layer.index, layer.attention_type, component, checked, limits))
+        if not logits.tolerance_ratio <= 1.0:
+            failures.append(_tolerance_failure(None, None, "logits", logits, limits))
+    kl_mean, top1 = logits.metrics.kl_mean, logits.metrics.top1_agreement
+    if limits.max_kl is not None and not kl_mean <= limits.max_kl:
+        failures.append(Failure(None, None, "logits", "KL(ref||ours) mean", kl_mean, limits.max_kl))
+    if limits.min_top1 is not None and not top1 >= limits.min_top1:
+        failures.append(Failure(None, None, "logits", "top-1 agreement", top1, limits.min_top1))
     return Verdict(passed=not failures, failures=failures)
 
 
-def _tolerance_failure(layer, attention_type, component, metrics, t: Thresholds) -> Failure:
-    if t.rtol == 0:
-        return Failure(layer, attention_type, component, "max |diff|", metrics.max_abs, t.atol)
-    return Failure(layer, attention_type, component, "max |diff| / (atol + rtol·|ref|)", metrics.tolerance_ratio, 1.0)
+def _tolerance_failure(layer, attention_type, component, checked: Checked, limits: Thresholds) -> Failure:
+    if limits.rtol == 0:
+        return Failure(layer, attention_type, component, "max |diff|", checked.max_abs, limits.atol)
+    return Failure(layer, attention_type, component, "max |diff| / (atol + rtol·|ref|)", checked.tolerance_ratio, 1.0)

@@ -20,12 +20,13 @@ import torch
 import torch.nn.functional as F
 
 from gptoss_convert import __version__
-from gptoss_convert.compare import measure, measure_logits, router_agreement
+from gptoss_convert.compare import router_agreement
 from gptoss_convert.errors import InputError
-from gptoss_convert.gate import COMPONENTS, Thresholds, judge
+from gptoss_convert.gate import COMPONENTS, Thresholds, check, check_logits, judge
+from gptoss_convert.options import DTYPES, resolve_device_option
+from gptoss_convert.sources import read_manifest, resolve_source
 
 SCHEMA_VERSION = 1
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 # Used when --prompt/--token-ids are not given. Tokenized with the checkpoint's tokenizer.json when there is one.
 DEFAULT_TEXT = (
@@ -39,8 +40,8 @@ DEFAULT_TEXT = (
 class LayerResult:
     index: int
     attention_type: str
-    isolated: dict  # component -> Metrics (ours fed the reference input)
-    accumulated: dict  # component -> Metrics (ours fed its own previous output)
+    isolated: dict  # component -> gate.Checked (ours fed the reference input)
+    accumulated: dict  # component -> gate.Checked (ours fed its own previous output)
     router_isolated: object  # RouterAgreement
     router_accumulated: object
 
@@ -109,14 +110,6 @@ class VerifyResult:
 
 
 # ---- inputs ---------------------------------------------------------------------------------------------------
-
-
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA device is available (use --device cpu or auto)")
-    return device
 
 
 def load_tokenizer(root: Path, side_files):
@@ -223,31 +216,30 @@ def run_verify(source, thresholds: Thresholds, device="auto", prompts=None, toke
     """Verify checkpoint `source` (tiny | a downloaded name | a directory). Returns a VerifyResult with its verdict."""
     from gptoss_convert.checkpoint import open_checkpoint
     from gptoss_convert.remap import audit
-    from gptoss_convert.convert import resolve_source
 
     started = time.time()
-    device = resolve_device(device)
+    device = resolve_device_option(device)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     dtype = DTYPES[thresholds.dtype]
     path = resolve_source(source)
     ckpt = open_checkpoint(path)
-    plan = audit(ckpt)
+    source_map = audit(ckpt)
     config = ckpt.config.replace(implementation="eager")
     tokenizer = load_tokenizer(path, ckpt.side_files)
     prompt_list = parse_prompts(prompts, token_ids_file, config, tokenizer)
     result = VerifyResult(thresholds, device, describe_checkpoint(path, ckpt), prompt_list)
     with torch.no_grad():
         streams = Streams(config, prompt_list, device, dtype)
-        embed_stage(result, streams, ckpt, plan, dtype, thresholds)
+        embed_stage(result, streams, ckpt, source_map, thresholds)
         layer_range = range(config.num_hidden_layers)
         if progress:
             from tqdm import tqdm
 
             layer_range = tqdm(layer_range, desc="verify", unit="layer", leave=False)
         for i in layer_range:
-            result.layers.append(layer_stage(i, streams, ckpt, plan, dtype, thresholds))
-        final_stage(result, streams, ckpt, plan, dtype, thresholds)
+            result.layers.append(layer_stage(i, streams, ckpt, source_map, thresholds))
+        final_stage(result, streams, ckpt, source_map, thresholds)
     result.verdict = judge(result.layers, result.logits, thresholds)
     result.seconds = time.time() - started
     result.peak_rss_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -257,8 +249,6 @@ def run_verify(source, thresholds: Thresholds, device="auto", prompts=None, toke
 
 
 def describe_checkpoint(path: Path, ckpt) -> dict:
-    from gptoss_convert.hub import read_manifest
-
     files = []
     for file, digest in ckpt.sha256s().items():
         files.append({"path": file, "size": (ckpt.root / file).stat().st_size, "sha256": digest})
@@ -305,28 +295,28 @@ def _strip(tensors: dict, prefix: str) -> dict:
     return {name[len(prefix):]: t for name, t in tensors.items()}
 
 
-def _read_global(ckpt, name, dtype, plan):
+def _read_global(ckpt, name, dtype, source_map):
     from gptoss_convert.remap import global_tensors
 
-    return global_tensors(ckpt, dtype, plan, names=(name,))[name]
+    return global_tensors(ckpt, dtype, source_map, names=(name,))[name]
 
 
-def embed_stage(result, streams, ckpt, plan, dtype, thresholds):
-    weight = _read_global(ckpt, "model.embed_tokens.weight", dtype, plan)
+def embed_stage(result, streams, ckpt, source_map, thresholds):
+    weight = _read_global(ckpt, "model.embed_tokens.weight", streams.dtype, source_map)
     weight = weight.to(streams.device)
     ref_embed = torch.nn.Embedding.from_pretrained(weight)  # Transformers' GptOssModel uses a plain nn.Embedding
     streams.ref_x = [ref_embed(ids) for ids in streams.ids]
     streams.our_x = [F.embedding(ids, weight) for ids in streams.ids]
-    result.embedding = measure(_stack(streams.our_x), _stack(streams.ref_x), streams.rows, thresholds.atol, thresholds.rtol)
+    result.embedding = check(_stack(streams.our_x), _stack(streams.ref_x), streams.rows, thresholds)
 
 
-def layer_stage(i, streams, ckpt, plan, dtype, thresholds) -> LayerResult:
+def layer_stage(i, streams, ckpt, source_map, thresholds) -> LayerResult:
     from gptoss_convert.remap import layer_tensors
     from gptoss_model.model import GptOssDecoderLayer
 
-    config, device = streams.config, streams.device
+    config, device, dtype = streams.config, streams.device, streams.dtype
     dequantize_on = device if device != "cpu" else None  # MXFP4 experts unpack on the GPU when there is one
-    tensors = layer_tensors(ckpt, i, dtype, plan, device=dequantize_on)
+    tensors = layer_tensors(ckpt, i, dtype, source_map, device=dequantize_on)
     tensors = {k: v.to(device) for k, v in _strip(tensors, f"model.layers.{i}.").items()}
     with torch.device("meta"):
         ours = GptOssDecoderLayer(config, i)
@@ -358,13 +348,13 @@ def layer_stage(i, streams, ckpt, plan, dtype, thresholds) -> LayerResult:
 
 
 def _components(ours_seen, ref_seen, ours_out, ref_out, streams, thresholds) -> dict:
-    atol, rtol, rows = thresholds.atol, thresholds.rtol, streams.rows
+    rows = streams.rows
     metrics = {}
     for component in ("attention", "router_logits", "moe"):
-        metrics[component] = measure(
-            _stack([s[component] for s in ours_seen]), _stack([s[component] for s in ref_seen]), rows, atol, rtol
+        metrics[component] = check(
+            _stack([s[component] for s in ours_seen]), _stack([s[component] for s in ref_seen]), rows, thresholds
         )
-    metrics["layer_output"] = measure(_stack(ours_out), _stack(ref_out), rows, atol, rtol)
+    metrics["layer_output"] = check(_stack(ours_out), _stack(ref_out), rows, thresholds)
     return {c: metrics[c] for c in COMPONENTS if c in metrics}
 
 
@@ -375,13 +365,13 @@ def _routing(ours_seen, ref_seen, dtype):
     return router_agreement(ours_idx, ref_idx, ref_logits, dtype)
 
 
-def final_stage(result, streams, ckpt, plan, dtype, thresholds):
+def final_stage(result, streams, ckpt, source_map, thresholds):
     from transformers.models.gpt_oss.modeling_gpt_oss import GptOssRMSNorm as RefRMSNorm
 
     from gptoss_model.model import GptOssRMSNorm
 
-    config, device, rows = streams.config, streams.device, streams.rows
-    norm_weight = _read_global(ckpt, "model.norm.weight", dtype, plan).to(device)
+    config, device, rows, dtype = streams.config, streams.device, streams.rows, streams.dtype
+    norm_weight = _read_global(ckpt, "model.norm.weight", dtype, source_map).to(device)
     ours_norm = GptOssRMSNorm(config.hidden_size, config.rms_norm_eps, device=device, dtype=dtype)
     ref_norm = RefRMSNorm(config.hidden_size, eps=config.rms_norm_eps).to(device=device, dtype=dtype)
     ours_norm.weight.copy_(norm_weight)
@@ -389,9 +379,9 @@ def final_stage(result, streams, ckpt, plan, dtype, thresholds):
     ref_h = [ref_norm(x) for x in streams.ref_x]
     iso_h = [ours_norm(x) for x in streams.ref_x]
     acc_h = [ours_norm(x) for x in streams.our_x]
-    result.final_norm = measure(_stack(iso_h), _stack(ref_h), rows, thresholds.atol, thresholds.rtol)
-    lm_head = _read_global(ckpt, "lm_head.weight", dtype, plan).to(device)
+    result.final_norm = check(_stack(iso_h), _stack(ref_h), rows, thresholds)
+    lm_head = _read_global(ckpt, "lm_head.weight", dtype, source_map).to(device)
     ref_logits = _stack([F.linear(h, lm_head) for h in ref_h])  # Transformers' lm_head is a bias-free nn.Linear
     our_logits = _stack([F.linear(h, lm_head) for h in acc_h])
     del lm_head
-    result.logits = measure_logits(our_logits, ref_logits, rows, thresholds.atol, thresholds.rtol)
+    result.logits = check_logits(our_logits, ref_logits, rows, thresholds)

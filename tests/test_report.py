@@ -134,14 +134,26 @@ def test_terminal_table_pass():
     assert text.isascii()
 
 
+def _gate_failure(layer: int, attention_type: str, component: str, metric: str) -> dict:
+    """A failure as gate.Verdict.to_dict() writes it."""
+    message = f"layer {layer} ({attention_type}) {component}: {metric} = inf, limit 0.001"
+    return {"layer": layer, "attention_type": attention_type, "component": component, "metric": metric,
+            "value": "inf", "limit": 0.001, "message": message}
+
+
 def test_terminal_row_marks_follow_the_float32_gate():
     r = load("pass")
     r["layers"][2]["router"]["isolated"].update(same_set=53, near_tie=2, mismatched=1)
     r["layers"][3]["isolated"]["attention"]["tolerance_ratio"] = "inf"
+    # the gate's verdict on these numbers (the report renders it, it never re-decides)
+    r["verdict"]["failures"] = [_gate_failure(2, "sliding_attention", "experts_selected", "tokens routed differently"),
+                                _gate_failure(3, "full_attention", "attention", "max |diff|")]
+    r["verdict"]["passed"], r["verdict"]["first_failure"] = False, r["verdict"]["failures"][0]
     rows = [line for line in report.terminal_table(r).splitlines() if re.match(r"\s*\d+\s+(sliding|full)\s", line)]
     assert [row.split()[-1] for row in rows] == ["PASS", "PASS", "FAIL", "FAIL"]
     assert "53/56 +2 ties 1 off" in rows[2]
     r["dtype"], r["max_kl"], r["min_top1"] = "bfloat16", 0.01, 0.95  # bf16 gates on logits only: no row marks
+    r["verdict"] = load("pass")["verdict"]  # and its verdict on these logits: passed
     text = report.terminal_table(r)
     assert "FAIL" not in text and "informational" in text
 
@@ -263,6 +275,71 @@ def test_html_escapes_every_string():
     parse_html(page)
     assert "<script" not in page
     assert "&lt;script&gt;" in page
+
+
+class TableRows(HTMLParser):
+    """The rows of each <table> (cells as text), the <svg> elements and every attribute value of the page."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.tables, self.svgs, self.attribute_values, self._cell = [], 0, [], None
+
+    def handle_starttag(self, tag, attrs):
+        self.attribute_values += [value or "" for _, value in attrs]
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr" and self.tables:
+            self.tables[-1].append([])
+        elif tag in ("td", "th") and self.tables:
+            self._cell = []
+        elif tag == "svg":
+            self.svgs += 1
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self.tables[-1][-1].append("".join(self._cell).strip())
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def test_html_dom_one_row_per_layer_the_verdict_the_chart_and_nothing_external(sample):
+    page = report.html(sample)
+    dom = TableRows()
+    dom.feed(page)
+    layers_table = next(t for t in dom.tables if t[0][:2] == ["layer", "type"])
+    body = layers_table[1:]
+    assert [row[0] for row in body] == [str(layer["index"]) for layer in sample["layers"]]
+    failed = {f["layer"] for f in sample["verdict"]["failures"] if f["layer"] is not None}
+    assert [row[-1] for row in body] == ["FAIL" if layer["index"] in failed else "PASS" for layer in sample["layers"]]
+    verdict = "PASSED" if sample["verdict"]["passed"] else "FAILED"
+    assert f"<h1>{'✅' if sample['verdict']['passed'] else '❌'} gptoss-convert verify: {verdict}</h1>" in page
+    assert dom.svgs == 1
+    assert not [v for v in dom.attribute_values if re.match(r"\s*(https?:|//|file:|data:)", v)]
+
+
+def test_html_screenshot_in_headless_chromium(tmp_path, sample):
+    """The page as a browser draws it, offline: the banner in the verdict's colour, the failing rows shaded."""
+    import shutil
+    import subprocess
+
+    image_module = pytest.importorskip("PIL.Image")
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium is not installed")
+    page, shot = tmp_path / "report.html", tmp_path / "report.png"
+    page.write_text(report.html(sample), encoding="utf-8")
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--no-first-run", f"--screenshot={shot}",
+                    "--window-size=1400,2000", page.as_uri()], capture_output=True, timeout=120, check=True)
+    image = image_module.open(shot).convert("RGB")
+    assert image.size == (1400, 2000)
+    banner = (0x1A, 0x7F, 0x37) if sample["verdict"]["passed"] else (0xCF, 0x22, 0x2E)
+    assert image.getpixel((5, 5)) == banner
+    colours = {colour for _, colour in image.getcolors(maxcolors=1 << 20)}
+    assert ((0xFF, 0xEB, 0xE9) in colours) != sample["verdict"]["passed"]  # shaded failing rows and chart bands
 
 
 # ---- JUnit ------------------------------------------------------------------------------------------------------
