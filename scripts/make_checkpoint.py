@@ -48,7 +48,8 @@ from gptoss_model.io import (
 from gptoss_convert import mxfp4
 from gptoss_convert.config_files import MXFP4_QUANTIZATION_CONFIG
 from gptoss_convert.remap import Part, expected_tensors, name_template, param_shape, sources
-from gptoss_convert.tiny import TINY_CONFIG, TINY_SPECIAL_TOKENS
+from gptoss_convert.prompts import CHAT_TEMPLATE_FILE, harmony_template_path
+from gptoss_convert.tiny import TINY_CONFIG, TINY_SPECIAL_TOKENS, UNUSED_BYTES_FOR_SPECIAL_TOKENS
 
 SHAPES = {"tiny": TINY_CONFIG, "20b": GPTOss_20B(), "120b": GPTOss_120B()}
 HF_SHARD_BYTES = 4_800_000_000  # the conversion script's cap; gives the hub's 3 (20b) and 15 (120b) files
@@ -244,6 +245,8 @@ def write_checkpoint(config: GPTOssConfig, out: Path, layout: str = "both", seed
                 _write_layout(plan, config, tmp, values, bar)
         if tokenizer:
             write_tokenizer(tmp, config)
+        if "hf" in layouts:
+            shutil.copyfile(harmony_template_path(), tmp / CHAT_TEMPLATE_FILE)
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)
@@ -312,10 +315,12 @@ leaves nothing half written behind when it stops.
 
 
 def build_tokenizer(config: GPTOssConfig):
-    """Byte-level BPE trained on CORPUS to vocab_size − 3 entries; the 3 special tokens take the top ids."""
+    """Byte-level BPE trained on CORPUS to vocab_size − 3 entries; bos, pad and eos take the top ids, the other
+    harmony tokens the ids of byte tokens that no UTF-8 text produces (gptoss_convert/tiny.py says why)."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    regular = config.vocab_size - len(TINY_SPECIAL_TOKENS)
+    top = {t: i for t, i in TINY_SPECIAL_TOKENS.items() if i >= config.vocab_size - 3}
+    regular = config.vocab_size - len(top)
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
@@ -324,10 +329,33 @@ def build_tokenizer(config: GPTOssConfig):
     tokenizer.train_from_iterator(CORPUS.splitlines(), trainer)
     if tokenizer.get_vocab_size() != regular:
         raise RuntimeError(f"BPE training gave {tokenizer.get_vocab_size()} tokens, expected {regular}")
-    for token, token_id in sorted(TINY_SPECIAL_TOKENS.items(), key=lambda kv: kv[1]):
+    for token, token_id in sorted(top.items(), key=lambda kv: kv[1]):
         tokenizer.add_special_tokens([AddedToken(token, special=True, normalized=False)])
         if tokenizer.token_to_id(token) != token_id:
             raise RuntimeError(f"{token} got id {tokenizer.token_to_id(token)}, expected {token_id}")
+    return _harmony_tokens_on_unused_bytes(tokenizer, {t: i for t, i in TINY_SPECIAL_TOKENS.items() if t not in top})
+
+
+def _harmony_tokens_on_unused_bytes(tokenizer, tokens: dict):
+    """Give each of `tokens` the id of a byte token of UNUSED_BYTES_FOR_SPECIAL_TOKENS: the vocab entry is renamed
+    (no merge reaches it from text) and the token added as special, matched before BPE runs."""
+    from tokenizers import Tokenizer
+
+    body = json.loads(tokenizer.to_str())
+    vocab, merges = body["model"]["vocab"], body["model"]["merges"]
+    # the byte-level alphabet writes bytes 0xAE..0xFF as the character of the same code point (GPT-2's byte map)
+    for byte, (token, token_id) in zip(UNUSED_BYTES_FOR_SPECIAL_TOKENS, sorted(tokens.items(), key=lambda kv: kv[1])):
+        char = chr(byte)
+        if vocab.get(char) != token_id or any(char in "".join(m) for m in merges):
+            raise RuntimeError(f"byte 0x{byte:02X} has id {vocab.get(char)} or a merge; expected id {token_id}, none")
+        vocab[token] = vocab.pop(char)  # in the model's vocab, so the added token below keeps this id
+        body["added_tokens"].append({"id": token_id, "content": token, "single_word": False, "lstrip": False,
+                                     "rstrip": False, "normalized": False, "special": True})
+    body["added_tokens"].sort(key=lambda entry: entry["id"])
+    tokenizer = Tokenizer.from_str(json.dumps(body))
+    wrong = {t: tokenizer.token_to_id(t) for t, i in tokens.items() if tokenizer.token_to_id(t) != i}
+    if wrong:
+        raise RuntimeError(f"special tokens got other ids than planned: {wrong}")
     return tokenizer
 
 
@@ -337,7 +365,7 @@ def write_tokenizer(root: Path, config: GPTOssConfig) -> None:
     special = {"bos_token": names[config.bos_token_id], "eos_token": names[config.eos_token_id],
                "pad_token": names[config.pad_token_id]}
     decoder = {str(i): {"content": t, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False,
-                        "special": True} for t, i in TINY_SPECIAL_TOKENS.items()}
+                        "special": True} for t, i in sorted(TINY_SPECIAL_TOKENS.items(), key=lambda kv: kv[1])}
     _write_json(root / "tokenizer_config.json", {
         "added_tokens_decoder": decoder, **special, "clean_up_tokenization_spaces": False,
         "model_input_names": ["input_ids", "attention_mask"], "model_max_length": config.max_position_embeddings,

@@ -124,6 +124,76 @@ def test_tiny_tokenizer():
     assert special == {"bos_token": "<|startoftext|>", "eos_token": "<|return|>", "pad_token": "<|endoftext|>"}
 
 
+def test_tiny_tokenizer_has_the_harmony_tokens_on_ids_no_text_reaches():
+    """The harmony tokens sit on the ids of byte tokens for bytes 0xF5..0xFA, which UTF-8 never contains: every
+    text (all of Unicode's planes sampled here) tokenizes to ids other than those, and decodes back."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tiny_checkpoint_dir() / "tokenizer.json"))
+    harmony = {"<|constrain|>": 177, "<|channel|>": 178, "<|start|>": 179, "<|end|>": 180, "<|message|>": 181,
+               "<|call|>": 182, "<|return|>": 511}
+    assert {t: tokenizer.token_to_id(t) for t in harmony} == harmony
+    assert tokenizer.encode("<|start|>user<|message|>hi<|end|>").ids[:2] == [179, tokenizer.encode("user").ids[0]]
+    text = "".join(chr(c) for c in range(1, 0x30000, 37) if not 0xD800 <= c < 0xE000) + " ÿõöúùø"
+    ids = tokenizer.encode(text).ids
+    assert not set(ids) & set(TINY_SPECIAL_TOKENS.values()) and tokenizer.decode(ids) == text
+
+
+def test_tiny_chat_template_renders_harmony_through_transformers():
+    """Transformers' own chat templating (AutoTokenizer.apply_chat_template) reads the tiny checkpoint's
+    chat_template.jinja; the text is the harmony format written out by hand here."""
+    transformers = pytest.importorskip("transformers")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_checkpoint_dir())
+    messages = [{"role": "system", "content": "Answer in one word."}, {"role": "user", "content": "Sky colour?"},
+                {"role": "assistant", "thinking": "It is blue.", "content": "Blue"}]
+    header = ("<|start|>system<|message|>You are a helpful assistant.\n\nReasoning: low\n\n# Valid channels: "
+              "analysis, commentary, final. Channel must be included for every message.<|end|>")
+    text = tokenizer.apply_chat_template(messages, tokenize=False, reasoning_effort="low")
+    assert text == (header + "<|start|>developer<|message|># Instructions\n\nAnswer in one word.<|end|>"
+                    "<|start|>user<|message|>Sky colour?<|end|>"
+                    "<|start|>assistant<|channel|>analysis<|message|>It is blue.<|end|>"
+                    "<|start|>assistant<|channel|>final<|message|>Blue<|return|>")
+    prompt = tokenizer.apply_chat_template(messages[:2], tokenize=False, add_generation_prompt=True,
+                                           reasoning_effort="low")
+    assert prompt.endswith("<|start|>user<|message|>Sky colour?<|end|><|start|>assistant")
+    ids = tokenizer.apply_chat_template(messages, tokenize=True, reasoning_effort="low")["input_ids"]
+    assert ids[0] == 179 and ids[-1] == 511 and ids.count(181) == 5 and tokenizer.decode(ids) == text
+
+
+def test_chat_template_tool_calls_and_earlier_thinking():
+    transformers = pytest.importorskip("transformers")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_checkpoint_dir())
+    tools = [{"type": "function", "function": {"name": "get_weather", "description": "Current weather",
+                                               "parameters": {"type": "object"}}}]
+    messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "thinking": "old", "content": "Hello"},
+                {"role": "user", "content": [{"type": "text", "text": "Weather in Paris?"}]},
+                {"role": "assistant", "tool_calls": [{"type": "function", "function": {
+                    "name": "get_weather", "arguments": {"city": "Paris"}}}]},
+                {"role": "tool", "content": "20 C"}]
+    text = tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=True)
+    assert "Calls to these tools must go to the commentary channel: 'functions'.<|end|>" in text
+    assert "type get_weather = (_: {\"type\": \"object\"}) => any;" in text
+    assert "old" not in text  # analysis of an earlier turn is dropped
+    assert text.endswith("<|start|>user<|message|>Weather in Paris?<|end|>"
+                         "<|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json"
+                         "<|message|>{\"city\": \"Paris\"}<|call|>"
+                         "<|start|>functions.get_weather to=assistant<|channel|>commentary<|message|>20 C<|end|>"
+                         "<|start|>assistant")
+    with pytest.raises(Exception, match="unknown role narrator"):
+        tokenizer.apply_chat_template([{"role": "narrator", "content": "x"}], tokenize=False)
+
+
+def test_generated_checkpoints_carry_our_template_not_openais(make, tmp_path):
+    import hashlib
+
+    from gptoss_convert.prompts import harmony_template_path
+
+    ours = harmony_template_path().read_bytes()
+    assert (tiny_checkpoint_dir() / "chat_template.jinja").read_bytes() == ours
+    # the hub's chat_template.jinja of openai/gpt-oss-20b (its sha256: ../shared/reference/hub-metadata/README.md)
+    assert hashlib.sha256(ours).hexdigest() != "a4c9919cbbd4acdd51ccffe22da049264b1b73e59055fa58811a99efbd7c8146"
+
+
 def test_tiny_is_reproducible_byte_for_byte(make, tmp_path):
     make.main(["--shape", "tiny", "--out", str(tmp_path / "again"), "--quiet"])
     shipped = {p.relative_to(tiny_checkpoint_dir()): p for p in tiny_checkpoint_dir().rglob("*") if p.is_file()}
