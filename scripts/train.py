@@ -80,7 +80,7 @@ def load_reward(spec: str | None):
 def load(model_name: str):
     """The model and its checkpoint directory (tiny, 20b, 120b or a directory in any layout gptoss_convert reads)."""
     from gptoss_convert import load_model
-    from gptoss_convert.convert import resolve_source
+    from gptoss_convert.sources import resolve_source
 
     return load_model(model_name), Path(resolve_source(model_name))
 
@@ -180,11 +180,11 @@ def plot(result: dict, path: Path):
 
 
 def write_outputs(result: dict, json_path: Path):
-    from gptoss_model.train.adapters_io import write_atomically
+    from gptoss_model.io import atomic_write_text, atomic_write_with
 
-    text = json.dumps(result, indent=2) + "\n"
-    write_atomically(json_path, lambda tmp: Path(tmp).write_text(text))
-    write_atomically(json_path.with_suffix(".png"), lambda tmp: plot(result, Path(tmp)))
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(json_path, json.dumps(result, indent=2) + "\n")
+    atomic_write_with(json_path.with_suffix(".png"), lambda tmp: plot(result, Path(tmp)))
 
 
 def parse_args(argv=None):

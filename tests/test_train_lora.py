@@ -8,7 +8,7 @@ from gptoss_model.train import (
     TrainingInputError, adapters_disabled, attach_lora, collate, disable_activation_checkpointing,
     enable_activation_checkpointing, load_adapters, merge_lora, save_adapters, sft_loss,
 )
-from gptoss_model.train.adapters_io import write_atomically
+from gptoss_model.io import atomic_write_with
 from gptoss_model.train.data import ChatExample
 from gptoss_model.train.lora import adapters
 
@@ -91,7 +91,7 @@ def test_a_failed_write_leaves_the_previous_file_and_no_temporary(tmp_path):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        write_atomically(path, crash)
+        atomic_write_with(path, crash)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["a.safetensors"]
 

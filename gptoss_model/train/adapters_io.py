@@ -6,31 +6,15 @@ name beside the target and renamed over it, so a run that fails or is killed lea
 """
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from gptoss_model.io import atomic_write_with
 from gptoss_model.train.errors import TrainingInputError
 from gptoss_model.train.lora import adapters, attach_lora
-
-
-def write_atomically(path, write) -> Path:
-    """Call write(temporary_path), then rename the result over `path` (same directory, so the rename is atomic)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def save_adapters(model, path, targets) -> Path:
@@ -44,7 +28,7 @@ def save_adapters(model, path, targets) -> Path:
     first = next(iter(found.values()))
     metadata = {"format": "gptoss_model.lora", "rank": str(first.rank), "alpha": str(first.alpha),
                 "targets": json.dumps(list(targets))}
-    return write_atomically(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    return atomic_write_with(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def load_adapters(model, path):

@@ -9,12 +9,12 @@ from torch.utils.checkpoint import checkpoint
 
 def enable_activation_checkpointing(model):
     for layer in model.model.layers:
-        plain_forward = type(layer).forward.__get__(layer)
 
-        def forward(x, position_embeddings, keep, layer_cache=None, _plain=plain_forward):
+        def forward(x, position_embeddings, keep, layer_cache=None, _layer=layer):
+            plain = type(_layer).forward.__get__(_layer)  # looked up per call: the fast path may re-class the layer
             if layer_cache is not None or not torch.is_grad_enabled():
-                return _plain(x, position_embeddings, keep, layer_cache)
-            return checkpoint(_plain, x, position_embeddings, keep, use_reentrant=False)
+                return plain(x, position_embeddings, keep, layer_cache)
+            return checkpoint(plain, x, position_embeddings, keep, use_reentrant=False)
 
         layer.forward = forward  # an instance attribute: the class, and other models, stay untouched
     return model
