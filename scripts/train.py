@@ -29,7 +29,7 @@ from gptoss_model import train  # noqa: E402
 from gptoss_model.train import TrainingInputError  # noqa: E402
 
 TARGET_TOKENS = frozenset(range(0, 64))  # the toy RL task: ids 0..63 of the 512 of the tiny vocabulary
-DEFAULT_STEPS = {"sft": 40, "grpo": 30, "ppo": 30}
+DEFAULT_STEPS = {"sft": 60, "grpo": 30, "ppo": 30}
 
 
 # ---- toy tasks -------------------------------------------------------------------------------------------------
@@ -193,7 +193,7 @@ def parse_args(argv=None):
     parser.add_argument("--model", default="tiny", help="tiny, 20b, 120b or a checkpoint directory (default: tiny)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="write the result here, and the curve beside it as .png")
-    parser.add_argument("--steps", type=int, help="optimiser rounds (default: sft 40, grpo 30, ppo 30)")
+    parser.add_argument("--steps", type=int, help="optimiser rounds (default: sft 60, grpo 30, ppo 30)")
     parser.add_argument("--lr", type=float, help="learning rate (default: the command's config default)")
     parser.add_argument("--lora-rank", type=int, default=16, help="LoRA rank; 0 trains every parameter (default 16)")
     parser.add_argument("--lora-targets", default="attention,router", help="of attention, router, experts")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from gptoss_model.train.logprobs import masked_mean
+from gptoss_model.train.lora import trainable_parameters
 from gptoss_model.train.rl import RewardFn, completion_logprobs, draw, frozen_reference, prompt_stream, reference_logprobs, score
 from gptoss_model.train.errors import TrainingInputError
 
@@ -68,13 +69,23 @@ def grpo_loss(logp, old_logp, ref_logp, advantages, mask, clip_eps=0.2, kl_coef=
     return aggregate(per_token, mask, aggregation), stats
 
 
+def grpo_update(model, optimizer, params, rollout, advantages, ref_logp, config: GRPOConfig):
+    """One optimiser step on a scored rollout batch -> (loss, stats)."""
+    logp = completion_logprobs(model, rollout, config.temperature)  # [B, N]
+    loss, stats = grpo_loss(logp, rollout.logprobs, ref_logp, advantages, rollout.completion_mask,
+                            config.clip_eps, config.kl_coef, config.aggregation)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+    optimizer.step()
+    return loss, stats
+
+
 def train_grpo(model, prompts, reward_fn: RewardFn, pad_id: int, eos_token_id=None, config: GRPOConfig = GRPOConfig(),
                params=None, reference=None) -> Iterator[dict]:
     """Yield {"step", "reward", "loss", "kl", "clipped"} after each rollout batch and its updates. `reference`:
     a frozen model for the KL term (default: the adapters switched off, or a frozen copy of `model`)."""
-    params = [p for p in (params or model.parameters()) if p.requires_grad]
-    if not params:
-        raise TrainingInputError("nothing to train: no parameter requires a gradient")
+    params = trainable_parameters(model, params)
     if config.group_size < 2:
         raise TrainingInputError(f"group_size must be at least 2 (advantages are normalised within a group), got {config.group_size}")
     reference = reference if reference is not None else frozen_reference(model)
@@ -90,11 +101,5 @@ def train_grpo(model, prompts, reward_fn: RewardFn, pad_id: int, eos_token_id=No
         ref_logp = reference_logprobs(model, reference, rollout, config.temperature)
         model.train()
         for _ in range(config.updates_per_batch):
-            logp = completion_logprobs(model, rollout, config.temperature)
-            loss, stats = grpo_loss(logp, rollout.logprobs, ref_logp, advantages, rollout.completion_mask,
-                                    config.clip_eps, config.kl_coef, config.aggregation)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-            optimizer.step()
+            loss, stats = grpo_update(model, optimizer, params, rollout, advantages, ref_logp, config)
         yield {"step": step, "reward": rewards.mean().item(), "loss": loss.item(), **stats}

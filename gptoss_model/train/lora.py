@@ -71,6 +71,14 @@ def attach_lora(model, rank: int = 8, alpha: float = 16.0, targets=DEFAULT_TARGE
     return [p for p in model.parameters() if p.requires_grad]
 
 
+def trainable_parameters(model, params=None) -> list:
+    """`params` (default: the model's) that require a gradient; refuses an empty list."""
+    params = [p for p in (params or model.parameters()) if p.requires_grad]
+    if not params:
+        raise TrainingInputError("nothing to train: no parameter requires a gradient")
+    return params
+
+
 def adapters(model) -> dict:
     """'<module path>.<parameter>' -> its LowRankDelta, for every attached adapter."""
     found = {}

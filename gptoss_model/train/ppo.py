@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from gptoss_model.train.errors import TrainingInputError
 from gptoss_model.train.grpo import clipped_surrogate
+from gptoss_model.train.lora import trainable_parameters
 from gptoss_model.train.logprobs import logprobs_from_logits, masked_mean
 from gptoss_model.train.rl import RewardFn, draw, frozen_reference, prompt_stream, reference_logprobs, score
 from gptoss_model.train.rollout import Rollout
@@ -31,7 +31,7 @@ class PPOConfig:
     clip_eps: float = 0.2
     value_clip: float = 0.2
     value_coef: float = 0.5
-    kl_coef: float = 0.02  # beta, per token, in the reward
+    kl_coef: float = 0.01  # beta, per token, in the reward
     gamma: float = 1.0
     lam: float = 0.95
     updates_per_batch: int = 2  # PPO epochs over each rollout batch
@@ -103,9 +103,7 @@ def ppo_loss(logp, old_logp, advantages, values, old_values, returns, mask, clip
 def train_ppo(model, prompts, reward_fn: RewardFn, pad_id: int, eos_token_id=None, config: PPOConfig = PPOConfig(),
               params=None, reference=None, value_head=None) -> Iterator[dict]:
     """Yield {"step", "reward", "loss", "kl", ...} after each rollout batch and its PPO epochs."""
-    params = [p for p in (params or model.parameters()) if p.requires_grad]
-    if not params:
-        raise TrainingInputError("nothing to train: no parameter requires a gradient")
+    params = trainable_parameters(model, params)
     device = next(model.parameters()).device
     value_head = value_head or ValueHead(model.config.hidden_size, device=device)
     reference = reference if reference is not None else frozen_reference(model)

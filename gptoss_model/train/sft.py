@@ -12,11 +12,12 @@ import torch
 from gptoss_model.train.data import ChatExample, TokenBatch, collate
 from gptoss_model.train.errors import TrainingInputError
 from gptoss_model.train.logprobs import logprobs_from_logits, masked_mean
+from gptoss_model.train.lora import trainable_parameters
 
 
 @dataclass(frozen=True)
 class SFTConfig:
-    steps: int = 40
+    steps: int = 60
     batch_size: int = 8
     lr: float = 1e-2  # tuned for LoRA on the tiny checkpoint; real models want ~1e-4 (LoRA) or ~1e-5 (full)
     weight_decay: float = 0.0
@@ -51,9 +52,7 @@ def train_sft(model, examples: Sequence[ChatExample], pad_id: int, config: SFTCo
               params=None) -> Iterator[dict]:
     """Run `config.steps` optimiser steps on `params` (default: every parameter that requires a gradient), yielding
     {"step", "loss"} after each."""
-    params = [p for p in (params or model.parameters()) if p.requires_grad]
-    if not params:
-        raise TrainingInputError("nothing to train: no parameter requires a gradient")
+    params = trainable_parameters(model, params)
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     device = next(model.parameters()).device
     model.train()
