@@ -15,7 +15,6 @@ from gptoss_convert.cli import cli
 from gptoss_convert.tiny import tiny_checkpoint_dir
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train.py"
-TEMPLATE = Path(__file__).parent / "data" / "harmony_template_for_tests.jinja"
 
 
 @pytest.fixture(scope="module")
@@ -24,11 +23,6 @@ def script():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def chat_options():
-    has_template = (Path(tiny_checkpoint_dir()) / "chat_template.jinja").exists()
-    return [] if has_template else ["--chat-template", str(TEMPLATE)]
 
 
 def run(script, capsys, *args):
@@ -48,8 +42,7 @@ def nan_reward(prompt, completion):
 
 @pytest.mark.parametrize("command, steps", [("sft", 6), ("grpo", 3), ("ppo", 3)])
 def test_short_runs_write_json_and_png(script, capsys, tmp_path, command, steps):
-    options = chat_options() if command == "sft" else []
-    code, out, err = run(script, capsys, command, "--seed", 1, "--steps", steps, "--json", tmp_path / "r.json", *options)
+    code, out, err = run(script, capsys, command, "--seed", 1, "--steps", steps, "--json", tmp_path / "r.json")
     assert code == 0, err
     result = json.loads((tmp_path / "r.json").read_text())
     assert result["metric"] == ("loss" if command == "sft" else "reward")
@@ -89,7 +82,7 @@ def test_bad_input_is_one_line_exit_2_and_saved_adapters_stay(script, capsys, tm
         "raising": ["grpo", "--reward", "tests.test_train_cli:raising_reward"],
         "nan": ["ppo", "--reward", "tests.test_train_cli:nan_reward"],
     }[case]
-    code, out, err = run(script, capsys, *args, *chat_options(), "--steps", 2, "--save-adapters", adapters,
+    code, out, err = run(script, capsys, *args, "--steps", 2, "--save-adapters", adapters,
                          "--json", tmp_path / "r.json")
     assert code == 2
     assert err.strip().splitlines()[-1].startswith(f"error: {message}") and "Traceback" not in err
@@ -101,7 +94,7 @@ def test_bad_input_is_one_line_exit_2_and_saved_adapters_stay(script, capsys, tm
 def test_merged_fine_tuned_model_passes_verify(script, capsys, tmp_path):
     merged = tmp_path / "merged"
     code, _, err = run(script, capsys, "sft", "--steps", 3, "--lora-targets", "attention,router,experts",
-                       "--merge-to", merged, *chat_options())
+                       "--merge-to", merged)
     assert code == 0, err
     tiny = {}
     for shard in Path(tiny_checkpoint_dir()).glob("model-*.safetensors"):

@@ -1,7 +1,5 @@
 """Chat data: rendering through the checkpoint's chat template, the assistant-only mask, and bad datasets."""
 
-from pathlib import Path
-
 import pytest
 from transformers import PreTrainedTokenizerFast
 
@@ -9,14 +7,10 @@ from gptoss_convert.tiny import tiny_checkpoint_dir
 from gptoss_model.train import TrainingInputError, collate, tokenize_conversations
 from gptoss_model.train.data import assistant_spans
 
-TEST_TEMPLATE = Path(__file__).parent / "data" / "harmony_template_for_tests.jinja"
-
-
 @pytest.fixture(scope="module")
 def chat():
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(tiny_checkpoint_dir()))
-    if not tokenizer.chat_template:  # until the tiny checkpoint carries its own harmony template
-        tokenizer.chat_template = TEST_TEMPLATE.read_text()
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(tiny_checkpoint_dir()))  # with its harmony template
+    assert tokenizer.chat_template and "<|start|>" in tokenizer.get_vocab()
 
     def render(messages):
         return tokenizer.apply_chat_template(messages, tokenize=False)
