@@ -80,6 +80,23 @@ def atomic_write_text(target, text: str) -> None:
         raise
 
 
+def atomic_write_with(target, write) -> Path:
+    """Replace `target` with the file `write(temp_path)` produces (a library writer: safetensors, an image): temp
+    file beside it, fsync, rename. On any error the temporary file is removed and `target` is untouched."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = target.parent / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    try:
+        write(str(temp))
+        with open(temp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return target
+
+
 @contextlib.contextmanager
 def atomic_directory(target):
     """Yield a fresh temporary directory `.NAME.tmp-PID-*` beside `target`; when the block ends without error its
