@@ -104,7 +104,8 @@ def main(argv=None):
     config = GRPOConfig(group_size=args.group_size, max_new_tokens=args.new_tokens, updates_per_batch=1)
     optimizer = torch.optim.AdamW(params, lr=1e-5, weight_decay=0.0)
     generator = torch.Generator(device).manual_seed(args.seed)
-    prompt = torch.randint(0, model.config.vocab_size, (args.prompt_tokens,), generator=torch.Generator().manual_seed(args.seed)).tolist()
+    prompt_generator = torch.Generator().manual_seed(args.seed)
+    prompt = torch.randint(0, model.config.vocab_size, (args.prompt_tokens,), generator=prompt_generator).tolist()
     after_build = torch.cuda.memory_allocated(device) / 2**30 if device.type == "cuda" else None
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -119,8 +120,9 @@ def main(argv=None):
         "shape": args.shape, "dtype": args.dtype, "group_size": args.group_size, "prompt_tokens": args.prompt_tokens,
         "new_tokens": args.new_tokens, "lora_rank": args.lora_rank, "lora_targets": args.targets,
         "activation_checkpointing": not args.no_checkpointing, "implementation": args.implementation,
-        "parameters": sum(p.numel() for p in model.parameters()), "trainable_parameters": sum(p.numel() for p in params),
-        "weights_gib": weights_bytes / 2**30, "allocated_after_build_gib": after_build, "build_s": t_build, "steps": steps,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "trainable_parameters": sum(p.numel() for p in params), "weights_gib": weights_bytes / 2**30,
+        "allocated_after_build_gib": after_build, "build_s": t_build, "steps": steps,
         "peak_allocated_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

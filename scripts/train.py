@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT)) if str(ROOT) not in sys.path else None
+if str(ROOT) not in sys.path:  # run as `python scripts/train.py` from anywhere
+    sys.path.insert(0, str(ROOT))
 
 from gptoss_model import train  # noqa: E402
 from gptoss_model.train import TrainingInputError  # noqa: E402

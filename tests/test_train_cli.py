@@ -63,16 +63,23 @@ def write_jsonl(path, rows):
     return path
 
 
+@pytest.fixture(scope="module")
+def saved_adapters(script, tmp_path_factory):
+    """The bytes of an adapter file a good earlier run saved."""
+    path = tmp_path_factory.mktemp("earlier") / "adapters.safetensors"
+    assert script.main(["grpo", "--steps", "1", "--save-adapters", str(path)]) == 0
+    return path.read_bytes()
+
+
 @pytest.mark.parametrize("case, message", [
     ("empty", "the dataset is empty"),
     ("no-assistant", "conversation 1 has no assistant turn"),
     ("raising", "the reward function raised RuntimeError on sample 0: judge offline"),
     ("nan", "the reward function returned nan for sample 0"),
 ])
-def test_bad_input_is_one_line_exit_2_and_saved_adapters_stay(script, capsys, tmp_path, case, message):
+def test_bad_input_is_one_line_exit_2_and_saved_adapters_stay(script, capsys, tmp_path, saved_adapters, case, message):
     adapters = tmp_path / "adapters.safetensors"
-    code, _, err = run(script, capsys, "grpo", "--steps", 1, "--save-adapters", adapters)
-    assert code == 0, err
+    adapters.write_bytes(saved_adapters)
     before = adapters.read_bytes()
     conversations = [[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
                      [{"role": "user", "content": "hi"}]]
@@ -105,6 +112,7 @@ def test_merged_fine_tuned_model_passes_verify(script, capsys, tmp_path):
     changed = [n for n in ("model.layers.0.self_attn.q_proj.weight", "model.layers.0.mlp.router.weight")
                if not torch.equal(ours[n], tiny[n].to(ours[n].dtype))]
     assert changed, "training must have changed the weights"
-    result = CliRunner().invoke(cli, ["verify", "--model", str(merged), "--quiet", "--report", str(tmp_path / "report")])
+    report = tmp_path / "report"
+    result = CliRunner().invoke(cli, ["verify", "--model", str(merged), "--quiet", "--report", str(report)])
     assert result.exit_code == 0, result.output
     assert "PASSED" in result.output

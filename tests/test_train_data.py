@@ -87,3 +87,12 @@ def test_a_template_without_harmony_turns_is_refused(chat):
     _, _, encode = chat
     with pytest.raises(TrainingInputError, match="expected a harmony chat template"):
         tokenize_conversations([TWO_TURNS], lambda messages: " ".join(m["content"] for m in messages), encode)
+
+
+def test_the_training_package_imports_neither_transformers_nor_gptoss_convert():
+    from tests.test_import_rules import modules_after
+
+    loaded = modules_after("import gptoss_model.train")
+    assert "gptoss_model.train.grpo" in loaded
+    for module in ("transformers", "gptoss_convert", "tokenizers", "jinja2", "matplotlib"):
+        assert not any(name == module or name.startswith(module + ".") for name in loaded), module

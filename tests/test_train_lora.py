@@ -74,6 +74,9 @@ def test_save_and_load_round_trip(tmp_path):
     with torch.no_grad():
         assert torch.equal(fresh(input_ids=IDS), trained(input_ids=IDS))
     assert len(adapters(fresh)) == len(adapters(trained)) == CONFIG.num_hidden_layers * 5
+    other = GPTOssModelFull(CONFIG.replace(hidden_size=48))
+    with pytest.raises(TrainingInputError, match=r"adapter has shape .* expected .*another model shape"):
+        load_adapters(other, path)
     with pytest.raises(TrainingInputError, match="no such adapter file"):
         load_adapters(model(), tmp_path / "missing.safetensors")
     with pytest.raises(TrainingInputError, match="unknown LoRA target"):

@@ -17,7 +17,8 @@ from gptoss_model.train.sft import SFTConfig, sft_loss, train_sft
 
 __all__ = [
     "ChatExample", "GRPOConfig", "PPOConfig", "Rollout", "SFTConfig", "TokenBatch", "TrainingInputError", "ValueHead",
-    "adapters_disabled", "attach_lora", "collate", "disable_activation_checkpointing", "enable_activation_checkpointing",
+    "adapters_disabled", "attach_lora", "collate", "disable_activation_checkpointing",
+    "enable_activation_checkpointing",
     "gae", "group_advantages", "grpo_loss", "k3_kl", "left_pad", "load_adapters", "logprobs_from_logits", "merge_lora",
     "ppo_loss", "sample", "save_adapters", "sft_loss", "token_logprobs", "tokenize_conversations", "train_grpo",
     "train_ppo", "train_sft",

@@ -39,7 +39,8 @@ def load_adapters(model, path):
     with safe_open(str(path), framework="pt") as f:
         metadata = f.metadata() or {}
         if metadata.get("format") != "gptoss_model.lora":
-            raise TrainingInputError(f"{path}: not a gptoss_model LoRA file (metadata format is {metadata.get('format')!r})")
+            found = metadata.get("format")
+            raise TrainingInputError(f"{path}: not a gptoss_model LoRA file (metadata format is {found!r})")
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     dtype = next(iter(tensors.values())).dtype
     attach_lora(model, int(metadata["rank"]), float(metadata["alpha"]), json.loads(metadata["targets"]), dtype)
@@ -47,9 +48,13 @@ def load_adapters(model, path):
     expected = {f"{n}.lora_{ab}" for n in found for ab in "AB"}
     if set(tensors) != expected:
         extra, missing = sorted(set(tensors) - expected), sorted(expected - set(tensors))
-        raise TrainingInputError(f"{path}: adapter tensors do not match the model (missing {missing[:3]}, unexpected {extra[:3]})")
+        raise TrainingInputError(
+            f"{path}: adapter tensors do not match the model (missing {missing[:3]}, unexpected {extra[:3]})")
     with torch.no_grad():
         for name, delta in found.items():
-            delta.A.copy_(tensors[f"{name}.lora_A"])
-            delta.B.copy_(tensors[f"{name}.lora_B"])
+            for tensor, target in ((tensors[f"{name}.lora_A"], delta.A), (tensors[f"{name}.lora_B"], delta.B)):
+                if tensor.shape != target.shape:
+                    raise TrainingInputError(f"{path}: {name} adapter has shape {tuple(tensor.shape)}, expected "
+                                             f"{tuple(target.shape)} (saved for another model shape?)")
+                target.copy_(tensor)
     return model

@@ -15,8 +15,10 @@ import torch
 
 from gptoss_model.train.logprobs import masked_mean
 from gptoss_model.train.lora import trainable_parameters
-from gptoss_model.train.rl import RewardFn, completion_logprobs, draw, frozen_reference, prompt_stream, reference_logprobs, score
 from gptoss_model.train.errors import TrainingInputError
+from gptoss_model.train.rl import (
+    RewardFn, completion_logprobs, draw, frozen_reference, prompt_stream, reference_logprobs, score,
+)
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,8 @@ def grpo_loss(logp, old_logp, ref_logp, advantages, mask, clip_eps=0.2, kl_coef=
     """logp/old_logp/ref_logp [B, N], advantages [B], mask [B, N] -> (loss, {"kl": mean k3, "clipped": share})."""
     per_token = clipped_surrogate(logp, old_logp, advantages[:, None], clip_eps) + kl_coef * k3_kl(logp, ref_logp)
     clipped = ((logp - old_logp).exp() - 1).abs() > clip_eps
-    stats = {"kl": masked_mean(k3_kl(logp, ref_logp), mask).item(), "clipped": masked_mean(clipped.float(), mask).item()}
+    stats = {"kl": masked_mean(k3_kl(logp, ref_logp), mask).item(),
+             "clipped": masked_mean(clipped.float(), mask).item()}
     return aggregate(per_token, mask, aggregation), stats
 
 
@@ -87,7 +90,8 @@ def train_grpo(model, prompts, reward_fn: RewardFn, pad_id: int, eos_token_id=No
     a frozen model for the KL term (default: the adapters switched off, or a frozen copy of `model`)."""
     params = trainable_parameters(model, params)
     if config.group_size < 2:
-        raise TrainingInputError(f"group_size must be at least 2 (advantages are normalised within a group), got {config.group_size}")
+        raise TrainingInputError(
+            f"group_size must be at least 2 (advantages are normalised within a group), got {config.group_size}")
     reference = reference if reference is not None else frozen_reference(model)
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     generator = torch.Generator(next(model.parameters()).device).manual_seed(config.seed)

@@ -90,7 +90,8 @@ def whiten(values, mask, eps: float = 1e-8):
     return (values - mean) * torch.rsqrt(var + eps) * mask
 
 
-def ppo_loss(logp, old_logp, advantages, values, old_values, returns, mask, clip_eps=0.2, value_clip=0.2, value_coef=0.5):
+def ppo_loss(logp, old_logp, advantages, values, old_values, returns, mask, clip_eps=0.2, value_clip=0.2,
+             value_coef=0.5):
     """Per-token tensors [B, N] -> (loss, stats): clipped policy surrogate plus value_coef times the clipped value
     loss 0.5·max((V - R)², (V_clipped - R)²), both averaged over the completion tokens of the batch."""
     policy = masked_mean(clipped_surrogate(logp, old_logp, advantages, clip_eps), mask)
@@ -113,7 +114,8 @@ def train_ppo(model, prompts, reward_fn: RewardFn, pad_id: int, eos_token_id=Non
     stream = prompt_stream(prompts, config.prompts_per_step, config.seed)
     for step in range(config.steps):
         model.eval()
-        rollout = draw(model, next(stream), 1, pad_id, config.max_new_tokens, config.temperature, eos_token_id, generator)
+        rollout = draw(model, next(stream), 1, pad_id, config.max_new_tokens, config.temperature, eos_token_id,
+                       generator)
         scores, mask = score(reward_fn, rollout), rollout.completion_mask
         ref_logp = reference_logprobs(model, reference, rollout, config.temperature)
         with torch.no_grad():

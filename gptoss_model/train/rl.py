@@ -49,12 +49,14 @@ def score(reward_fn: RewardFn, rollout: Rollout) -> torch.Tensor:
     or returns something other than a finite number stops training with a TrainingInputError naming the row."""
     rewards = []
     for row in range(rollout.input_ids.shape[0]):
-        prompt = rollout.input_ids[row, : rollout.prompt_length][rollout.attention_mask[row, : rollout.prompt_length] > 0]
+        P = rollout.prompt_length
+        prompt = rollout.input_ids[row, :P][rollout.attention_mask[row, :P] > 0]  # without the left padding
         completion = rollout.completions[row][rollout.completion_mask[row]]
         try:
             value = float(reward_fn(prompt.tolist(), completion.tolist()))
         except Exception as error:  # the user's code: report it in one line, whatever it raised
-            raise TrainingInputError(f"the reward function raised {type(error).__name__} on sample {row}: {error}") from error
+            name = type(error).__name__
+            raise TrainingInputError(f"the reward function raised {name} on sample {row}: {error}") from error
         if not math.isfinite(value):
             raise TrainingInputError(f"the reward function returned {value} for sample {row}; expected a finite number")
         rewards.append(value)
