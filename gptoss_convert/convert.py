@@ -233,20 +233,30 @@ def _cast_chunks(tensor: torch.Tensor, dtype: torch.dtype):
         yield part.to(dtype)
 
 
-def load_model(source: str | Path = "tiny", dtype: torch.dtype | str | None = None, device="cpu"):
+def load_model(source: str | Path = "tiny", dtype: torch.dtype | str | None = None, device="cpu",
+               experts: str = "dequantized"):
     """Build a GPTOssModelFull from `source` (tiny, a downloaded 20b/120b, or a directory in any supported layout),
-    with parameters in `dtype` (default float32) on `device`.
+    with parameters in `dtype` (default float32) on `device`. `experts="mxfp4"` keeps the expert weights packed
+    (gptoss_model.mxfp4_experts.MXFP4Experts, filled by gptoss_convert/packed.py): 20b then takes ~13.8 GB.
 
     The model is built on the meta device (no memory, no random init), then each parameter is replaced by the
     tensor read from the checkpoint, one at a time, so peak memory is the model's own size plus one tensor."""
+    from gptoss_convert.packed import check_experts_option, fill_packed, split_plan
     from gptoss_model import GPTOssModelFull
 
+    check_experts_option(experts)
     dtype = _as_dtype(dtype)
     device = _as_device(device)
     ckpt = open_checkpoint(resolve_source(source))
-    plan = audit(ckpt)
+    plan, packed_plan = audit(ckpt), {}
     with torch.device("meta"):
-        model = GPTOssModelFull(ckpt.config, device="meta")
+        model = GPTOssModelFull(ckpt.config, device="meta", dtype=dtype)
+    if experts == "mxfp4":
+        from gptoss_model.mxfp4_experts import use_packed_experts
+
+        use_packed_experts(model)
+        plan, packed_plan = split_plan(plan)
+        fill_packed(model, ckpt, packed_plan, device)
     for name, tensor in iter_tensors(ckpt, dtype=dtype, plan=plan, owned=True):  # owned: not the file's mmap
         module_name, _, leaf = name.rpartition(".")
         module = model.get_submodule(module_name)
