@@ -10,11 +10,16 @@ from gptoss_convert import mxfp4
 from gptoss_convert.remap import audit, global_tensors, layer_tensors
 
 
-def load_offloaded(source="tiny", dtype=torch.bfloat16, device="cuda"):
+def load_offloaded(source="tiny", dtype=torch.bfloat16, device="cuda", experts="dequantized"):
+    """experts="mxfp4": the GPU slots keep the experts packed too (no dequantization after each copy; the fused
+    kernels of gptoss_model/kernels/ compute with the bytes)."""
     from gptoss_convert.checkpoint import open_checkpoint
     from gptoss_convert.convert import resolve_source
     from gptoss_model.offload import OffloadedModel
 
+    from gptoss_convert.packed import check_experts_option
+
+    check_experts_option(experts)
     ckpt = open_checkpoint(resolve_source(source))
     plan = audit(ckpt)
     resident = global_tensors(ckpt, dtype, plan)
@@ -28,7 +33,8 @@ def load_offloaded(source="tiny", dtype=torch.bfloat16, device="cuda"):
         for name, (blocks, scales) in packed.items():
             host[name[len(prefix):]] = (ckpt.get(blocks).pin_memory(), ckpt.get(scales).pin_memory())
         layers.append(host)
-    return OffloadedModel(ckpt.config, resident, layers, device=device, dtype=dtype, unpack=_unpack)
+    return OffloadedModel(ckpt.config, resident, layers, device=device, dtype=dtype, unpack=_unpack,
+                          packed_experts=experts == "mxfp4")
 
 
 def _unpack(blocks, scales, dtype):

@@ -99,10 +99,11 @@ def _pair_table(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     return (table.view(pair_int).reshape(-1) if pair_int else table).to(device)
 
 
-def use_packed_experts(model) -> nn.Module:
-    """Replace every layer's `mlp.experts` by an MXFP4Experts of the same shape, dtype and device (its buffers are
-    zeros, or empty on the meta device: fill them, e.g. with load_state_dict). Returns the model."""
-    config = model.config
+def use_packed_experts(model, config=None) -> nn.Module:
+    """Replace every `mlp.experts` inside `model` (a whole model, or a decoder layer with `config` given) by an
+    MXFP4Experts of the same shape, dtype and device (its buffers are zeros, or empty on the meta device: fill
+    them, e.g. with load_state_dict). Returns the model."""
+    config = config or model.config
     for module in model.modules():
         if isinstance(module, GptOssMLP):
             bias = module.experts.gate_up_proj_bias

@@ -21,9 +21,12 @@ from gptoss_model.model import attention_masks
 
 
 class OffloadedModel(nn.Module):
-    def __init__(self, config, resident: dict, host_layers: list, device="cuda", dtype=torch.bfloat16, unpack=None):
+    def __init__(self, config, resident: dict, host_layers: list, device="cuda", dtype=torch.bfloat16, unpack=None,
+                 packed_experts: bool = False):
         """resident: {"model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"} tensors;
-        host_layers[i]: {name inside the layer: pinned CPU tensor, or a tuple of them that `unpack` densifies}."""
+        host_layers[i]: {name inside the layer: pinned CPU tensor, or a tuple of them that `unpack` densifies}.
+        packed_experts: the slots hold MXFP4Experts (gptoss_model/mxfp4_experts.py) and a (blocks, scales) tuple is
+        copied as it is into their `*_blocks` / `*_scales` buffers instead of being unpacked."""
         super().__init__()
         self.config, self.device, self.dtype, self.unpack = config, torch.device(device), dtype, unpack
         self.embed = resident["model.embed_tokens.weight"].to(self.device, dtype)
@@ -33,17 +36,27 @@ class OffloadedModel(nn.Module):
         self.rotary = GptOssRotaryEmbedding(config, device=self.device)
         self.host_layers = host_layers
         self.slots = [GptOssDecoderLayer(config, j, device=self.device, dtype=dtype) for j in range(2)]
+        self.packed_experts = packed_experts
+        if packed_experts:
+            from gptoss_model.mxfp4_experts import use_packed_experts
+
+            for slot in self.slots:
+                use_packed_experts(slot, config)
         self.copy_stream = torch.cuda.Stream(self.device)
         self.loaded = [torch.cuda.Event() for _ in self.slots]  # slot holds its layer's weights
         self.released = [torch.cuda.Event() for _ in self.slots]  # compute on the slot has finished
 
     def _load(self, layer_index: int, slot_index: int):
-        slot, params = self.slots[slot_index], dict(self.slots[slot_index].named_parameters())
+        slot = self.slots[slot_index]
+        params = {**dict(slot.named_parameters()), **dict(slot.named_buffers())}
         slot.attention_type = self.config.layer_types[layer_index]
         with torch.cuda.stream(self.copy_stream):
             self.copy_stream.wait_event(self.released[slot_index])  # don't overwrite weights still in use
             for name, host in self.host_layers[layer_index].items():
-                if isinstance(host, tuple):
+                if isinstance(host, tuple) and self.packed_experts:  # MXFP4 bytes, copied as they are
+                    for part, tensor in zip(("blocks", "scales"), host):
+                        params[f"{name}_{part}"].copy_(tensor, non_blocking=True)
+                elif isinstance(host, tuple):
                     dense = self.unpack(*(t.to(self.device, non_blocking=True) for t in host), dtype=self.dtype)
                     params[name].data.copy_(dense)
                 else:
