@@ -78,7 +78,10 @@ def _moe_mxfp4_kernel(
         return
     rows = start + tl.arange(0, BLOCK_M)
     row_ok = rows < end
-    x_rows = tl.load(x_row_ptr + rows, mask=row_ok, other=0).to(tl.int64) if GATHER else rows.to(tl.int64)
+    if GATHER:
+        x_rows = tl.load(x_row_ptr + rows, mask=row_ok, other=0).to(tl.int64)
+    else:
+        x_rows = rows.to(tl.int64)
     cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     col_ok = cols < N
     w_row = expert * N + cols
