@@ -84,9 +84,12 @@ def test_packed_logits_within_bf16_rounding_of_dequantized(small_pair):
         dense.bfloat16()
         want, got = dense(input_ids=ids), packed(input_ids=ids)
     dense_err, packed_err = rel(want, want32), rel(got, want32)
-    print(f"bf16 relative error vs float32: dequantized {dense_err:.4f}, packed {packed_err:.4f}")
-    assert packed_err <= 1.5 * dense_err + 1e-3
-    assert (got.argmax(-1) == want.argmax(-1)).float().mean() >= 0.97
+    top1 = [(out.argmax(-1) == want32.argmax(-1)).float().mean().item() for out in (want, got)]
+    summary = (f"bf16 relative error vs float32: dequantized {dense_err:.4f}, packed {packed_err:.4f}; "
+               f"top-1 agreement with float32: dequantized {top1[0]:.3f}, packed {top1[1]:.3f}")
+    print(summary)
+    assert packed_err <= 1.5 * dense_err + 1e-3, summary
+    assert top1[1] >= top1[0] - 0.02, summary
 
 
 def test_packed_greedy_64_steps_equal_dequantized(small_pair):

@@ -2,8 +2,10 @@
 
 One kernel, `_moe_mxfp4_kernel`, computes out[r] = x[x_row[r]] @ W[e].T + b[e] for a run of rows r that all chose
 expert e, reading W[e] as packed MXFP4: each [BLOCK_N, BLOCK_K] weight tile is loaded as BLOCK_K/2 bytes and
-BLOCK_K/32 scale bytes per output row, decoded in registers (`_decode`: E2M1 code -> float32 by bit arithmetic,
-times 2^(scale - 127), exact) and fed straight to the matrix product; no dequantized weight ever reaches memory.
+BLOCK_K/32 scale bytes per output row, decoded in registers (`_e2m1`, `_e8m0`: bit arithmetic, exact) and fed
+straight to the products; no dequantized weight ever reaches memory. Byte j of a row holds input columns 2j (low
+nibble) and 2j+1 (high nibble), so the low nibbles multiply the even columns of x and the high nibbles the odd ones
+(two half-width products instead of interleaving the codes, which costs register shuffles).
 Work is cut into tiles of rows ("tiles": expert, first row, end row), so one launch serves every expert:
 - prefill / larger batches: rows sorted by expert (a counting sort, fast._sort_by_expert), tiles of BLOCK_M rows
   through tl.dot;
@@ -23,40 +25,64 @@ import triton
 import triton.language as tl
 
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) by case; measured choices in docs/benchmarks.md
-CONFIGS = {
-    "one_row": (1, 32, 256, 4, 4),
-    "small": (16, 64, 128, 4, 4),
-    "large": (64, 128, 64, 8, 3),
+CONFIGS = {  # the best of scripts/bench_mxfp4_kernels.py's sweep on the H200
+    "one_row": (1, 32, 256, 4, 3),
+    "small": (16, 32, 64, 4, 3),
+    "large": (128, 64, 64, 8, 3),
 }
 SMALL_ROWS = 256
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"  # Triton's CPU interpreter (tests)  # up to this many (token, expert) rows, the "small" tiles
 
 
 @triton.jit
-def _decode(codes, scale_bytes):
-    """codes uint8 (one FP4 E2M1 code 0..15 each), scale_bytes uint8 (broadcastable) ->
-    float32 value = E2M1(code) * 2^(scale - 127), exactly (spec §4)."""
+def _e2m1(codes):
+    """FP4 E2M1 codes (0..15, any integer type) -> float32 values, by bit arithmetic (spec §4.1): magnitude m = 2e + b
+    is 2^(e-1)·(1 + b/2) for e >= 1, which has float32 bits (m << 22) + (126 << 23); m = 1 is 0.5, m = 0 is 0."""
     c = codes.to(tl.uint32)
-    magnitude = c & 7  # 0, 0.5, 1, 1.5, 2, 3, 4, 6: exponent (m >> 1) - 1 and mantissa m & 1 when m >= 2
-    normal = (((magnitude >> 1) + 126) << 23) | ((magnitude & 1) << 22)
-    bits = tl.where(magnitude >= 2, normal, tl.where(magnitude == 1, 0x3F000000, 0)) | ((c & 8) << 28)
-    s = scale_bytes.to(tl.uint32)
-    scale = tl.where(s == 0, 0x00400000, s << 23).to(tl.float32, bitcast=True)  # byte 0: the subnormal 2^-127
-    return bits.to(tl.float32, bitcast=True) * scale
+    m = c & 7
+    bits = tl.where(m >= 2, (m << 22) + (126 << 23), tl.where(m == 1, 126 << 23, 0)) | ((c & 8) << 28)
+    return bits.to(tl.float32, bitcast=True)
 
 
 @triton.jit
-def _weight_tile(blocks_ptr, scales_ptr, w_row, col_ok, k0, K, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr):
-    """Rows w_row [BLOCK_N] (of the [E·out] weight rows), input columns k0..k0+BLOCK_K -> float32 [BLOCK_N, BLOCK_K]."""
+def _e8m0(scale_bytes):
+    """E8M0 scale bytes -> 2^(byte - 127) as float32, exactly (byte 0 is the float32 subnormal 2^-127)."""
+    s = scale_bytes.to(tl.uint32)
+    return tl.where(s == 0, 0x00400000, s << 23).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _matvec_step(x_ptr, x_row, blocks_ptr, scales_ptr, w_row, col_ok, k0, K,
+                 BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """One row: Σ over input columns k0..k0+BLOCK_K of W[w_row, k] · x[k] -> float32 [BLOCK_N]. The tile is read as
+    [BLOCK_N, groups, 16] bytes (16-byte loads), each code pair multiplies the even and the odd input column, and
+    the scale (a power of two: exact) multiplies each group's sum rather than each weight."""
+    G: tl.constexpr = BLOCK_K // 32
+    group = k0 // 32 + tl.arange(0, G)  # [G]
+    byte = tl.arange(0, 16)  # [16]
+    group_ok = group < K // 32
+    at = (w_row[:, None, None] * (K // 2) + group[None, :, None] * 16 + byte[None, None, :])  # [BN, G, 16]
+    ok = col_ok[:, None, None] & group_ok[None, :, None]
+    packed = tl.load(blocks_ptr + at, mask=ok, other=0)
+    column = group[:, None] * 32 + 2 * byte[None, :]  # [G, 16] the even input column of each byte
+    x_ok = group_ok[:, None]
+    x_even = tl.load(x_ptr + x_row * K + column, mask=x_ok, other=0.0).to(tl.float32)
+    x_odd = tl.load(x_ptr + x_row * K + column + 1, mask=x_ok, other=0.0).to(tl.float32)
+    partial = tl.sum(_e2m1(packed & 0x0F) * x_even[None] + _e2m1(packed >> 4) * x_odd[None], axis=2)  # [BN, G]
+    scale = _e8m0(tl.load(scales_ptr + w_row[:, None] * (K // 32) + group[None, :],
+                          mask=col_ok[:, None] & group_ok[None, :], other=127))
+    return tl.sum(partial * scale, axis=1)
+
+
+@triton.jit
+def _weight_halves(blocks_ptr, scales_ptr, w_row, col_ok, k0, K, BLOCK_K: tl.constexpr):
+    """Rows w_row [BN], input columns k0..k0+BLOCK_K -> (even columns, odd columns), float32 [BN, BLOCK_K/2] each:
+    byte j holds columns k0+2j (low nibble) and k0+2j+1 (high nibble), scaled by its group's scale byte."""
     byte = k0 // 2 + tl.arange(0, BLOCK_K // 2)
-    group = k0 // 32 + tl.arange(0, BLOCK_K // 32)
-    packed = tl.load(blocks_ptr + w_row[:, None] * (K // 2) + byte[None, :],
-                     mask=col_ok[:, None] & (byte < K // 2)[None, :], other=0)  # [BN, BK/2]
-    scale = tl.load(scales_ptr + w_row[:, None] * (K // 32) + group[None, :],
-                    mask=col_ok[:, None] & (group < K // 32)[None, :], other=127)  # [BN, BK/32]
-    codes = tl.interleave(packed & 0x0F, packed >> 4)  # [BN, BK]: element 2j is byte j's low nibble
-    codes = tl.reshape(codes, (BLOCK_N, BLOCK_K // 32, 32))
-    return tl.reshape(_decode(codes, scale[:, :, None]), (BLOCK_N, BLOCK_K))
+    ok = col_ok[:, None] & (byte < K // 2)[None, :]
+    packed = tl.load(blocks_ptr + w_row[:, None] * (K // 2) + byte[None, :], mask=ok, other=0)  # [BN, BK/2]
+    scale = _e8m0(tl.load(scales_ptr + w_row[:, None] * (K // 32) + (byte // 16)[None, :], mask=ok, other=127))
+    return _e2m1(packed & 0x0F) * scale, _e2m1(packed >> 4) * scale
 
 
 @triton.jit
@@ -69,7 +95,7 @@ def _moe_mxfp4_kernel(
 ):
     """x [X, K] (rows picked by x_row [R] when GATHER, else x row = r), blocks [E, N, K/32, 16], scales [E, N, K/32],
     bias [E, N] -> out [R, N] (or [R, N/2] after the SwiGLU). Tile t covers rows tile_start[t]..tile_end[t]-1, all
-    of expert tile_expert[t]; an empty tile does nothing."""
+    of expert tile_expert[t]; an empty tile does nothing. ONE_ROW tiles hold one row each (BLOCK_M = 1)."""
     tile = tl.program_id(0)
     expert = tl.load(tile_expert_ptr + tile).to(tl.int64)
     start = tl.load(tile_start_ptr + tile)
@@ -86,16 +112,23 @@ def _moe_mxfp4_kernel(
     col_ok = cols < N
     w_row = expert * N + cols
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    half = tl.arange(0, BLOCK_K // 2)
     for k0 in range(0, K, BLOCK_K):
-        k = k0 + tl.arange(0, BLOCK_K)
-        x = tl.load(x_ptr + x_rows[:, None] * K + k[None, :], mask=row_ok[:, None] & (k < K)[None, :], other=0.0)
-        w = _weight_tile(blocks_ptr, scales_ptr, w_row, col_ok, k0, K, BLOCK_K, BLOCK_N)
         if ONE_ROW:  # a matrix-vector product: memory-bound, no tensor cores needed
-            acc += tl.sum(w[None, :, :] * x.to(tl.float32)[:, None, :], axis=2)
-        elif DOT_FLOAT32:  # float32 models, and bf16 under the interpreter (which multiplies bf16 bit patterns)
-            acc += tl.dot(x.to(tl.float32), w.T, input_precision="ieee")
+            x_row = tl.sum(x_rows)  # the one row
+            acc += _matvec_step(x_ptr, x_row, blocks_ptr, scales_ptr, w_row, col_ok, k0, K, BLOCK_N, BLOCK_K)[None, :]
         else:
-            acc += tl.dot(x, w.to(x.dtype).T)
+            w_even, w_odd = _weight_halves(blocks_ptr, scales_ptr, w_row, col_ok, k0, K, BLOCK_K)
+            column = k0 + 2 * half  # [BK/2] even input columns
+            at = x_ptr + x_rows[:, None] * K + column[None, :]
+            x_ok = row_ok[:, None] & (column < K)[None, :]
+            x_even, x_odd = tl.load(at, mask=x_ok, other=0.0), tl.load(at + 1, mask=x_ok, other=0.0)
+            if DOT_FLOAT32:  # float32 models, and bf16 under the interpreter (which multiplies bf16 bit patterns)
+                acc += tl.dot(x_even.to(tl.float32), w_even.T, input_precision="ieee")
+                acc += tl.dot(x_odd.to(tl.float32), w_odd.T, input_precision="ieee")
+            else:
+                acc += tl.dot(x_even, w_even.to(x_even.dtype).T)
+                acc += tl.dot(x_odd, w_odd.to(x_odd.dtype).T)
     out_dtype = out_ptr.dtype.element_ty
     bias = tl.load(bias_ptr + w_row, mask=col_ok, other=0.0).to(tl.float32)
     h = (acc.to(out_dtype).to(tl.float32) + bias[None, :]).to(out_dtype).to(tl.float32)  # parity: matmul, then bias
