@@ -7,6 +7,7 @@ experts take ~61 GB instead of ~230 GB in bf16) and are dequantized on the GPU r
 import torch
 
 from gptoss_convert import mxfp4
+from gptoss_convert.errors import InputError
 from gptoss_convert.remap import audit, global_tensors, layer_tensors
 
 
@@ -30,6 +31,9 @@ def load_offloaded(source="tiny", dtype=torch.bfloat16, device="cuda", experts="
         dense_plan = {n: s for n, s in plan.items() if not (n.startswith(prefix) and n in packed)}
         dense = layer_tensors(ckpt, i, dtype, dense_plan)
         host = {n[len(prefix):]: t.pin_memory() for n, t in dense.items()}
+        if experts == "mxfp4" and not packed:
+            raise InputError(f"{ckpt.root}: experts='mxfp4' offloading needs a checkpoint with MXFP4 experts; "
+                             "this one stores them dense (use load_model(..., experts='mxfp4'), which re-packs them)")
         for name, (blocks, scales) in packed.items():
             host[name[len(prefix):]] = (ckpt.get(blocks).pin_memory(), ckpt.get(scales).pin_memory())
         layers.append(host)
