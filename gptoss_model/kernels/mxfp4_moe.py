@@ -25,14 +25,15 @@ import torch
 import triton
 import triton.language as tl
 
-# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) by case; measured choices in docs/benchmarks.md
-CONFIGS = {  # the best of scripts/bench_mxfp4_kernels.py's sweep on the H200 (docs/results/mxfp4-kernels-*.json)
+# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) by case: the best of scripts/bench_mxfp4_kernels.py's sweep on
+# the H200 (docs/benchmarks.md, "Packed MXFP4 experts"; docs/results/mxfp4-kernels-h200-2026-12-01-sweep.json)
+CONFIGS = {
     "one_row": (1, 32, 256, 4, 3),
     "small": (16, 32, 64, 4, 3),
     "large": (128, 64, 64, 8, 3),
 }
-SMALL_ROWS = 256
-INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"  # Triton's CPU interpreter (tests)  # up to this many (token, expert) rows, the "small" tiles
+SMALL_ROWS = 256  # up to this many (token, expert) rows, the "small" tiles
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"  # Triton's CPU interpreter (tests)
 
 
 @triton.jit
