@@ -9,15 +9,16 @@
 __version__ = "0.1.0"
 
 
-def load_model(source="tiny", dtype=None, device="cpu"):
+def load_model(source="tiny", dtype=None, device="cpu", experts="dequantized"):
     """A GPTOssModelFull filled from `source`: "tiny", a downloaded model name ("20b", "120b"), or a directory in
     any supported layout (official HF, OpenAI original/, our own format). `dtype`: a torch dtype or "float32" /
     "bfloat16" (default float32). Parameters are filled one tensor at a time into a model built on the meta
     device, so peak memory stays close to the model's own size. Raises InputError (missing model, bad option) or
-    IntegrityError (damaged checkpoint)."""
+    IntegrityError (damaged checkpoint). `experts="mxfp4"` keeps the expert weights packed as in the checkpoint
+    (4.25 bits a weight, dequantized inside the expert computation; docs/design.md "Packed experts")."""
     from gptoss_convert.load import load_model as _load_model  # torch is imported only here
 
-    return _load_model(source, dtype=dtype, device=device)
+    return _load_model(source, dtype=dtype, device=device, experts=experts)
 
 
 def tiny_checkpoint_dir():

@@ -1,10 +1,12 @@
-"""dtype and device names -> torch objects, in one place (load_model's arguments, convert's and verify's options)."""
+"""dtype, device and expert-format names -> what the code uses, in one place (load_model's and load_offloaded's
+arguments, convert's and verify's options)."""
 
 import torch
 
 from gptoss_convert.errors import InputError
 
 DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}  # the names --dtype accepts
+EXPERT_FORMATS = ("dequantized", "mxfp4")  # experts=: dense tensors, or the checkpoint's packed bytes kept as they are
 
 
 def parse_dtype(dtype) -> torch.dtype:
@@ -38,3 +40,10 @@ def resolve_device_option(device: str) -> str:
     if device == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda: no CUDA device is available (use --device cpu or auto)")
     return device
+
+
+def parse_experts(experts) -> str:
+    """load_model's / load_offloaded's `experts`: "dequantized" or "mxfp4" (docs/design.md, "Packed experts")."""
+    if experts not in EXPERT_FORMATS:
+        raise InputError(f"experts={experts!r}: expected one of {', '.join(EXPERT_FORMATS)}")
+    return experts

@@ -141,7 +141,8 @@ class StaticDecoder:
         """Run the prompt through the ordinary model and copy its KV cache into the static buffers -> logits [B, V]."""
         length = input_ids.shape[1]
         cache = self.model.new_cache()
-        logits = self.model(input_ids, cache=cache)[:, -1]
+        hidden = self.model.model(input_ids, cache=cache)  # [B, T, H]
+        logits = self.model.lm_head(hidden[:, -1])  # only the last position: a 4k prompt's logits would be 1.6 GB
         for i, layer_cache in enumerate(cache.layers):  # the cache keeps only what each layer can still see
             kept = layer_cache.keys.shape[2]
             self.keys[i][:, :, length - kept : length] = layer_cache.keys

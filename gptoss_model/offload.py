@@ -3,7 +3,8 @@
 The decoder layers stay in pinned host memory; the GPU holds the embedding, final norm and LM head, plus two layer
 "slots". While slot A computes layer i, a side CUDA stream copies layer i+1 into slot B, so transfers overlap
 compute. A layer's host copy may keep its expert weights packed (e.g. MXFP4 blocks and scales, four times smaller
-than bf16): `unpack` turns such a packed tuple into the dense tensor on the GPU, right after the copy.
+than bf16): `unpack` turns such a packed tuple into the dense tensor on the GPU, right after the copy, or, with
+`packed_experts=True`, the slots hold MXFP4Experts (gptoss_model/mxfp4_experts.py) that compute with the bytes.
 
     model = OffloadedModel(config, resident, host_layers, unpack=mxfp4_unpack)
     logits = model(input_ids=ids)          # same contract as GPTOssModelFull.forward
@@ -21,14 +22,18 @@ from gptoss_model import extensions
 from gptoss_model.generate import generate
 from gptoss_model.model import GptOssDecoderLayer, GPTOssModelFull, GptOssRMSNorm, GptOssRotaryEmbedding, KVCache
 from gptoss_model.model import decoder_forward
+from gptoss_model.mxfp4_experts import use_packed_experts
 
 RESIDENT = ("model.embed_tokens.weight", "model.norm.weight", "lm_head.weight")
 
 
 class OffloadedModel(nn.Module):
-    def __init__(self, config, resident: dict, host_layers: list, device="cuda", dtype=torch.bfloat16, unpack=None):
+    def __init__(self, config, resident: dict, host_layers: list, device="cuda", dtype=torch.bfloat16, unpack=None,
+                 packed_experts: bool = False):
         """resident: {"model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"} tensors;
-        host_layers[i]: {name inside the layer: pinned CPU tensor, or a tuple of them that `unpack` densifies}."""
+        host_layers[i]: {name inside the layer: pinned CPU tensor, or a tuple of them that `unpack` densifies}.
+        packed_experts: the slots hold MXFP4Experts (gptoss_model/mxfp4_experts.py) and a (blocks, scales) tuple is
+        copied as it is into their `*_blocks` / `*_scales` buffers instead of being unpacked."""
         super().__init__()
         self.config, self.device, self.dtype, self.unpack = config, torch.device(device), dtype, unpack
         self.embed_tokens = nn.Embedding.from_pretrained(resident["model.embed_tokens.weight"].to(self.device, dtype))
@@ -39,19 +44,26 @@ class OffloadedModel(nn.Module):
         self.rotary_emb = GptOssRotaryEmbedding(config, device=self.device)
         self.host_layers = host_layers
         self.slots = [GptOssDecoderLayer(config, j, device=self.device, dtype=dtype) for j in range(2)]
+        self.packed_experts = packed_experts
         for slot in self.slots:  # a plain list, not submodules: the weights are filled per layer, never saved
+            if packed_experts:
+                use_packed_experts(slot, config)
             extensions.use_implementation(slot, config.implementation)
         self.copy_stream = torch.cuda.Stream(self.device)
         self.loaded = [torch.cuda.Event() for _ in self.slots]  # slot holds its layer's weights
         self.released = [torch.cuda.Event() for _ in self.slots]  # compute on the slot has finished
 
     def _load(self, layer_index: int, slot_index: int):
-        slot, params = self.slots[slot_index], dict(self.slots[slot_index].named_parameters())
+        slot = self.slots[slot_index]
+        params = {**dict(slot.named_parameters()), **dict(slot.named_buffers())}
         slot.attention_type = self.config.layer_types[layer_index]
         with torch.cuda.stream(self.copy_stream):
             self.copy_stream.wait_event(self.released[slot_index])  # don't overwrite weights still in use
             for name, host in self.host_layers[layer_index].items():
-                if isinstance(host, tuple):
+                if isinstance(host, tuple) and self.packed_experts:  # MXFP4 bytes, copied as they are
+                    for part, tensor in zip(("blocks", "scales"), host):
+                        params[f"{name}_{part}"].copy_(tensor, non_blocking=True)
+                elif isinstance(host, tuple):
                     dense = self.unpack(*(t.to(self.device, non_blocking=True) for t in host), dtype=self.dtype)
                     params[name].data.copy_(dense)
                 else:

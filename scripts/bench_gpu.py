@@ -24,11 +24,14 @@ import torch
 sys.path.insert(0, ".")
 from gptoss_model import GPTOss_20B, GPTOssModelFull  # noqa: E402
 
-IMPLS = ("hf-eager", "hf-flex", "ours-eager", "ours-fast", "ours-graph")  # graph: fast + StaticDecoder
+# graph: fast + StaticDecoder; mxfp4: fast with the experts packed (gptoss_model/mxfp4_experts.py, fused kernels)
+IMPLS = ("hf-eager", "hf-flex", "ours-eager", "ours-fast", "ours-graph", "ours-mxfp4", "ours-mxfp4-graph")
 
 
 def build(impl: str, config, dtype):
     torch.manual_seed(0)
+    if impl.startswith("ours-mxfp4"):
+        return build_packed(config.replace(implementation="fast"), dtype)
     if impl.startswith("ours"):
         config = config.replace(implementation="eager" if impl == "ours-eager" else "fast")
         return GPTOssModelFull(config, device="cuda", dtype=dtype).eval()
@@ -46,6 +49,22 @@ def build(impl: str, config, dtype):
     return model.eval()
 
 
+def build_packed(config, dtype):
+    """A random model whose experts stay MXFP4 (random codes and scales): built on the meta device, so the dense
+    experts never exist, then materialised on the GPU."""
+    from gptoss_model.model import GptOssRotaryEmbedding
+    from gptoss_model.mxfp4_experts import MXFP4Experts, fill_random_, use_packed_experts
+
+    model = use_packed_experts(GPTOssModelFull(config, device="meta", dtype=dtype))
+    model.to_empty(device="cuda")
+    model.model.rotary_emb = GptOssRotaryEmbedding(config, device="cuda")  # its buffer is computed, not loaded
+    model.reset_parameters()
+    for module in model.modules():
+        if isinstance(module, MXFP4Experts):
+            fill_random_(module)
+    return model.eval()
+
+
 def forward(impl, model, ids):
     if impl.startswith("ours"):
         return model(input_ids=ids)
@@ -56,7 +75,7 @@ _decoders = {}
 
 
 def generate(impl, model, ids, steps):
-    if impl == "ours-graph":
+    if impl.endswith("-graph"):
         from gptoss_model.generate import StaticDecoder
 
         if ids.shape[0] not in _decoders:

@@ -35,6 +35,8 @@ def main():
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--prefill", type=int, default=2048)
     parser.add_argument("--decode-steps", type=int, default=8)
+    parser.add_argument("--experts", choices=("dequantized", "mxfp4"), default="dequantized",
+                        help="mxfp4: the GPU slots keep the experts packed too (fused kernels, no dequantization)")
     args = parser.parse_args()
     if not Path(args.checkpoint).exists():
         subprocess.run([sys.executable, str(ROOT / "scripts/make_checkpoint.py"), "--shape", "120b", "--layout", "hf",
@@ -42,7 +44,7 @@ def main():
     from gptoss_convert.load import load_offloaded
 
     t0 = time.perf_counter()
-    model = load_offloaded(args.checkpoint, dtype=torch.bfloat16, device="cuda")
+    model = load_offloaded(args.checkpoint, dtype=torch.bfloat16, device="cuda", experts=args.experts)
     load_s = time.perf_counter() - t0
     layers = len(model.host_layers)
     host_bytes = sum(

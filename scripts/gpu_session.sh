@@ -6,6 +6,8 @@
 #   bash scripts/gpu_session.sh offload    # bench_offload.py: 120b-shaped, layers in pinned host memory
 #   bash scripts/gpu_session.sh tests      # only tests/test_gpu.py
 #   bash scripts/gpu_session.sh grpo       # bench_grpo_gpu.py: one GRPO step with LoRA, 20b shape, G = 8, 256 tokens
+#   bash scripts/gpu_session.sh mxfp4      # packed experts: their GPU tests, then bench_gpu.py against HF and ours (~8 min)
+#   bash scripts/gpu_session.sh mxfp4-memory  # packed 20b from a checkpoint + 4k KV cache; 120b built in memory
 set -uo pipefail
 export PYTHONPATH=. PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
 OUT=${OUT:-gpu-out}; mkdir -p "$OUT"
@@ -29,6 +31,15 @@ bench)
   ;;
 grpo)
   python3 scripts/bench_grpo_gpu.py --out "$OUT/bench_grpo.json" 2>&1 | tee "$OUT/bench_grpo.log"
+mxfp4)
+  python3 -m pytest -q -p no:cacheprovider -p no:logging -W ignore tests/test_gpu_mxfp4.py tests/test_mxfp4_kernels.py 2>&1 | grep -v DEBUG | tail -15 | tee "$OUT/gpu_mxfp4_tests.log"
+  python3 scripts/bench_mxfp4_kernels.py --no-sweep --json "$OUT/mxfp4_kernels.json" 2>&1 | tail -3
+  python3 scripts/bench_gpu.py --prefill 2048 --impl hf-eager hf-flex ours-graph ours-mxfp4-graph --json "$OUT/bench_gpu_mxfp4.json" 2>&1 | grep -v Warning | tee "$OUT/bench_gpu_mxfp4.log"
+  ;;
+mxfp4-memory)
+  python3 scripts/make_checkpoint.py --shape 20b --layout hf --out /tmp/ckpt20b 2>&1 | tail -1
+  python3 scripts/bench_gpu_memory.py --checkpoint /tmp/ckpt20b --json "$OUT/memory20b.json"
+  python3 scripts/bench_gpu_memory.py --shape 120b --json "$OUT/memory120b.json"
   ;;
 offload)
   python3 scripts/bench_offload.py --checkpoint /tmp/ckpt120b --layers 8 2>&1 | tee "$OUT/offload.json"

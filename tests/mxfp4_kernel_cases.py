@@ -1,0 +1,95 @@
+"""Cases for the fused MXFP4 Triton kernel (gptoss_model/kernels/mxfp4_moe.py) against dequantize-then-matmul.
+Collected through tests/test_mxfp4_kernels.py: in a child process under Triton's CPU interpreter without CUDA
+(the interpreter must be switched on before triton is first imported), directly, compiled, on CUDA."""
+
+import importlib
+import os
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from gptoss_model.model import clamped_swiglu  # noqa: E402
+from gptoss_model.mxfp4_experts import MXFP4Experts, dequantize, fill_random_  # noqa: E402
+from gptoss_model.config import GPTOss_Small  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+if DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+    pytest.skip("run through tests/test_mxfp4_kernels.py (needs TRITON_INTERPRET=1 before triton is imported)",
+                allow_module_level=True)
+
+km = importlib.import_module("gptoss_model.kernels.mxfp4_moe")
+
+
+def packed(E, N, K, low=118, high=123, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    blocks = torch.randint(0, 256, (E, N, K // 32, 16), dtype=torch.uint8, generator=g)
+    scales = torch.randint(low, high, (E, N, K // 32), dtype=torch.uint8, generator=g)
+    return blocks.to(DEVICE), scales.to(DEVICE)
+
+
+@pytest.mark.parametrize("config", ["one_row", "small", "large"])
+def test_kernel_decodes_every_scale_byte_exactly(config):
+    """x = one-hot rows picks single weight columns: out must be the exact dequantized values. The 128 × 3 scale
+    bytes run through 0..252 (above, 6·2^(s-127) overflows float32 and the one-hot product's 0·inf is NaN), the six
+    columns cover both nibbles and all three groups."""
+    K, N = 96, 128
+    blocks, _ = packed(2, N, K)
+    scales = (torch.arange(2 * N * 3) % 253).to(torch.uint8).reshape(2, N, 3).to(DEVICE)
+    columns = [0, 1, 33, 34, 70, 95]
+    x = torch.eye(K, device=DEVICE)[columns]
+    rows = len(columns)
+    tiles = km.tiles_by_expert(torch.tensor([0, rows], dtype=torch.int32, device=DEVICE), rows, km.CONFIGS[config][0])
+    if config == "one_row":  # one tile per row
+        tiles = (torch.ones(rows, dtype=torch.int32, device=DEVICE), torch.arange(rows, dtype=torch.int32, device=DEVICE),
+                 torch.arange(1, rows + 1, dtype=torch.int32, device=DEVICE))
+    out = km.moe_mxfp4_linear(x, blocks, scales, torch.zeros(2, N, device=DEVICE), tiles, config=config)
+    want = dequantize(blocks[1], scales[1], torch.float32)[:, columns].T  # [rows, N]
+    assert torch.equal(out, want)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("config", ["small", "large"])
+def test_grouped_rows_with_gather_and_swiglu(dtype, config):
+    E, N, K, alpha, limit = 3, 128, 160, 1.702, 7.0  # K = 5 blocks: not a multiple of any BLOCK_K
+    blocks, scales = packed(E, N, K, low=124, high=129)
+    bias = torch.randn(E, N, device=DEVICE).to(dtype)
+    x = torch.randn(7, K, device=DEVICE).to(dtype)
+    expert_of_row = torch.tensor([0, 0, 0, 2, 2], device=DEVICE)  # expert 1 chosen by nobody
+    x_rows = torch.tensor([4, 0, 6, 6, 1], dtype=torch.int32, device=DEVICE)
+    ends = torch.tensor([3, 3, 5], dtype=torch.int32, device=DEVICE)
+    tiles = km.tiles_by_expert(ends, 5, km.CONFIGS[config][0])
+    out = km.moe_mxfp4_linear(x, blocks, scales, bias, tiles, x_rows, (alpha, limit), config)
+    W = dequantize(blocks, scales, torch.float32)
+    h = torch.stack([x[r].float() @ W[e].T for r, e in zip(x_rows.tolist(), expert_of_row.tolist())])
+    h = h.to(dtype) + bias[expert_of_row]
+    want = clamped_swiglu(h, alpha, limit)  # [5, N/2]
+    # float32: the dot sums in another order; bf16: the eager SwiGLU rounds after every step, the kernel once
+    tol = 1e-4 if dtype == torch.float32 else 2e-2
+    assert out.shape == want.shape
+    assert torch.allclose(out.float(), want.float(), atol=tol * want.abs().max().item(), rtol=tol)
+
+
+def test_tiles_cover_each_expert_run_once():
+    ends = torch.tensor([0, 5, 5, 40, 41], dtype=torch.int32, device=DEVICE)
+    expert, start, end = (t.cpu() for t in km.tiles_by_expert(ends, 41, 16))
+    used = start < end
+    covered = torch.cat([torch.arange(s, e) for s, e in zip(start[used].tolist(), end[used].tolist())])
+    assert torch.equal(covered, torch.arange(41))
+    assert expert[used].tolist() == [1, 3, 3, 3, 4] and ((end - start)[used] <= 16).all()
+
+
+@pytest.mark.parametrize("tokens", [1, 3, 40])
+def test_packed_experts_forward_equals_selected_dequantization(tokens):
+    config = GPTOss_Small(hidden_size=64, intermediate_size=96, num_local_experts=4)
+    experts = fill_random_(MXFP4Experts(config, device=DEVICE), torch.Generator(DEVICE).manual_seed(1))
+    experts.gate_up_proj_bias.data.normal_(0, 4)  # exercise the SwiGLU clamps
+    x = torch.randn(tokens, 64, device=DEVICE) * 40
+    weights, indices = torch.topk(torch.randn(tokens, 4, device=DEVICE), 2)
+    weights = weights.softmax(-1)
+    want = experts.forward_selected(x, weights, indices)
+    got = km.packed_experts_forward(experts, x, weights, indices)
+    assert torch.allclose(got, want, atol=1e-4 * want.abs().max().item(), rtol=1e-4)
