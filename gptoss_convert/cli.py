@@ -188,6 +188,13 @@ def verify(model, atol, rtol, max_kl, min_top1, dtype, device, prompts, token_id
                f"{result.seconds:.1f} s")
 
 
+# ---- goldens and compare: the commands live in goldens_cli.py (docs/goldens.md) ----------------------------------
+from gptoss_convert.goldens_cli import compare as _compare_command, goldens as _goldens_command  # noqa: E402
+
+cli.add_command(_goldens_command)
+cli.add_command(_compare_command)
+
+
 def main():
     cli()
 

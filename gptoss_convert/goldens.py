@@ -1,0 +1,136 @@
+"""`goldens`: record the reference's outputs once, so a candidate can be checked later without the reference.
+
+Streams like `verify`: one layer's weights at a time. The reference adapter (Transformers by default, through
+candidates/, or OpenAI's) builds each layer around the checkpoint's tensors and runs it on its own previous
+output; the layer's input and every component it produces are kept (the format: goldens_files.py,
+docs/goldens.md). Only recording imports the reference; reading goldens back never imports Transformers.
+"""
+
+import math
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from gptoss_convert import __version__
+from gptoss_convert.errors import CandidateError
+from gptoss_convert.goldens_files import FORMAT, FORMAT_VERSION, aliases, meaning, output_names, write_goldens
+from gptoss_convert.goldens_run import Session, run_adapter
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+LOGIT_BUDGET = 2**21  # logit elements kept (rows × vocabulary): all rows for small vocabularies, a sample for 20b
+
+
+def default_prompts(config, tokenizer) -> list:
+    """Two prompts, small enough that 20b goldens stay under 100 MB (docs/goldens.md, "Size"): a short one and one
+    crossing the sliding window by a quarter window (a window bug starts at position W, so it shows)."""
+    from gptoss_convert.verify import DEFAULT_TEXT
+
+    lengths = (max(4, config.sliding_window // 8), config.sliding_window + config.sliding_window // 4)
+    if tokenizer is not None:
+        ids = [i for i in tokenizer.encode(DEFAULT_TEXT).ids if i < config.vocab_size] or [0]
+        ids = ids * (max(lengths) // len(ids) + 1)
+        return [{"text": None, "token_ids": ids[:n]} for n in lengths]
+    generator = torch.Generator().manual_seed(0)
+    top = min(config.vocab_size, 199998)  # plain text ids, below the special tokens
+    return [{"text": None, "token_ids": torch.randint(0, top, (n,), generator=generator).tolist()} for n in lengths]
+
+
+def logit_rows(prompts: list, vocab_size: int) -> list[int]:
+    """Rows whose logits are kept: all of them when rows × vocabulary fits LOGIT_BUDGET, else evenly spaced rows of
+    each prompt, its last row always included."""
+    total = sum(len(p["token_ids"]) for p in prompts)
+    if total * vocab_size <= LOGIT_BUDGET:
+        return list(range(total))
+    per_prompt = max(1, LOGIT_BUDGET // vocab_size // len(prompts))
+    rows, start = [], 0
+    for p in prompts:
+        n = len(p["token_ids"])
+        picks = {start + n - 1 - math.floor(k * n / per_prompt) for k in range(min(per_prompt, n))}
+        rows += sorted(picks)
+        start += n
+    return rows
+
+
+def record_goldens(model, out, dtype="float32", device="auto", prompts=None, token_ids_file=None, force=False,
+                   reference="transformers", progress=True) -> Path:
+    """Run the reference over the prompts, layer by layer (each fed its own previous output), and write goldens."""
+    from gptoss_convert.candidates import load_reference
+
+    session, checkpoint, prompt_list = open_session(model, dtype, device, prompts, token_ids_file)
+    adapter, described = load_reference(reference)
+    inputs, outputs = run_adapter(adapter, f"reference {reference}", session, progress=progress)
+    missing = [n for n in output_names(session.config.num_hidden_layers) if n not in outputs]
+    if missing:
+        raise CandidateError(f"reference {reference}: does not provide {missing[0]}; goldens need every component")
+    rows = torch.tensor(logit_rows(prompt_list, session.config.vocab_size), dtype=torch.int64)
+    inputs = {"token_ids": session.token_ids, "positions": session.positions, "prompt": session.prompt,
+              "logits.rows": rows, **inputs}
+    expected = {name: t for name, t in outputs.items() if name not in aliases(session.config.num_hidden_layers)}
+    expected["logits"] = outputs["logits"][rows].contiguous()
+    _check_aliases(inputs, outputs, session.config.num_hidden_layers)
+    manifest = _manifest(checkpoint, prompt_list, dtype, session.device, described, inputs, expected,
+                         session.config.num_hidden_layers)
+    return write_goldens(Path(out), inputs, expected, manifest, force=force)
+
+
+def open_session(model, dtype, device, prompts=None, token_ids_file=None, prompt_list=None):
+    """Open the checkpoint `model` and lay the prompts out as rows -> (Session, checkpoint description, prompts)."""
+    from gptoss_convert.checkpoint import open_checkpoint
+    from gptoss_convert.convert import resolve_source
+    from gptoss_convert.remap import audit
+    from gptoss_convert.verify import describe_checkpoint, load_tokenizer, parse_prompts, resolve_device
+
+    path = resolve_source(model)
+    ckpt = open_checkpoint(path)
+    plan = audit(ckpt)
+    config = ckpt.config.replace(implementation="eager")
+    if prompt_list is None:
+        tokenizer = load_tokenizer(path, ckpt.side_files)
+        if prompts or token_ids_file:
+            prompt_list = parse_prompts(prompts, token_ids_file, config, tokenizer)
+        else:
+            prompt_list = default_prompts(config, tokenizer)
+    lengths = [len(p["token_ids"]) for p in prompt_list]
+    session = Session(
+        path, ckpt, plan, config,
+        token_ids=torch.tensor([t for p in prompt_list for t in p["token_ids"]], dtype=torch.int64),
+        positions=torch.cat([torch.arange(n) for n in lengths]),
+        prompt=torch.cat([torch.full((n,), p, dtype=torch.int64) for p, n in enumerate(lengths)]),
+        dtype=DTYPES[dtype], device=resolve_device(device),
+    )
+    checkpoint = describe_checkpoint(path, ckpt)
+    checkpoint["model"] = str(model)
+    if str(model) == "tiny":  # the embedded checkpoint: no machine-specific path in shipped goldens
+        checkpoint["path"] = "tiny"
+    return session, checkpoint, prompt_list
+
+
+def _check_aliases(inputs: dict, outputs: dict, num_layers: int) -> None:
+    """What is stored once must be the same bits under both names (it is, by construction: say so if not)."""
+    for name, source in aliases(num_layers).items():
+        if not torch.equal(outputs[name], inputs[source]):
+            raise AssertionError(f"goldens: {name} differs from {source}; cannot store it as an alias")
+
+
+def _manifest(checkpoint, prompt_list, dtype, device, described, inputs, expected, num_layers) -> dict:
+    tensors = {}
+    for file, group in (("inputs.safetensors", inputs), ("expected.safetensors", expected)):
+        for name, tensor in group.items():
+            tensors[name] = {"file": file, "shape": list(tensor.shape), "dtype": str(tensor.dtype).removeprefix("torch."),
+                             "meaning": meaning(name)}
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "checkpoint": checkpoint,
+        "reference": described.to_dict(),
+        "versions": {"gptoss_convert": __version__, "torch": torch.__version__, "python": platform.python_version()},
+        "dtype": dtype,
+        "device": device,
+        "prompts": prompt_list,
+        "outputs": output_names(num_layers),
+        "aliases": aliases(num_layers),
+        "tensors": tensors,
+    }

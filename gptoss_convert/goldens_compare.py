@@ -1,0 +1,210 @@
+"""Check outputs against goldens: the same metrics, gate and report dict as `verify`, without the reference.
+
+Two ways in:
+  verify_goldens(...)   `verify --goldens DIR --candidate SPEC`: runs the candidate in process on the recorded inputs
+  compare_files(...)    `compare --goldens DIR --outputs FILE`: reads what any implementation wrote (docs/goldens.md)
+Both end in compare_outputs(): every name the goldens list is measured if provided, and listed "not provided"
+otherwise (never passed); only the isolated (teacher-forced) column exists, since every layer ran on its recorded
+input. Nothing here imports Transformers.
+"""
+
+import platform
+import resource
+import time
+from pathlib import Path
+
+import torch
+
+from gptoss_convert import __version__
+from gptoss_convert.errors import InputError, ParityError
+from gptoss_convert.goldens_files import LAYER_OUTPUTS, Goldens, layer_name, load_goldens, output_names
+
+SCHEMA_VERSION = 1
+# goldens name -> the report's component name (gate.COMPONENTS); expert_indices are judged through the router
+REPORTED = {"attention": "attention", "router_logits": "router_logits", "moe": "moe", "layer_output": "layer_output",
+            "expert_weights": "expert_weights"}
+
+
+class _Layer:
+    """What gate.judge reads of a layer (the same fields as verify's LayerResult)."""
+
+    def __init__(self, index, attention_type, isolated, router_isolated, not_provided):
+        self.index, self.attention_type = index, attention_type
+        self.isolated, self.accumulated = isolated, {}
+        self.router_isolated, self.router_accumulated = router_isolated, None
+        self.not_provided = not_provided
+
+    def to_dict(self) -> dict:
+        return {
+            "index": self.index,
+            "attention_type": self.attention_type,
+            "isolated": {k: v.to_dict() for k, v in self.isolated.items()},
+            "accumulated": {},
+            "router": {"isolated": self.router_isolated.to_dict() if self.router_isolated else None,
+                       "accumulated": None},
+            "not_provided": self.not_provided,
+        }
+
+
+def check_names_and_shapes(goldens: Goldens, outputs: dict, source: str) -> None:
+    """Every output name must be one the goldens list (exit 2: the file does not follow the protocol) and have the
+    expected tensor's shape (exit 1: a wrongly shaped component is a wrong result, named)."""
+    known = set(output_names(goldens.num_layers))
+    for name in outputs:
+        if name not in known:
+            hint = f"; expected names like {layer_name(0, 'attention')!r} (see {goldens.directory}/manifest.json \"outputs\")"
+            raise InputError(f"{source}: unknown tensor {name!r}{hint}")
+    for name, value in outputs.items():
+        want = tuple(goldens.expected[name].shape)
+        if tuple(value.shape) != want:
+            raise ParityError(f"{source}: {name} has shape {list(value.shape)}, expected {list(want)}")
+        if name == "expert_indices" and value.is_floating_point():
+            raise ParityError(f"{source}: {name} has dtype {value.dtype}, expected an integer dtype")
+
+
+def compare_outputs(goldens: Goldens, outputs: dict, thresholds, candidate: dict, source: str) -> dict:
+    """-> the report dict (verify's schema, isolated column only) with its verdict."""
+    from gptoss_convert.gate import judge
+
+    started = time.time()
+    check_names_and_shapes(goldens, outputs, source)
+    t = thresholds.resolved()
+    rows = goldens.rows
+    config = goldens.manifest["checkpoint"]["config"]
+    layers = [_compare_layer(goldens, outputs, i, config["layer_types"][i], rows, t) for i in range(goldens.num_layers)]
+    head = {name: _measure(goldens, outputs, name, rows, t) for name in ("embedding", "final_norm")}
+    logits = _compare_logits(goldens, outputs, rows, t)
+    verdict = judge(layers, logits, thresholds)
+    not_provided = [name for name in output_names(goldens.num_layers) if name not in outputs]
+    report = _report(goldens, layers, head, logits, verdict, t, candidate, not_provided)
+    report["timing"] = {"seconds": round(time.time() - started, 3),
+                        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                        "peak_gpu_bytes": None}
+    return report, verdict
+
+
+def _measure(goldens, outputs, name, rows, t):
+    from gptoss_convert.compare import measure
+
+    if name not in outputs:
+        return None
+    return measure(_flat(outputs[name]), _flat(goldens.expected[name]), rows, t.atol, t.rtol)
+
+
+def _flat(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.reshape(tensor.shape[0], -1).double()
+
+
+def _compare_layer(goldens, outputs, i, attention_type, rows, t) -> _Layer:
+    from gptoss_convert.compare import router_agreement
+
+    isolated, not_provided = {}, []
+    for component in LAYER_OUTPUTS:
+        name = layer_name(i, component)
+        if name not in outputs:
+            not_provided.append(component)
+        elif component == "expert_weights":
+            isolated[component] = _measure_weights(goldens, outputs, i, rows, t)
+        elif component in REPORTED:
+            isolated[component] = _measure(goldens, outputs, name, rows, t)
+    router = None
+    indices = outputs.get(layer_name(i, "expert_indices"))
+    if indices is not None:
+        ref_logits = goldens.expected[layer_name(i, "router_logits")].float()
+        dtype = torch.float32 if goldens.manifest["dtype"] == "float32" else torch.bfloat16
+        router = router_agreement(indices.long(), goldens.expected[layer_name(i, "expert_indices")].long(), ref_logits, dtype)
+    return _Layer(i, attention_type, isolated, router, not_provided)
+
+
+def _measure_weights(goldens, outputs, i, rows, t):
+    """Routing weights, compared expert by expert: both sides sorted by expert index (any order is allowed)."""
+    from gptoss_convert.compare import measure
+
+    def by_expert(indices_name, weights):
+        order = weights.new_zeros(weights.shape, dtype=torch.long) + indices_name.long().argsort(dim=-1)
+        return weights.double().gather(-1, order)
+
+    ours = by_expert(outputs.get(layer_name(i, "expert_indices"), goldens.expected[layer_name(i, "expert_indices")]),
+                     outputs[layer_name(i, "expert_weights")])
+    ref = by_expert(goldens.expected[layer_name(i, "expert_indices")], goldens.expected[layer_name(i, "expert_weights")])
+    return measure(ours, ref, rows, t.atol, t.rtol)
+
+
+def _compare_logits(goldens, outputs, rows, t):
+    from gptoss_convert.compare import measure_logits
+
+    if "logits" not in outputs:
+        return None
+    kept = [rows[r] for r in goldens.inputs["logits.rows"].tolist()]
+    return measure_logits(outputs["logits"].double(), goldens.expected["logits"].double(), kept, t.atol, t.rtol)
+
+
+def _report(goldens, layers, head, logits, verdict, t, candidate, not_provided) -> dict:
+    manifest = goldens.manifest
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "passed": verdict.passed,
+        "atol": t.atol, "rtol": t.rtol, "max_kl": t.max_kl, "min_top1": t.min_top1, "dtype": t.dtype,
+        "device": manifest["device"],
+        "checkpoint": manifest["checkpoint"],
+        "versions": {"gptoss_convert": __version__, "torch": torch.__version__, "python": platform.python_version()},
+        "candidate": candidate,
+        "reference": dict(manifest["reference"], goldens=str(goldens.directory),
+                          goldens_created=manifest.get("created")),
+        "prompts": manifest["prompts"],
+        "embedding": head["embedding"].to_dict() if head["embedding"] else None,
+        "layers": [layer.to_dict() for layer in layers],
+        "final_norm": head["final_norm"].to_dict() if head["final_norm"] else None,
+        "logits": logits.to_dict() if logits else None,
+        "not_provided": not_provided,
+        "verdict": verdict.to_dict(),
+    }
+
+
+# ---- the two ways in ----------------------------------------------------------------------------------------------
+
+
+def _check_dtype(goldens: Goldens, thresholds) -> None:
+    if goldens.manifest["dtype"] != thresholds.dtype:
+        raise InputError(f"--dtype {thresholds.dtype}: the goldens in {goldens.directory} were recorded in "
+                         f"{goldens.manifest['dtype']}; use --dtype {goldens.manifest['dtype']}")
+
+
+def compare_files(goldens_dir, outputs_file, thresholds) -> tuple[dict, object]:
+    """`compare`: outputs.safetensors written by any implementation, against goldens."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    goldens = load_goldens(goldens_dir)
+    _check_dtype(goldens, thresholds)
+    path = Path(outputs_file)
+    if not path.is_file():
+        raise InputError(f"--outputs {path}: no such file; expected a safetensors file (docs/goldens.md)")
+    try:
+        outputs = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise InputError(f"--outputs {path}: not a readable safetensors file ({error})") from None
+    candidate = {"name": path.name, "version": "unknown", "source": str(path)}
+    return compare_outputs(goldens, outputs, thresholds, candidate, f"--outputs {path}")
+
+
+def verify_goldens(goldens_dir, model, candidate_spec, thresholds, device="auto", progress=True) -> tuple[dict, object]:
+    """`verify --goldens`: run the candidate on the recorded inputs (no reference, no Transformers) and compare."""
+    from gptoss_convert.candidates import load_candidate
+    from gptoss_convert.goldens import open_session
+    from gptoss_convert.goldens_files import check_checkpoint
+    from gptoss_convert.goldens_run import run_adapter
+
+    goldens = load_goldens(goldens_dir)
+    _check_dtype(goldens, thresholds)
+    model = model or goldens.manifest["checkpoint"]["model"]
+    session, checkpoint, _ = open_session(model, thresholds.dtype, device, prompt_list=goldens.manifest["prompts"])
+    check_checkpoint(goldens, {f["path"]: f["sha256"] for f in checkpoint["files"]}, checkpoint["config"])
+    adapter, described = load_candidate(candidate_spec)
+    _, outputs = run_adapter(adapter, f"{candidate_spec}", session, recorded=goldens.inputs, progress=progress)
+    outputs = {name: value for name, value in outputs.items() if not name.endswith(".input")}
+    if "logits" in outputs:
+        outputs["logits"] = outputs["logits"][goldens.inputs["logits.rows"]]
+    report, verdict = compare_outputs(goldens, outputs, thresholds, described.to_dict(), f"candidate {candidate_spec}")
+    report["device"] = session.device
+    return report, verdict
