@@ -98,14 +98,11 @@ def model_config(config):
     )
 
 
-def block_state(tensors: dict, experts_output_major: bool = True) -> dict:
-    """One decoder layer's tensors under Hugging Face names (without `model.layers.N.`) -> TransformerBlock names.
-    `experts_output_major`: the expert matrices come as [E, out, in] (True) or as Transformers' [E, in, out]."""
-
-    def expert(name):
-        matrix = tensors[f"mlp.experts.{name}"]
-        return matrix if experts_output_major else matrix.transpose(1, 2)
-
+def block_state(index: int, tensors: dict) -> dict:
+    """Layer `index`'s tensors as verify hands them over (`model.layers.N.*` names, experts [E, out, in]) -> OpenAI's
+    TransformerBlock names. Its experts are output-major too, so no transpose."""
+    prefix = f"model.layers.{index}."
+    tensors = {name.removeprefix(prefix): tensor for name, tensor in tensors.items()}
     qkv = [f"self_attn.{p}_proj" for p in "qkv"]
     return {
         "attn.norm.scale": tensors["input_layernorm.weight"],
@@ -117,9 +114,9 @@ def block_state(tensors: dict, experts_output_major: bool = True) -> dict:
         "mlp.norm.scale": tensors["post_attention_layernorm.weight"],
         "mlp.gate.weight": tensors["mlp.router.weight"],
         "mlp.gate.bias": tensors["mlp.router.bias"],
-        "mlp.mlp1_weight": expert("gate_up_proj"),
+        "mlp.mlp1_weight": tensors["mlp.experts.gate_up_proj"],
         "mlp.mlp1_bias": tensors["mlp.experts.gate_up_proj_bias"],
-        "mlp.mlp2_weight": expert("down_proj"),
+        "mlp.mlp2_weight": tensors["mlp.experts.down_proj"],
         "mlp.mlp2_bias": tensors["mlp.experts.down_proj_bias"],
     }
 
@@ -190,7 +187,7 @@ class OpenAITorch:
         modeling = openai_model_module()
         openai_config = self._config or model_config(config)
         block = modeling.TransformerBlock(openai_config, index, device=torch.device(self.device))
-        return OpenAILayer(fill(block, block_state(tensors), self.dtype))
+        return OpenAILayer(fill(block, block_state(index, tensors), self.dtype))
 
     def _outer(self, name: str, tensor: torch.Tensor):
         """OpenAI's `Transformer` without blocks (built on the meta device), with just `name` filled in."""
@@ -210,3 +207,13 @@ class OpenAITorch:
 
     def head(self, tensors: dict, hidden: torch.Tensor) -> torch.Tensor:
         return self._outer("unembedding.weight", tensors["lm_head.weight"]).unembedding(hidden)
+
+
+def candidate() -> OpenAITorch:
+    """`--candidate openai`."""
+    return OpenAITorch()
+
+
+def reference() -> OpenAITorch:
+    """`--reference openai`: the same adapter; it provides every component, as a reference must."""
+    return OpenAITorch()
