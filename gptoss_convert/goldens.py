@@ -59,8 +59,11 @@ def record_goldens(model, out, dtype="float32", device="auto", prompts=None, tok
     from gptoss_convert.candidates import load_reference
 
     session, checkpoint, prompt_list = open_session(model, dtype, device, prompts, token_ids_file)
+    from gptoss_convert.columns import Implementation
+
     adapter, described = load_reference(reference)
-    inputs, outputs = run_adapter(adapter, f"reference {reference}", session, progress=progress)
+    implementation = Implementation("reference", adapter, described, session.dtype)
+    inputs, outputs = run_adapter(implementation, session, progress=progress)
     missing = [n for n in output_names(session.config.num_hidden_layers) if n not in outputs]
     if missing:
         raise CandidateError(f"reference {reference}: does not provide {missing[0]}; goldens need every component")
@@ -114,6 +117,12 @@ def _check_aliases(inputs: dict, outputs: dict, num_layers: int) -> None:
             raise AssertionError(f"goldens: {name} differs from {source}; cannot store it as an alias")
 
 
+def _portable(source: str) -> str:
+    """A package file's path from its package down (no machine-specific prefix in shared goldens)."""
+    marker = "site-packages/"
+    return source.split(marker, 1)[1] if marker in source else Path(source).name
+
+
 def _manifest(checkpoint, prompt_list, dtype, device, described, inputs, expected, num_layers) -> dict:
     tensors = {}
     for file, group in (("inputs.safetensors", inputs), ("expected.safetensors", expected)):
@@ -125,7 +134,7 @@ def _manifest(checkpoint, prompt_list, dtype, device, described, inputs, expecte
         "format_version": FORMAT_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "checkpoint": checkpoint,
-        "reference": described.to_dict(),
+        "reference": dict(described.to_dict(), source=_portable(described.source)),
         "versions": {"gptoss_convert": __version__, "torch": torch.__version__, "python": platform.python_version()},
         "dtype": dtype,
         "device": device,

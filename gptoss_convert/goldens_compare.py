@@ -26,22 +26,23 @@ REPORTED = {"attention": "attention", "router_logits": "router_logits", "moe": "
 
 
 class _Layer:
-    """What gate.judge reads of a layer (the same fields as verify's LayerResult)."""
+    """What gate.judge reads of a layer (the fields of verify's LayerResult). One column is filled: isolated (each
+    layer ran on its recorded input) or, for a whole-model candidate, accumulated (its own end-to-end states)."""
 
-    def __init__(self, index, attention_type, isolated, router_isolated, not_provided):
+    def __init__(self, index, attention_type, column, metrics, router, not_provided):
         self.index, self.attention_type = index, attention_type
-        self.isolated, self.accumulated = isolated, {}
-        self.router_isolated, self.router_accumulated = router_isolated, None
+        self.isolated, self.accumulated, self.cached = {}, {}, {}
+        getattr(self, column).update(metrics)
+        self.router = {column: router} if router is not None else {}
         self.not_provided = not_provided
 
     def to_dict(self) -> dict:
+        columns = ("isolated", "accumulated", "cached")
         return {
             "index": self.index,
             "attention_type": self.attention_type,
-            "isolated": {k: v.to_dict() for k, v in self.isolated.items()},
-            "accumulated": {},
-            "router": {"isolated": self.router_isolated.to_dict() if self.router_isolated else None,
-                       "accumulated": None},
+            **{c: {k: v.to_dict() for k, v in getattr(self, c).items()} for c in columns},
+            "router": {c: self.router[c].to_dict() if c in self.router else None for c in columns},
             "not_provided": self.not_provided,
         }
 
@@ -49,6 +50,9 @@ class _Layer:
 def check_names_and_shapes(goldens: Goldens, outputs: dict, source: str) -> None:
     """Every output name must be one the goldens list (exit 2: the file does not follow the protocol) and have the
     expected tensor's shape (exit 1: a wrongly shaped component is a wrong result, named)."""
+    if not outputs:
+        raise InputError(f"{source}: holds no tensors; expected some of the names in {goldens.directory}/manifest.json "
+                         "\"outputs\"")
     known = set(output_names(goldens.num_layers))
     for name in outputs:
         if name not in known:
@@ -62,8 +66,10 @@ def check_names_and_shapes(goldens: Goldens, outputs: dict, source: str) -> None
             raise ParityError(f"{source}: {name} has dtype {value.dtype}, expected an integer dtype")
 
 
-def compare_outputs(goldens: Goldens, outputs: dict, thresholds, candidate: dict, source: str) -> dict:
-    """-> the report dict (verify's schema, isolated column only) with its verdict."""
+def compare_outputs(goldens: Goldens, outputs: dict, thresholds, candidate: dict, source: str,
+                    column: str = "isolated") -> tuple[dict, object]:
+    """-> (the report dict in verify's schema, the Verdict). `column`: where the layer metrics go ("accumulated"
+    for a whole-model candidate's end-to-end hidden states)."""
     from gptoss_convert.gate import judge
 
     started = time.time()
@@ -71,10 +77,11 @@ def compare_outputs(goldens: Goldens, outputs: dict, thresholds, candidate: dict
     t = thresholds.resolved()
     rows = goldens.rows
     config = goldens.manifest["checkpoint"]["config"]
-    layers = [_compare_layer(goldens, outputs, i, config["layer_types"][i], rows, t) for i in range(goldens.num_layers)]
+    layers = [_compare_layer(goldens, outputs, i, config["layer_types"][i], rows, t, column)
+              for i in range(goldens.num_layers)]
     head = {name: _measure(goldens, outputs, name, rows, t) for name in ("embedding", "final_norm")}
     logits = _compare_logits(goldens, outputs, rows, t)
-    verdict = judge(layers, logits, thresholds)
+    verdict = judge(layers, logits, thresholds, window=config["sliding_window"])
     not_provided = [name for name in output_names(goldens.num_layers) if name not in outputs]
     report = _report(goldens, layers, head, logits, verdict, t, candidate, not_provided)
     report["timing"] = {"seconds": round(time.time() - started, 3),
@@ -95,7 +102,7 @@ def _flat(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.reshape(tensor.shape[0], -1).double()
 
 
-def _compare_layer(goldens, outputs, i, attention_type, rows, t) -> _Layer:
+def _compare_layer(goldens, outputs, i, attention_type, rows, t, column) -> _Layer:
     from gptoss_convert.compare import router_agreement
 
     isolated, not_provided = {}, []
@@ -112,8 +119,9 @@ def _compare_layer(goldens, outputs, i, attention_type, rows, t) -> _Layer:
     if indices is not None:
         ref_logits = goldens.expected[layer_name(i, "router_logits")].float()
         dtype = torch.float32 if goldens.manifest["dtype"] == "float32" else torch.bfloat16
-        router = router_agreement(indices.long(), goldens.expected[layer_name(i, "expert_indices")].long(), ref_logits, dtype)
-    return _Layer(i, attention_type, isolated, router, not_provided)
+        ref_indices = goldens.expected[layer_name(i, "expert_indices")].long()
+        router = router_agreement(indices.long(), ref_indices, ref_logits, dtype, rows)
+    return _Layer(i, attention_type, column, isolated, router, not_provided)
 
 
 def _measure_weights(goldens, outputs, i, rows, t):
@@ -191,6 +199,7 @@ def compare_files(goldens_dir, outputs_file, thresholds) -> tuple[dict, object]:
 def verify_goldens(goldens_dir, model, candidate_spec, thresholds, device="auto", progress=True) -> tuple[dict, object]:
     """`verify --goldens`: run the candidate on the recorded inputs (no reference, no Transformers) and compare."""
     from gptoss_convert.candidates import load_candidate
+    from gptoss_convert.columns import Implementation
     from gptoss_convert.goldens import open_session
     from gptoss_convert.goldens_files import check_checkpoint
     from gptoss_convert.goldens_run import run_adapter
@@ -201,10 +210,12 @@ def verify_goldens(goldens_dir, model, candidate_spec, thresholds, device="auto"
     session, checkpoint, _ = open_session(model, thresholds.dtype, device, prompt_list=goldens.manifest["prompts"])
     check_checkpoint(goldens, {f["path"]: f["sha256"] for f in checkpoint["files"]}, checkpoint["config"])
     adapter, described = load_candidate(candidate_spec)
-    _, outputs = run_adapter(adapter, f"{candidate_spec}", session, recorded=goldens.inputs, progress=progress)
-    outputs = {name: value for name, value in outputs.items() if not name.endswith(".input")}
+    implementation = Implementation("candidate", adapter, described, session.dtype)
+    _, outputs = run_adapter(implementation, session, recorded=goldens.inputs, progress=progress)
     if "logits" in outputs:
         outputs["logits"] = outputs["logits"][goldens.inputs["logits.rows"]]
-    report, verdict = compare_outputs(goldens, outputs, thresholds, described.to_dict(), f"candidate {candidate_spec}")
+    column = "isolated" if implementation.has("build_layer") else "accumulated"
+    report, verdict = compare_outputs(goldens, outputs, thresholds, described.to_dict(), f"candidate {candidate_spec}",
+                                      column)
     report["device"] = session.device
     return report, verdict

@@ -9,7 +9,7 @@ Streams: one layer's weights at a time, as `verify` does. Nothing here imports T
 
 import torch
 
-from gptoss_convert.candidates.protocol import BUILD, LAYER_COMPONENTS, RUN, Context, check_tensor, guarded, provides
+from gptoss_convert.candidates.protocol import LAYER_COMPONENTS, Context
 from gptoss_convert.goldens_files import layer_name
 
 EMBED, NORM, HEAD = "model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"
@@ -44,78 +44,73 @@ def stacked(tensors: list) -> torch.Tensor:
     return torch.cat([t.reshape(-1, t.shape[-1]).cpu() for t in tensors]).contiguous()
 
 
-def run_adapter(adapter, who: str, session: Session, recorded: dict | None = None, progress=False) -> tuple[dict, dict]:
-    """-> (inputs, outputs): the hidden states each stage was fed and what the adapter produced, goldens names.
-    recorded None: feed the adapter its own previous outputs (recording); else feed recorded[...] (replaying)."""
+def run_adapter(impl, session: Session, recorded: dict | None = None, progress=False) -> tuple[dict, dict]:
+    """impl: a columns.Implementation (every call guarded, every tensor checked, as in `verify`).
+    -> (inputs, outputs): the hidden states each stage was fed and what the implementation produced, goldens names.
+    recorded None: feed it its own previous outputs (recording); else feed recorded[...] (replaying)."""
     s = session
-    with guarded(who, "setup()", BUILD):
-        if provides(adapter, "setup"):
-            adapter.setup(Context(s.checkpoint_dir, s.config, s.dtype, s.device))
+    impl.setup(Context(s.checkpoint_dir, s.config, s.dtype, s.device))
+    if not impl.has("build_layer"):
+        return {}, _run_whole_model(impl, s)
     inputs, outputs = {}, {}
-    ids = [s.token_ids[a:b][None].to(s.device) for a, b in s.spans]
     with torch.no_grad():
-        if provides(adapter, "embed"):
+        hidden = None
+        if impl.has("embed"):
             weight = {EMBED: s.global_tensor(EMBED)}
-            with guarded(who, "embed()", RUN):
-                hidden = [adapter.embed(weight, x) for x in ids]
-            outputs["embedding"] = _checked_rows(who, "embed()", "embedding", hidden, s)
-        elif recorded is None:
-            raise ValueError(f"{who}: recording needs embed()")
+            hidden = [impl.model_part("embed", weight, s.token_ids[a:b][None].to(s.device), b - a) for a, b in s.spans]
+            outputs["embedding"] = stacked(hidden)
         layers = range(s.config.num_hidden_layers)
         if progress:
             from tqdm import tqdm
 
-            layers = tqdm(layers, desc=who, unit="layer", leave=False)
+            layers = tqdm(layers, desc=impl.who, unit="layer", leave=False)
         for i in layers:
             if recorded is not None:
                 hidden = s.per_prompt(recorded[layer_name(i, "input")])
             inputs[layer_name(i, "input")] = stacked(hidden)
-            hidden = _run_layer(adapter, who, s, i, hidden, outputs)
+            hidden = _run_layer(impl, s, i, hidden, outputs)
         if recorded is not None:
             hidden = s.per_prompt(recorded["final_norm.input"])
         inputs["final_norm.input"] = stacked(hidden)
-        _run_head(adapter, who, s, hidden, outputs, recorded)
+        _run_head(impl, s, hidden, outputs)
     return inputs, outputs
 
 
-def _run_layer(adapter, who, s: Session, i: int, hidden: list, outputs: dict) -> list:
+def _run_layer(impl, s: Session, i: int, hidden: list, outputs: dict) -> list:
+    """Layer i on every prompt; its components go to outputs; returns its outputs (or its inputs if it gave none)."""
     from gptoss_convert.remap import layer_tensors
 
     tensors = layer_tensors(s.ckpt, i, s.dtype, s.plan, device=s.device if s.device != "cpu" else None)
-    tensors = {name: t.to(s.device) for name, t in tensors.items()}
-    with guarded(who, f"build_layer({i})", BUILD):
-        layer = adapter.build_layer(i, s.config, tensors)
-    per_prompt = []
-    for (a, b), x in zip(s.spans, hidden):
-        with guarded(who, f"layer {i} run()", RUN):
-            per_prompt.append(layer.run(x, s.positions[a:b][None].to(s.device)))
+    layer = impl.build_layer(i, {name: t.to(s.device) for name, t in tensors.items()})
+    per_prompt = [impl.run(layer, i, x, s.positions[a:b][None].to(s.device)) for (a, b), x in zip(s.spans, hidden)]
     del layer, tensors
     for component in LAYER_COMPONENTS:
         if all(component in got for got in per_prompt):
-            values = [got[component] for got in per_prompt]
-            outputs[layer_name(i, component)] = _checked_rows(who, f"layer {i}", component, values, s)
-    return [got["layer_output"] for got in per_prompt] if all("layer_output" in g for g in per_prompt) else hidden
+            outputs[layer_name(i, component)] = stacked([got[component] for got in per_prompt])
+    if all("layer_output" in got for got in per_prompt):
+        return [got["layer_output"] for got in per_prompt]
+    return hidden
 
 
-def _checked_rows(who, where, name, values: list, s: Session) -> torch.Tensor:
-    """Check each prompt's tensor is [1, T_p, X] (X fixed by the config where known) and stack the rows."""
-    width = {"router_logits": s.config.num_local_experts, "expert_indices": s.config.num_experts_per_tok,
-             "expert_weights": s.config.num_experts_per_tok, "logits": s.config.vocab_size}.get(name, s.config.hidden_size)
-    for (a, b), value in zip(s.spans, values):
-        dtype = None if name == "expert_indices" else s.dtype
-        check_tensor(who, where, name, value, (1, b - a, width), dtype)
-    return stacked(values)
-
-
-def _run_head(adapter, who, s: Session, hidden: list, outputs: dict, recorded) -> None:
-    normed = None
-    if provides(adapter, "final_norm"):
-        weight = {NORM: s.global_tensor(NORM)}
-        with guarded(who, "final_norm()", RUN):
-            normed = [adapter.final_norm(weight, x) for x in hidden]
-        outputs["final_norm"] = _checked_rows(who, "final_norm()", "final_norm", normed, s)
-    if provides(adapter, "head") and normed is not None:
+def _run_head(impl, s: Session, hidden: list, outputs: dict) -> None:
+    if not impl.has("final_norm"):
+        return
+    weight = {NORM: s.global_tensor(NORM)}
+    normed = [impl.model_part("final_norm", weight, x, x.shape[1]) for x in hidden]
+    outputs["final_norm"] = stacked(normed)
+    if impl.has("head"):
         weight = {HEAD: s.global_tensor(HEAD)}
-        with guarded(who, "head()", RUN):
-            logits = [adapter.head(weight, x) for x in normed]
-        outputs["logits"] = _checked_rows(who, "head()", "logits", logits, s)
+        outputs["logits"] = stacked([impl.model_part("head", weight, x, x.shape[1]) for x in normed])
+
+
+def _run_whole_model(impl, s: Session) -> dict:
+    """The whole-model fallback: end-to-end hidden states (the accumulated column) and logits, where given."""
+    per_prompt = [impl.run_model(s.token_ids[a:b][None].to(s.device)) for a, b in s.spans]
+    outputs = {}
+    if all("hidden_states" in got for got in per_prompt):
+        outputs["embedding"] = stacked([got["hidden_states"][0] for got in per_prompt])
+        for i in range(s.config.num_hidden_layers):
+            outputs[layer_name(i, "layer_output")] = stacked([got["hidden_states"][i + 1] for got in per_prompt])
+    if all("logits" in got for got in per_prompt):
+        outputs["logits"] = stacked([got["logits"] for got in per_prompt])
+    return outputs
