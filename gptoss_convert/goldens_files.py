@@ -129,8 +129,18 @@ class Goldens:
         return list(zip(self.inputs["prompt"].tolist(), self.inputs["positions"].tolist()))
 
 
+def resolve_goldens(directory) -> Path:
+    """`tiny` -> the goldens shipped for the embedded tiny checkpoint (gptoss_convert/data/goldens-tiny/)."""
+    if str(directory) == "tiny":
+        from importlib import resources
+
+        return Path(str(resources.files("gptoss_convert") / "data" / "goldens-tiny"))
+    return Path(directory)
+
+
 def read_manifest(directory: Path) -> dict:
-    path = Path(directory) / MANIFEST
+    directory = resolve_goldens(directory)
+    path = directory / MANIFEST
     if not Path(directory).is_dir():
         raise InputError(f"--goldens {directory}: not a directory; expected one written by `gptoss-convert goldens`")
     try:
@@ -151,7 +161,7 @@ def load_goldens(directory) -> Goldens:
     """Read and check goldens: each safetensors file must match the sha256 its manifest records (else exit 3)."""
     from safetensors.torch import load_file
 
-    directory = Path(directory)
+    directory = resolve_goldens(directory)
     manifest = read_manifest(directory)
     for name in (INPUTS, EXPECTED):
         path = directory / name
