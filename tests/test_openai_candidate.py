@@ -56,6 +56,22 @@ def test_every_component_provided_with_protocol_shapes(tiny):
     torch.testing.assert_close(out["layer_output"], hidden + out["attention"] + out["moe"], atol=1e-5, rtol=0)
 
 
+def test_layer_output_is_openais_own_block_forward(tiny, monkeypatch):
+    """The adapter calls attn then mlp itself, the MLP a chunk of tokens at a time (to bound OpenAI's per-token
+    gather of expert weights): in one chunk the layer output is TransformerBlock.forward's bit for bit; one token
+    per chunk changes only einsum's summation order (a few float32 ulps)."""
+    import gptoss_convert.candidates.openai_torch as adapter
+
+    _, layer, _, _ = built(tiny)
+    hidden = torch.randn(1, 20, TINY_CONFIG.hidden_size)
+    with torch.no_grad():
+        block_forward = layer.block(hidden[0])
+        assert torch.equal(layer.run(hidden, torch.arange(20)[None])["layer_output"][0], block_forward)
+        monkeypatch.setattr(adapter, "MLP_GATHER_BYTES", 1)  # one token per MLPBlock call
+        one_by_one = layer.run(hidden, torch.arange(20)[None])["layer_output"][0]
+    torch.testing.assert_close(one_by_one, block_forward, atol=2e-5, rtol=0)
+
+
 def test_float32_weights_are_not_rounded_through_bf16(tiny):
     """OpenAI declares its parameters bf16; in float32 mode each must hold the checkpoint's float32 tensor as is."""
     _, layer, tensors, _ = built(tiny)

@@ -38,6 +38,7 @@ PACKAGE = "gpt-oss"
 INSTALL = "pip install --no-deps --ignore-requires-python gpt-oss==0.0.9"
 _SWIGLU_ALPHA = 1.702  # gpt_oss.torch.model.swiglu's default; MLPBlock never passes another
 _RMS_NORM_EPS = 1e-5  # gpt_oss.torch.model.RMSNorm's default; the blocks never pass another
+MLP_GATHER_BYTES = 4 * 1024**3  # at most this much of gathered expert weights per MLPBlock call
 
 
 def openai_model_module():
@@ -147,26 +148,36 @@ class OpenAILayer:
         return {name: torch.stack([row[name] for row in rows]) for name in rows[0]}
 
     def _run_row(self, x: torch.Tensor) -> dict:
+        """TransformerBlock.forward is `mlp(attn(x))`; the two calls are made here so that the MLP, which gathers
+        every token's expert matrices ([T, K, 2I, H]: 0.4 GB a token on the 20b shape in float32), gets the tokens
+        a chunk at a time. Tokens do not interact in MLPBlock: the math per token is the same (einsum's summation order
+        may differ with the chunk size, by a few ulps; one chunk, the usual case, is bit for bit the block's forward)."""
         seen = {}
-
-        def keep(name, take):
-            return lambda module, args, output: seen.__setitem__(name, take(args, output))
-
-        hooks = [
-            self.block.attn.out.register_forward_hook(keep("attention", lambda args, out: out)),
-            self.block.mlp.gate.register_forward_hook(keep("router_logits", lambda args, out: out)),
-            self.block.mlp.register_forward_hook(keep("moe", lambda args, out: out - args[0])),
-        ]
+        hook = self.block.attn.out.register_forward_hook(lambda module, args, out: seen.__setitem__("attention", out))
         try:
-            output = self.block(x)
+            after_attention = self.block.attn(x)
         finally:
-            for hook in hooks:
-                hook.remove()
+            hook.remove()
+        parts = [self._run_mlp(part) for part in after_attention.split(self._tokens_per_chunk())]
+        seen.update({name: torch.cat([part[name] for part in parts]) for name in parts[0]})
         top = torch.topk(seen["router_logits"], k=self.block.mlp.experts_per_token, dim=-1, sorted=True)
         seen["expert_indices"] = top.indices
         seen["expert_weights"] = torch.softmax(top.values, dim=1)
-        seen["layer_output"] = output
         return seen
+
+    def _run_mlp(self, x: torch.Tensor) -> dict:
+        seen = {}
+        hook = self.block.mlp.gate.register_forward_hook(lambda module, args, out: seen.__setitem__("router_logits", out))
+        try:
+            output = self.block.mlp(x)
+        finally:
+            hook.remove()
+        return {"router_logits": seen["router_logits"], "moe": output - x, "layer_output": output}
+
+    def _tokens_per_chunk(self) -> int:
+        mlp = self.block.mlp
+        per_token = mlp.experts_per_token * (mlp.mlp1_weight[0].numel() + mlp.mlp2_weight[0].numel())
+        return max(1, MLP_GATHER_BYTES // (per_token * mlp.mlp1_weight.element_size()))
 
 
 class OpenAITorch:
