@@ -19,6 +19,8 @@ class Metrics:
     rel_l2: float  # ||d|| / ||ref||
     nmse_db: float  # 10·log10(mean d² / var(ref)); -inf when identical
     tolerance_ratio: float  # max |d| / (atol + rtol·|ref|): ≤ 1 means allclose holds everywhere
+    first_over: dict | None = None  # the earliest {"prompt", "position"} whose row has an element over tolerance
+    nonfinite: int = 0  # NaN/Inf elements in ours
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -26,6 +28,25 @@ class Metrics:
             if math.isinf(d[key]):
                 d[key] = None if d[key] < 0 else "inf"
         return d
+
+
+def row_ratios(ours: torch.Tensor, ref: torch.Tensor, atol: float, rtol: float) -> torch.Tensor:
+    """ours/ref [N, C] -> [N] float64: per row, max |d| / (atol + rtol·|ref|) (inf where ours is NaN/Inf). The
+    per-position error profile behind the first failing position and the report's heat-map."""
+    ours, ref = ours.double(), ref.double()
+    diff = (ours - ref).abs().masked_fill(~torch.isfinite(ours), math.inf)
+    if atol + rtol == 0:
+        return torch.where(diff.amax(dim=1) > 0, math.inf, 0.0)
+    return (diff / (atol + rtol * ref.abs())).nan_to_num(nan=math.inf).amax(dim=1)
+
+
+def first_over(ratios: torch.Tensor, rows: list) -> dict | None:
+    """The earliest position (then the lowest prompt) whose row ratio exceeds 1, or None."""
+    over = [rows[n] for n in torch.nonzero(ratios > 1).flatten().tolist()]
+    if not over:
+        return None
+    prompt, position = min(over, key=lambda r: (r[1], r[0]))
+    return {"prompt": int(prompt), "position": int(position)}
 
 
 def measure(ours: torch.Tensor, ref: torch.Tensor, rows: list, atol: float, rtol: float) -> Metrics:
@@ -52,6 +73,8 @@ def measure(ours: torch.Tensor, ref: torch.Tensor, rows: list, atol: float, rtol
         rel_l2=rel_l2,
         nmse_db=nmse_db,
         tolerance_ratio=tolerance_ratio if not math.isnan(tolerance_ratio) else math.inf,
+        first_over=first_over(row_ratios(ours, ref, atol, rtol), rows),
+        nonfinite=int(nonfinite.sum()),
     )
 
 
@@ -62,6 +85,7 @@ class RouterAgreement:
     near_tie: int  # tokens that differ, but where the reference's k-th and (k+1)-th logits are within eps
     mismatched: int  # tokens that differ for real
     eps: float
+    first_mismatch: dict | None = None  # the earliest {"prompt", "position"} routed differently for real
 
     @property
     def agreement(self) -> float:
@@ -78,8 +102,8 @@ def near_tie_eps(dtype: torch.dtype, logits: torch.Tensor) -> float:
     return 4 * ulp
 
 
-def router_agreement(ours_idx, ref_idx, ref_logits, dtype) -> RouterAgreement:
-    """ours_idx/ref_idx [N, K] selected experts, ref_logits [N, E]."""
+def router_agreement(ours_idx, ref_idx, ref_logits, dtype, rows: list | None = None) -> RouterAgreement:
+    """ours_idx/ref_idx [N, K] selected experts, ref_logits [N, E]; rows[n] = (prompt, position) of row n."""
     k = ref_idx.shape[1]
     same = (ours_idx.sort(dim=1).values == ref_idx.sort(dim=1).values).all(dim=1)  # [N]
     eps = near_tie_eps(dtype, ref_logits)
@@ -88,12 +112,15 @@ def router_agreement(ours_idx, ref_idx, ref_logits, dtype) -> RouterAgreement:
         tie = (top[:, k - 1] - top[:, k]).abs() <= eps
     else:
         tie = torch.zeros_like(same)
+    real = ~same & ~tie
+    first = first_over(real.double() * 2, rows) if rows is not None else None
     return RouterAgreement(
         tokens=int(same.numel()),
         same_set=int(same.sum()),
         near_tie=int((~same & tie).sum()),
-        mismatched=int((~same & ~tie).sum()),
+        mismatched=int(real.sum()),
         eps=eps,
+        first_mismatch=first,
     )
 
 

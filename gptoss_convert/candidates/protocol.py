@@ -30,7 +30,7 @@ import torch
 from gptoss_convert.errors import CandidateError, InputError
 
 # What one decoder layer can expose, in forward order. Shapes as returned by run() for hidden [B, T, H]:
-LAYER_COMPONENTS = {
+LAYER_COMPONENTS = {  # name -> its shape and meaning; component_shape() gives the sizes
     "attention": "[B, T, H] the attention block's output (after o_proj, before the residual add)",
     "router_logits": "[B, T, E] router logits (before top-k)",
     "expert_indices": "[B, T, K] the K selected experts per token (any order)",
@@ -39,6 +39,13 @@ LAYER_COMPONENTS = {
     "layer_output": "[B, T, H] the layer's output (the residual stream after the layer)",
 }
 MODEL_COMPONENTS = ("embedding", "final_norm", "logits")
+
+
+def component_shape(name: str, config, batch: int, tokens: int) -> tuple:
+    """The shape run()/embed()/final_norm()/head() must return for `name`, for hidden [batch, tokens, H]."""
+    last = {"router_logits": config.num_local_experts, "expert_indices": config.num_experts_per_tok,
+            "expert_weights": config.num_experts_per_tok, "logits": config.vocab_size}.get(name, config.hidden_size)
+    return (batch, tokens, last)
 OPTIONAL_METHODS = ("setup", "embed", "final_norm", "head", "run_model")
 
 
@@ -86,7 +93,7 @@ BUILD, RUN = 2, 1  # exit codes: a candidate that cannot be loaded or built; one
 
 @contextmanager
 def guarded(who: str, where: str, exit_code: int):
-    """Run candidate code; any exception becomes a one-line CandidateError naming the candidate and where, with
+    """Run candidate code; any exception becomes a one-line CandidateError naming `who` ("candidate X") and where, with
     `exit_code` (BUILD or RUN). GPTOSS_CONVERT_DEBUG=1 shows the original traceback (the CLI re-raises)."""
     try:
         yield
@@ -95,7 +102,7 @@ def guarded(who: str, where: str, exit_code: int):
     except Exception as error:  # a candidate is foreign code: anything it raises is its failure, reported as one line
         text = str(error).strip()
         message = f": {text.splitlines()[0]}" if text else ""
-        raise CandidateError(f"candidate {who}: {where} raised {type(error).__name__}{message}", exit_code) from error
+        raise CandidateError(f"{who}: {where} raised {type(error).__name__}{message}", exit_code) from error
 
 
 def check_tensor(who: str, where: str, name: str, value, shape: tuple, dtype: torch.dtype | None = None):
@@ -103,13 +110,13 @@ def check_tensor(who: str, where: str, name: str, value, shape: tuple, dtype: to
     `dtype`. Raises CandidateError with exit code 1 naming candidate, place and component. NaN/Inf are not refused
     here: they are measured (an infinite error) so the report still shows where they start."""
     if not isinstance(value, torch.Tensor):
-        raise CandidateError(f"candidate {who}: {where} {name} is a {type(value).__name__}, expected a torch.Tensor",
+        raise CandidateError(f"{who}: {where} {name} is a {type(value).__name__}, expected a torch.Tensor",
                              exit_code=1)
     if value.dim() != len(shape) or any(s != -1 and s != v for s, v in zip(shape, value.shape)):
         want = "[" + ", ".join("*" if s == -1 else str(s) for s in shape) + "]"
-        raise CandidateError(f"candidate {who}: {where} {name} has shape {list(value.shape)}, expected {want}",
+        raise CandidateError(f"{who}: {where} {name} has shape {list(value.shape)}, expected {want}",
                              exit_code=1)
     if dtype is not None and value.is_floating_point() and value.dtype != dtype:
-        raise CandidateError(f"candidate {who}: {where} {name} has dtype {str(value.dtype)[6:]}, expected "
+        raise CandidateError(f"{who}: {where} {name} has dtype {str(value.dtype)[6:]}, expected "
                              f"{str(dtype)[6:]}", exit_code=1)
     return value
