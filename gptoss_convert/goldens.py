@@ -22,12 +22,17 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 LOGIT_BUDGET = 2**21  # logit elements kept (rows × vocabulary): all rows for small vocabularies, a sample for 20b
 
 
+def default_lengths(sliding_window: int) -> tuple[int, int]:
+    """Token counts of the default prompts: W/8 (at least 4) and W + W/4 (positions W.. see a truncated window)."""
+    return max(4, sliding_window // 8), sliding_window + sliding_window // 4
+
+
 def default_prompts(config, tokenizer) -> list:
     """Two prompts, small enough that 20b goldens stay under 100 MB (docs/goldens.md, "Size"): a short one and one
     crossing the sliding window by a quarter window (a window bug starts at position W, so it shows)."""
     from gptoss_convert.verify import DEFAULT_TEXT
 
-    lengths = (max(4, config.sliding_window // 8), config.sliding_window + config.sliding_window // 4)
+    lengths = default_lengths(config.sliding_window)
     if tokenizer is not None:
         ids = [i for i in tokenizer.encode(DEFAULT_TEXT).ids if i < config.vocab_size] or [0]
         ids = ids * (max(lengths) // len(ids) + 1)
@@ -37,20 +42,33 @@ def default_prompts(config, tokenizer) -> list:
     return [{"text": None, "token_ids": torch.randint(0, top, (n,), generator=generator).tolist()} for n in lengths]
 
 
-def logit_rows(prompts: list, vocab_size: int) -> list[int]:
+def logit_rows(lengths: list[int], vocab_size: int) -> list[int]:
     """Rows whose logits are kept: all of them when rows × vocabulary fits LOGIT_BUDGET, else evenly spaced rows of
-    each prompt, its last row always included."""
-    total = sum(len(p["token_ids"]) for p in prompts)
+    each prompt (prompt lengths `lengths`), its last row always included."""
+    total = sum(lengths)
     if total * vocab_size <= LOGIT_BUDGET:
         return list(range(total))
-    per_prompt = max(1, LOGIT_BUDGET // vocab_size // len(prompts))
+    per_prompt = max(1, LOGIT_BUDGET // vocab_size // len(lengths))
     rows, start = [], 0
-    for p in prompts:
-        n = len(p["token_ids"])
-        picks = {start + n - 1 - math.floor(k * n / per_prompt) for k in range(min(per_prompt, n))}
-        rows += sorted(picks)
+    for n in lengths:
+        rows += sorted({start + n - 1 - math.floor(k * n / per_prompt) for k in range(min(per_prompt, n))})
         start += n
     return rows
+
+
+def estimate_bytes(config: dict, lengths: list[int], dtype: str) -> dict:
+    """The size of goldens, from the config and the prompt lengths, without recording them (safetensors headers
+    excluded: a few KB). T rows; per layer the input, attention and MoE outputs [T, H] (the layer output is the next
+    input, stored once), router logits [T, E], top-k indices (int64) and weights [T, K]; the final norm's input and
+    output [T, H]; the logits at the kept rows [R, V]."""
+    width = 4 if dtype == "float32" else 2
+    T, H, L = sum(lengths), config["hidden_size"], config["num_hidden_layers"]
+    E, K, V = config["num_local_experts"], config["num_experts_per_tok"], config["vocab_size"]
+    R = len(logit_rows(lengths, V))
+    inputs = 3 * T * 8 + R * 8 + (L + 1) * T * H * width
+    per_layer = 2 * T * H * width + T * E * width + T * K * (8 + width)
+    expected = L * per_layer + T * H * width + R * V * width
+    return {"inputs": inputs, "expected": expected, "total": inputs + expected, "rows": T, "logit_rows": R}
 
 
 def record_goldens(model, out, dtype="float32", device="auto", prompts=None, token_ids_file=None, force=False,
@@ -67,7 +85,8 @@ def record_goldens(model, out, dtype="float32", device="auto", prompts=None, tok
     missing = [n for n in output_names(session.config.num_hidden_layers) if n not in outputs]
     if missing:
         raise CandidateError(f"reference {reference}: does not provide {missing[0]}; goldens need every component")
-    rows = torch.tensor(logit_rows(prompt_list, session.config.vocab_size), dtype=torch.int64)
+    lengths = [len(p["token_ids"]) for p in prompt_list]
+    rows = torch.tensor(logit_rows(lengths, session.config.vocab_size), dtype=torch.int64)
     inputs = {"token_ids": session.token_ids, "positions": session.positions, "prompt": session.prompt,
               "logits.rows": rows, **inputs}
     expected = {name: t for name, t in outputs.items() if name not in aliases(session.config.num_hidden_layers)}
