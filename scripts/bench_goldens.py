@@ -1,0 +1,105 @@
+"""`verify --goldens` against the Transformers-based `verify`, and the size of goldens (docs/benchmarks.md).
+
+    PYTHONPATH=. python scripts/bench_goldens.py [--runs 5] [--out bench-goldens.json]
+
+Speed: both commands on the tiny checkpoint, each in a fresh interpreter (import time included: not importing
+Transformers is the point), alternating, `--runs` times each; the median wall times and their ratio (goal <= 0.5).
+Both check the same prompts (the shipped goldens' prompts, passed to the Transformers run with --token-ids) with
+the same candidate and gate, so the difference is the reference's cost.
+Size: goldens computed analytically from each preset's config and the default prompt lengths (goal 20b < 100 MB),
+and the estimate next to the real size of the shipped tiny goldens.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def timed(command: list[str], env: dict) -> float:
+    started = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
+    seconds = time.perf_counter() - started
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} exited {result.returncode}: {result.stderr.strip()[-500:]}")
+    return seconds
+
+
+def speed(runs: int, scratch: Path) -> dict:
+    from gptoss_convert.goldens_files import read_manifest
+
+    prompts = [p["token_ids"] for p in read_manifest("tiny")["prompts"]]
+    token_ids = scratch / "prompts.json"
+    token_ids.write_text(json.dumps(prompts))
+    cli = [sys.executable, "-m", "gptoss_convert.cli", "verify", "--model", "tiny", "-q"]
+    commands = {
+        "transformers": cli + ["--token-ids", str(token_ids), "--report", str(scratch / "report-transformers")],
+        "goldens": cli + ["--goldens", "tiny", "--report", str(scratch / "report-goldens")],
+    }
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    times = {name: [] for name in commands}
+    for _ in range(runs):
+        for name, command in commands.items():
+            times[name].append(round(timed(command, env), 3))
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    return {
+        "commands": {name: " ".join(command[1:]) for name, command in commands.items()},
+        "runs": runs,
+        "seconds": times,
+        "median_seconds": medians,
+        "ratio_goldens_over_transformers": round(medians["goldens"] / medians["transformers"], 3),
+        "goal_ratio": 0.5,
+    }
+
+
+def sizes() -> dict:
+    from gptoss_convert.goldens import default_lengths, estimate_bytes
+    from gptoss_convert.goldens_files import EXPECTED, INPUTS, read_manifest
+    from gptoss_model import GPTOss_20B, GPTOss_120B
+
+    shipped = read_manifest("tiny")
+    tiny_config = shipped["checkpoint"]["config"]
+    configs = {"tiny": tiny_config, "20b": GPTOss_20B().to_hf_config(), "120b": GPTOss_120B().to_hf_config()}
+    table = {}
+    for name, config in configs.items():
+        lengths = list(default_lengths(config["sliding_window"]))
+        table[name] = {"prompt_lengths": lengths, **{dtype: estimate_bytes(config, lengths, dtype)
+                                                      for dtype in ("float32", "bfloat16")}}
+    table["tiny"]["shipped_bytes"] = sum(shipped["files"][f]["size"] for f in (INPUTS, EXPECTED))
+    table["goal_20b_bfloat16_bytes_under"] = 100_000_000
+    return table
+
+
+def machine() -> dict:
+    import torch
+
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "load_average": os.getloadavg(), "python": platform.python_version(),
+            "torch": torch.__version__}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5, help="runs of each command (median taken)")
+    parser.add_argument("--out", type=Path, help="write the JSON here (default: stdout)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        results = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+                   "speed": speed(args.runs, Path(scratch)), "size": sizes()}
+    text = json.dumps(results, indent=1)
+    if args.out:
+        args.out.write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
