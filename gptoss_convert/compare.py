@@ -24,7 +24,7 @@ class Metrics:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        for key in ("nmse_db", "tolerance_ratio", "rel_l2"):
+        for key in ("nmse_db", "tolerance_ratio", "rel_l2", "max_abs", "mean_abs"):
             if math.isinf(d[key]):
                 d[key] = None if d[key] < 0 else "inf"
         return d

@@ -28,6 +28,33 @@ def schema() -> dict:
     return json.loads(text)
 
 
+# ---- until issue 11's report/ package lands: the schema-2 report seen in the shape this renderer reads ----------
+
+_NOT_PROVIDED = {"max_abs": "n/p", "mean_abs": "n/p", "rel_l2": "n/p", "nmse_db": "n/p", "tolerance_ratio": 0.0,
+                 "where": {}}
+_NO_ROUTER = {"same_set": 0, "tokens": 0, "near_tie": 0, "mismatched": 0, "eps": 0.0}
+
+
+def _legacy(report: dict) -> dict:
+    if report.get("schema_version", 1) < 2 or report.get("_legacy"):
+        return report
+    view = dict(report, _legacy=True)
+    view["reference"] = {k: v for k, v in report["reference"].items() if isinstance(v, str)}
+    view["versions"] = {**report["versions"], "candidate": f"{report['candidate']['name']} "
+                        f"{report['candidate']['version']}"}
+    for part in ("embedding", "final_norm", "logits"):
+        if view.get(part) is None:
+            view[part] = dict(_NOT_PROVIDED, kl_mean=None, kl_max=None, top1_agreement=None, top5_overlap=None)
+    view["layers"] = []
+    for layer in report["layers"]:
+        layer = dict(layer)
+        for column in ("isolated", "accumulated"):
+            layer[column] = {c: (layer.get(column) or {}).get(c, _NOT_PROVIDED) for c in COMPONENTS}
+        layer["router"] = {c: (layer["router"].get(c) or _NO_ROUTER) for c in ("isolated", "accumulated")}
+        view["layers"].append(layer)
+    return view
+
+
 # ---- formatting helpers -----------------------------------------------------------------------------------------
 
 
@@ -218,6 +245,7 @@ def _align(rows: list[list[str]], right: set) -> list[str]:
 def terminal_table(report: dict) -> str:
     """A compact per-layer table (plain ASCII, aligned, under 100 columns for normal values), the final logits line
     and the verdict line last."""
+    report = _legacy(report)
     n_layers, tokens = len(report["layers"]), _total_tokens(report)
     head = (f"verify: {report['dtype']} on {report['device']}, atol {report['atol']:g} rtol {report['rtol']:g}, "
             f"{n_layers} layers, {len(report['prompts'])} prompts ({tokens} tokens)")
@@ -294,6 +322,7 @@ def _prompt_lengths(report) -> str:
 
 def markdown(report: dict) -> str:
     """A summary for a GitHub Actions job summary ($GITHUB_STEP_SUMMARY) or a PR comment."""
+    report = _legacy(report)
     verdict, logits, ckpt, versions = report["verdict"], report["logits"], report["checkpoint"], report["versions"]
     passed = verdict["passed"]
     out = [f"## {'✅' if passed else '❌'} gptoss-convert verify: {'PASSED' if passed else 'FAILED'}", ""]
@@ -431,6 +460,7 @@ def _chart_value(x) -> tuple[float, str]:
 
 def svg_chart(report: dict) -> str:
     """Per-layer max |diff| on a log scale, with a line at atol; an inline SVG (no scripts)."""
+    report = _legacy(report)
     layers = report["layers"]
     n = max(len(layers), 1)
     atol = float(report["atol"])
@@ -524,6 +554,7 @@ def _dl(pairs: list[tuple[str, str]]) -> str:
 
 def html(report: dict) -> str:
     """One self-contained HTML page: inline CSS and an inline SVG chart, no scripts, no external resources."""
+    report = _legacy(report)
     verdict, logits, ckpt = report["verdict"], report["logits"], report["checkpoint"]
     passed = verdict["passed"]
     title = f"gptoss-convert verify: {'PASSED' if passed else 'FAILED'}"
@@ -649,6 +680,7 @@ def _router_text(r: dict) -> str:
 def junit(report: dict) -> str:
     """JUnit XML: one test case per layer and component, plus embedding, final_norm and logits. A case fails exactly
     when the verdict lists a failure for its (layer, component)."""
+    report = _legacy(report)
     by_case: dict = {}
     for failure in report["verdict"]["failures"]:
         by_case.setdefault((failure["layer"], failure["component"]), []).append(failure)
@@ -657,7 +689,7 @@ def junit(report: dict) -> str:
     for layer in report["layers"]:
         classname = f"verify.layer_{layer['index']:0{width}d}_{_short_type(layer['attention_type'])}"
         for component in COMPONENTS:
-            if component == "experts_selected":
+            if component == "expert_indices":
                 text = _router_text(layer["router"]["isolated"])
             else:
                 text = _metrics_text(layer["isolated"][component])
