@@ -186,8 +186,8 @@ class OpenAITorch:
     name = NAME
 
     def __init__(self):
+        self.source = openai_model_module().__file__  # imported here, when `openai` is asked for, not before
         self.version = f"{PACKAGE} {package_version()}"
-        self.source = "gpt_oss/torch/model.py"
         self.dtype, self.device, self._config = torch.float32, "cpu", None
 
     def setup(self, context) -> None:
