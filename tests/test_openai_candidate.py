@@ -138,3 +138,13 @@ def test_reference_openai_provides_everything():
     reference, described = load_reference("openai")
     assert described.name == "openai"
     assert all(callable(getattr(reference, m)) for m in ("build_layer", "embed", "final_norm", "head"))
+
+
+def test_missing_package_exits_2_with_the_install_command(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "gpt_oss.torch.model", None)  # as if gpt-oss were not installed
+    with pytest.raises(CandidateError) as caught:
+        load_candidate("openai")
+    assert caught.value.exit_code == 2 and "\n" not in str(caught.value)
+    assert "pip install --no-deps --ignore-requires-python gpt-oss==0.0.9" in str(caught.value)
