@@ -19,7 +19,6 @@ from gptoss_convert import __version__
 from gptoss_convert.errors import InputError, ParityError
 from gptoss_convert.goldens_files import LAYER_OUTPUTS, Goldens, layer_name, load_goldens, output_names
 
-SCHEMA_VERSION = 1
 # goldens name -> the report's component name (gate.COMPONENTS); expert_indices are judged through the router
 REPORTED = {"attention": "attention", "router_logits": "router_logits", "moe": "moe", "layer_output": "layer_output",
             "expert_weights": "expert_weights"}
@@ -29,8 +28,8 @@ class _Layer:
     """What gate.judge reads of a layer (the fields of verify's LayerResult). One column is filled: isolated (each
     layer ran on its recorded input) or, for a whole-model candidate, accumulated (its own end-to-end states)."""
 
-    def __init__(self, index, attention_type, column, metrics, router, not_provided):
-        self.index, self.attention_type = index, attention_type
+    def __init__(self, index, attention_type, column, metrics, router, not_provided, profile):
+        self.index, self.attention_type, self.profile = index, attention_type, profile
         self.isolated, self.accumulated, self.cached = {}, {}, {}
         getattr(self, column).update(metrics)
         self.router = {column: router} if router is not None else {}
@@ -114,6 +113,7 @@ def _compare_layer(goldens, outputs, i, attention_type, rows, t, column) -> _Lay
             isolated[component] = _measure_weights(goldens, outputs, i, rows, t)
         elif component in REPORTED:
             isolated[component] = _measure(goldens, outputs, name, rows, t)
+    profile = _profile(goldens, outputs, i, t)
     router = None
     indices = outputs.get(layer_name(i, "expert_indices"))
     if indices is not None:
@@ -121,7 +121,21 @@ def _compare_layer(goldens, outputs, i, attention_type, rows, t, column) -> _Lay
         dtype = torch.float32 if goldens.manifest["dtype"] == "float32" else torch.bfloat16
         ref_indices = goldens.expected[layer_name(i, "expert_indices")].long()
         router = router_agreement(indices.long(), ref_indices, ref_logits, dtype, rows)
-    return _Layer(i, attention_type, column, isolated, router, not_provided)
+    return _Layer(i, attention_type, column, isolated, router, not_provided, profile)
+
+
+def _profile(goldens, outputs, i, t) -> list:
+    """Per prompt, per position: the largest tolerance ratio over the layer's provided float components (the
+    report's layer x position heat-map)."""
+    from gptoss_convert.compare import row_ratios
+
+    ratios = [row_ratios(_flat(outputs[name]), _flat(goldens.expected[name]), t.atol, t.rtol)
+              for name in (layer_name(i, c) for c in LAYER_OUTPUTS if c != "expert_indices") if name in outputs]
+    if not ratios:
+        return []
+    worst = torch.stack(ratios).amax(dim=0)
+    prompt = goldens.inputs["prompt"]
+    return [worst[prompt == p].tolist() for p in range(len(goldens.manifest["prompts"]))]
 
 
 def _measure_weights(goldens, outputs, i, rows, t):
@@ -148,9 +162,11 @@ def _compare_logits(goldens, outputs, rows, t):
 
 
 def _report(goldens, layers, head, logits, verdict, t, candidate, not_provided) -> dict:
+    from gptoss_convert.verify import SCHEMA_VERSION, heatmap
+
     manifest = goldens.manifest
     return {
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": SCHEMA_VERSION,  # verify's report schema: the same readers and renderers
         "passed": verdict.passed,
         "atol": t.atol, "rtol": t.rtol, "max_kl": t.max_kl, "min_top1": t.min_top1, "dtype": t.dtype,
         "device": manifest["device"],
@@ -160,10 +176,14 @@ def _report(goldens, layers, head, logits, verdict, t, candidate, not_provided) 
         "reference": dict(manifest["reference"], goldens=str(goldens.directory),
                           goldens_created=manifest.get("created")),
         "prompts": manifest["prompts"],
+        "sliding_window": manifest["checkpoint"]["config"]["sliding_window"],
         "embedding": head["embedding"].to_dict() if head["embedding"] else None,
         "layers": [layer.to_dict() for layer in layers],
         "final_norm": head["final_norm"].to_dict() if head["final_norm"] else None,
+        "head": None,
         "logits": logits.to_dict() if logits else None,
+        "logits_path": "the candidate's head on its final norm of the recorded final_norm.input",
+        "heatmap": heatmap(layers, manifest["prompts"]),
         "not_provided": not_provided,
         "verdict": verdict.to_dict(),
     }
