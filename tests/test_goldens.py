@@ -178,3 +178,30 @@ def test_out_exists_needs_force_and_a_failed_write_leaves_nothing(tmp_path, monk
     with pytest.raises(OSError):
         record_goldens("tiny", tmp_path / "h", progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["g"]
+
+
+def test_a_whole_model_candidate_is_judged_on_its_end_to_end_states():
+    spec = f"{Path(__file__).parent / 'data' / 'goldens' / 'whole_model.py'}:CANDIDATE"
+    report, verdict = verify_goldens("tiny", None, spec, Thresholds(), progress=False)
+    assert verdict.passed, verdict.failures
+    layer = report["layers"][3]
+    assert layer["isolated"] == {} and layer["accumulated"]["layer_output"]["max_abs"] < 1e-4
+    assert "layers.0.attention" in report["not_provided"] and "logits" not in report["not_provided"]
+
+
+def test_goldens_command_records_given_prompts(tmp_path):
+    from click.testing import CliRunner
+
+    from gptoss_convert.cli import cli
+
+    ids = tmp_path / "ids.json"
+    ids.write_text(json.dumps([[1, 2, 3], list(range(40, 60))]))
+    out = tmp_path / "g"
+    result = CliRunner().invoke(cli, ["goldens", "--out", str(out), "--token-ids", str(ids), "-q"])
+    assert result.exit_code == 0, result.output
+    assert "23 rows of 2 prompt(s)" in result.stdout
+    goldens = load_goldens(out)
+    assert goldens.inputs["positions"].tolist() == [0, 1, 2] + list(range(20))
+    assert goldens.expected["layers.1.attention"].shape == (23, 64)
+    again = CliRunner().invoke(cli, ["goldens", "--out", str(out), "-q"])
+    assert again.exit_code == 2 and "already exists (use --force" in again.stderr
