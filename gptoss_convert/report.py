@@ -177,7 +177,8 @@ def worst_layer(report) -> dict | None:
     def key(layer):
         m = layer["isolated"]["layer_output"]
         ratio = m["tolerance_ratio"]
-        return (math.inf if isinstance(ratio, str) else float(ratio), float(m["max_abs"]))
+        worst = m["max_abs"] if not isinstance(m["max_abs"], str) else (-1.0 if m["max_abs"] == "n/p" else math.inf)
+        return (math.inf if isinstance(ratio, str) else float(ratio), float(worst))
 
     return max(report["layers"], key=key) if report["layers"] else None
 

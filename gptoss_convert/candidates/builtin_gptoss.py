@@ -51,23 +51,35 @@ class GptossModelCandidate:
     def head(self, tensors, hidden):
         return F.linear(hidden, tensors["lm_head.weight"])  # gptoss_model's lm_head is a bias-free nn.Linear
 
+    # The steps a layer takes from the candidate, each one method so a test mutant can override just one.
+
+    def masks(self, shape: tuple, cache, device) -> dict:
+        """Keep-masks by attention type for unpadded prompts of `shape` [B, T] (after what `cache` holds)."""
+        from gptoss_model.model import attention_masks
+
+        return attention_masks(self.config, shape, None, cache, device)[0]
+
+    def position_embeddings(self, position_ids, dtype):
+        return self.rotary(position_ids, dtype)
+
+    def new_cache(self):
+        from gptoss_model.model import KVCache
+
+        return KVCache(self.config)
+
 
 class GptossLayer:
     def __init__(self, layer, index, owner):
         self.layer, self.index, self.owner = layer, index, owner
 
     def new_cache(self):
-        from gptoss_model.model import KVCache
-
-        return KVCache(self.owner.config)
+        return self.owner.new_cache()
 
     def run(self, hidden, position_ids, cache=None):
         from gptoss_convert.candidates.builtin_hooks import recorded_components
-        from gptoss_model.model import attention_masks
 
-        config = self.owner.config
-        masks, _ = attention_masks(config, tuple(position_ids.shape), None, cache, hidden.device)
-        position_embeddings = self.owner.rotary(position_ids, hidden.dtype)
+        masks = self.owner.masks(tuple(position_ids.shape), cache, hidden.device)
+        position_embeddings = self.owner.position_embeddings(position_ids, hidden.dtype)
         layer_cache = cache.layers[self.index] if cache is not None else None
         with recorded_components(self.layer, tuple(position_ids.shape)) as seen:
             out = self.layer(hidden, position_embeddings, masks[self.layer.attention_type], layer_cache)
