@@ -5,7 +5,7 @@ import torch
 
 from tests.mutants.base import Expect, Mutant, RouterWith, become
 
-EXPECT = Expect("sliding_attention", "moe")
+EXPECT = Expect("sliding_attention", "expert_weights")
 
 
 class UnnormalisedRouter(RouterWith):

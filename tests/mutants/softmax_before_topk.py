@@ -1,12 +1,12 @@
 """Sabotage (tests/sabotage.py): the softmax taken over all experts before the top-k (gpt-oss: top-k of the raw
-logits, then a softmax over those k). Same experts, wrong weights: the MoE output is where it shows."""
+logits, then a softmax over those k). Same experts, wrong weights: the routing weights are where it shows first."""
 
 import torch
 import torch.nn.functional as F
 
 from tests.mutants.base import Expect, Mutant, RouterWith, become
 
-EXPECT = Expect("sliding_attention", "moe")
+EXPECT = Expect("sliding_attention", "expert_weights")
 
 
 class SoftmaxFirst(RouterWith):
