@@ -159,6 +159,9 @@ def _fraction(ctx, param, value):
                    "for small checkpoints one past the original 4,096-token context]")
 @click.option("--token-ids", type=click.Path(dir_okay=False), metavar="FILE",
               help="JSON file with a list of token ids, or a list of such lists (one per prompt).")
+@click.option("--goldens", metavar="DIR|tiny",
+              help="Compare with recorded goldens (`gptoss-convert goldens`; tiny: the shipped ones) instead of "
+                   "running the reference; Transformers is not imported.")
 @click.option("--baseline", type=click.Path(dir_okay=False, path_type=Path), metavar="OLD/report.json",
               help="An earlier run's report.json: every report gains per-layer deltas against it.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path), default="verify-report",
@@ -166,8 +169,9 @@ def _fraction(ctx, param, value):
 @click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
               help="Also write JUnit XML: one test case per layer and component.")
 @click.option("--quiet", "-q", is_flag=True, help="No table and no progress bar; only errors and the verdict line.")
-def verify(model, candidate, reference, atol, rtol, max_kl, min_top1, dtype, device, prompts, token_ids, baseline,
-           report_dir, junit, quiet):
+@click.pass_context
+def verify(ctx, model, candidate, reference, atol, rtol, max_kl, min_top1, dtype, device, prompts, token_ids, goldens,
+           baseline, report_dir, junit, quiet):
     """Verify an implementation of gpt-oss (the candidate, default gptoss_model) against a reference (default
     Transformers) on a checkpoint, layer by layer, streaming one layer at a time.
 
@@ -191,20 +195,38 @@ def verify(model, candidate, reference, atol, rtol, max_kl, min_top1, dtype, dev
 
     earlier = load_baseline(baseline) if baseline else None  # a bad file fails before the run, not after
     thresholds = Thresholds(dtype=dtype, atol=atol, rtol=rtol, max_kl=max_kl, min_top1=min_top1)
-    result = run_verify(model, thresholds, device=device, prompts=prompts, token_ids_file=token_ids,
-                        progress=not quiet, candidate=candidate, reference=reference)
-    summary = result.to_dict()
+    if goldens:
+        summary, verdict = _verify_goldens(ctx, goldens, model, candidate, thresholds, device, prompts, token_ids, quiet)
+    else:
+        result = run_verify(model, thresholds, device=device, prompts=prompts, token_ids_file=token_ids,
+                            progress=not quiet, candidate=candidate, reference=reference)
+        summary, verdict = result.to_dict(), result.verdict
     if earlier is not None:
         summary["baseline"] = baseline_deltas(summary, earlier)
     written = report.write_reports(summary, report_dir, junit)
     if not quiet:
         click.echo(report.terminal_table(summary))
         click.echo(f"reports: {', '.join(str(p) for p in written)}", err=True)
-    if not result.passed:
-        raise ParityError(f"parity failure of {result.candidate['name']} against {result.reference['name']}, first at "
-                          f"{result.verdict.first.describe()}")
-    click.echo(f"PASSED: {result.candidate['name']} against {result.reference['name']}, {len(result.layers)} layers, "
-               f"{result.checkpoint['path']} ({dtype}, {result.device}), {result.seconds:.1f} s")
+    pair = f"{summary['candidate']['name']} against {summary['reference']['name']}"
+    if not verdict.passed:
+        raise ParityError(f"parity failure of {pair}, first at {verdict.first.describe()}")
+    click.echo(f"PASSED: {pair}, {len(summary['layers'])} layers, {summary['checkpoint']['path']} ({dtype}, "
+               f"{summary['device']}), {summary['timing']['seconds']:.1f} s")
+
+
+def _verify_goldens(ctx, goldens, model, candidate, thresholds, device, prompts, token_ids, quiet):
+    """verify --goldens: the candidate against recorded reference outputs (12c's goldens_compare)."""
+    from click.core import ParameterSource
+
+    from gptoss_convert.goldens_compare import verify_goldens
+
+    for name, option in (("reference", "--reference"), ("prompts", "--prompt"), ("token_ids", "--token-ids")):
+        if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None):
+            raise click.UsageError(f"{option} does not apply with --goldens: the goldens hold their reference's "
+                                   "outputs for their own prompts")
+    explicit_model = ctx.get_parameter_source("model") != ParameterSource.DEFAULT
+    return verify_goldens(goldens, model if explicit_model else None, candidate, thresholds, device,
+                          progress=not quiet)
 
 
 # ---- goldens and compare: the commands live in goldens_cli.py (docs/goldens.md) ----------------------------------
