@@ -7,7 +7,7 @@ KL mean / --max-kl and the top-1 shortfall / (1 - --min-top1) for the logits in 
 20x margin; anything near 1 means the default gate would fail a correct implementation at that scale. The gated
 (isolated) column decides; the accumulated (end-to-end) column is recorded beside it.
 
-    python scripts/calibrate_gates.py --checkpoint tiny --out /tmp/calibration            # CPU, seconds
+    python scripts/calibrate_gates.py --checkpoint tiny --out /tmp/calibration            # CPU, minutes
     python scripts/calibrate_gates.py --make 20b --checkpoint /tmp/ckpt20b --device cuda \
         --dtype float32 --dtype bfloat16 --out "$OUT/calibration"                          # the GPU run
 
@@ -44,6 +44,7 @@ def main():
                         help="repeatable (default: float32)")
     parser.add_argument("--pair", action="append", metavar="CANDIDATE/REFERENCE",
                         help=f"repeatable (default: {', '.join(DEFAULT_PAIRS)})")
+    parser.add_argument("--token-ids", metavar="FILE", help="verify's --token-ids (default: verify's default prompts)")
     parser.add_argument("--out", required=True, type=Path, help="directory for calibration.json and the reports")
     args = parser.parse_args()
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -75,6 +76,8 @@ def run_pair(pair: str, dtype: str, args, env) -> dict:
     command = [sys.executable, "-m", "gptoss_convert.cli", "verify", "--model", args.checkpoint,
                "--candidate", candidate, "--reference", reference or "transformers", "--dtype", dtype,
                "--device", args.device, "--report", str(report_dir), "--quiet"]
+    if args.token_ids:
+        command += ["--token-ids", args.token_ids]
     started = time.perf_counter()
     run = subprocess.run(command, env=env, capture_output=True, text=True)
     entry = {"candidate": candidate, "reference": reference or "transformers", "dtype": dtype,
