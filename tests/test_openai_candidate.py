@@ -148,3 +148,33 @@ def test_missing_package_exits_2_with_the_install_command(monkeypatch):
         load_candidate("openai")
     assert caught.value.exit_code == 2 and "\n" not in str(caught.value)
     assert "pip install --no-deps --ignore-requires-python gpt-oss==0.0.9" in str(caught.value)
+
+
+# ---- through the CLI, at the default float32 gate ------------------------------------------------------------------
+# Prompts of 8 and 48 tokens (the window is 16). The default prompts add one of 4,128 tokens, which costs ~20 s a run
+# on two cores; the rotation that far out is compared with OpenAI's directly above (test_yarn_tables_...).
+
+
+@pytest.fixture(scope="module")
+def prompts(tmp_path_factory):
+    path = tmp_path_factory.mktemp("prompts") / "ids.json"
+    path.write_text(json.dumps([list(range(3, 11)), [(7 * i) % 500 for i in range(48)]]))
+    return path
+
+
+@pytest.mark.parametrize("candidate, reference", [("openai", "transformers"), ("gptoss_model", "openai")])
+def test_verify_passes_at_the_default_gate(candidate, reference, prompts, tmp_path):
+    report_dir = tmp_path / "r"
+    result = CliRunner().invoke(cli, ["verify", "--candidate", candidate, "--reference", reference, "--token-ids",
+                                      str(prompts), "--quiet", "--report", str(report_dir)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((report_dir / "report.json").read_text())
+    assert report["passed"] and report["atol"] == 1e-3 and report["dtype"] == "float32"
+    assert (report["candidate"]["name"], report["reference"]["name"]) == (candidate, reference)
+    openai = report["candidate"] if candidate == "openai" else report["reference"]
+    assert openai["version"] == "gpt-oss 0.0.9" and openai["source"].endswith("gpt_oss/torch/model.py")
+    for layer in report["layers"]:
+        assert set(LAYER_COMPONENTS) - {"expert_indices"} <= set(layer["isolated"])  # every component compared
+        assert all(m["max_abs"] < 1e-4 for m in layer["isolated"].values())
+    for fmt in ("report.md", "report.html"):
+        assert "gpt-oss 0.0.9" in (report_dir / fmt).read_text()
