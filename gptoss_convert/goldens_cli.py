@@ -75,34 +75,30 @@ def compare(goldens_dir, outputs, atol, rtol, max_kl, min_top1, dtype, report_di
     from gptoss_convert.goldens_compare import compare_files
     from gptoss_convert.goldens_files import read_manifest
 
+    from gptoss_convert.baseline import baseline_deltas, load_baseline
+
+    earlier = load_baseline(baseline) if baseline else None  # a bad file fails before the comparison, not after
     dtype = dtype or read_manifest(goldens_dir)["dtype"]
     thresholds = Thresholds(dtype=dtype, atol=atol, rtol=rtol, max_kl=max_kl, min_top1=min_top1)
     summary, verdict = compare_files(goldens_dir, outputs, thresholds)
-    render_and_gate(summary, verdict, report_dir, junit, baseline, quiet)
+    if earlier is not None:
+        summary["baseline"] = baseline_deltas(summary, earlier)
+    render_and_gate(summary, verdict, report_dir, junit, quiet)
 
 
-def render_and_gate(summary, verdict, report_dir, junit, baseline, quiet) -> None:
+def render_and_gate(summary, verdict, report_dir, junit, quiet) -> None:
     """Write the reports, print the table, exit 1 on a failed gate (as `verify` does)."""
     from gptoss_convert import report
     from gptoss_convert.errors import ParityError
+    from gptoss_convert.goldens_compare import not_provided
 
-    if baseline is not None:
-        _add_baseline(summary, baseline)
     written = report.write_reports(summary, report_dir, junit)
     if not quiet:
         click.echo(report.terminal_table(summary))
         click.echo(f"reports: {', '.join(str(p) for p in written)}", err=True)
     if not verdict.passed:
         raise ParityError(f"parity failure, first at {verdict.first.describe()}")
-    missing = summary.get("not_provided") or []
-    click.echo(f"PASSED: {len(summary['layers'])} layers against goldens {summary['reference']['goldens']} "
+    missing = not_provided(summary)
+    click.echo(f"PASSED: {len(summary['layers'])} layers against goldens {summary['reference']['settings']['goldens']} "
                f"({summary['dtype']})" + (f"; {len(missing)} tensor(s) not provided" if missing else ""))
 
-
-def _add_baseline(summary: dict, baseline: Path) -> None:
-    from gptoss_convert import report
-
-    add = getattr(report, "add_baseline", None)  # 12a's --baseline (issue 12 item 11) where it exists
-    if add is None:
-        raise click.UsageError("--baseline: not available in this build")
-    add(summary, baseline)

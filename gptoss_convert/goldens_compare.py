@@ -46,6 +46,14 @@ class _Layer:
         }
 
 
+def not_provided(report: dict) -> list[str]:
+    """The goldens names a report's candidate did not provide (per-layer components, null model parts)."""
+    missing = [name for name in ("embedding", "final_norm", "logits") if report.get(name) is None]
+    for layer in report["layers"]:
+        missing += [layer_name(layer["index"], c) for c in layer["not_provided"]]
+    return missing
+
+
 def check_names_and_shapes(goldens: Goldens, outputs: dict, source: str) -> None:
     """Every output name must be one the goldens list (exit 2: the file does not follow the protocol) and have the
     expected tensor's shape (exit 1: a wrongly shaped component is a wrong result, named)."""
@@ -81,8 +89,7 @@ def compare_outputs(goldens: Goldens, outputs: dict, thresholds, candidate: dict
     head = {name: _measure(goldens, outputs, name, rows, t) for name in ("embedding", "final_norm")}
     logits = _compare_logits(goldens, outputs, rows, t)
     verdict = judge(layers, logits, thresholds, window=config["sliding_window"])
-    not_provided = [name for name in output_names(goldens.num_layers) if name not in outputs]
-    report = _report(goldens, layers, head, logits, verdict, t, candidate, not_provided)
+    report = _report(goldens, layers, head, logits, verdict, t, candidate)
     report["timing"] = {"seconds": round(time.time() - started, 3),
                         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                         "peak_gpu_bytes": None}
@@ -104,11 +111,11 @@ def _flat(tensor: torch.Tensor) -> torch.Tensor:
 def _compare_layer(goldens, outputs, i, attention_type, rows, t, column) -> _Layer:
     from gptoss_convert.compare import router_agreement
 
-    isolated, not_provided = {}, []
+    isolated, missing = {}, []
     for component in LAYER_OUTPUTS:
         name = layer_name(i, component)
         if name not in outputs:
-            not_provided.append(component)
+            missing.append(component)
         elif component == "expert_weights":
             isolated[component] = _measure_weights(goldens, outputs, i, rows, t)
         elif component in REPORTED:
@@ -121,7 +128,7 @@ def _compare_layer(goldens, outputs, i, attention_type, rows, t, column) -> _Lay
         dtype = torch.float32 if goldens.manifest["dtype"] == "float32" else torch.bfloat16
         ref_indices = goldens.expected[layer_name(i, "expert_indices")].long()
         router = router_agreement(indices.long(), ref_indices, ref_logits, dtype, rows)
-    return _Layer(i, attention_type, column, isolated, router, not_provided, profile)
+    return _Layer(i, attention_type, column, isolated, router, missing, profile)
 
 
 def _profile(goldens, outputs, i, t) -> list:
@@ -161,7 +168,7 @@ def _compare_logits(goldens, outputs, rows, t):
     return measure_logits(outputs["logits"].double(), goldens.expected["logits"].double(), kept, t.atol, t.rtol)
 
 
-def _report(goldens, layers, head, logits, verdict, t, candidate, not_provided) -> dict:
+def _report(goldens, layers, head, logits, verdict, t, candidate) -> dict:
     from gptoss_convert.verify import SCHEMA_VERSION, heatmap
 
     manifest = goldens.manifest
@@ -170,11 +177,12 @@ def _report(goldens, layers, head, logits, verdict, t, candidate, not_provided) 
         "passed": verdict.passed,
         "atol": t.atol, "rtol": t.rtol, "max_kl": t.max_kl, "min_top1": t.min_top1, "dtype": t.dtype,
         "device": manifest["device"],
-        "checkpoint": manifest["checkpoint"],
+        "checkpoint": {k: v for k, v in manifest["checkpoint"].items() if k != "model"},  # the report's keys
         "versions": {"gptoss_convert": __version__, "torch": torch.__version__, "python": platform.python_version()},
         "candidate": candidate,
-        "reference": dict(manifest["reference"], goldens=str(goldens.directory),
-                          goldens_created=manifest.get("created")),
+        "reference": {**{k: manifest["reference"][k] for k in ("name", "version", "source")}, "provides": {},
+                      "settings": {"goldens": str(goldens.directory), "goldens_created": manifest.get("created"),
+                                   "goldens_device": manifest["device"]}},
         "prompts": manifest["prompts"],
         "sliding_window": manifest["checkpoint"]["config"]["sliding_window"],
         "embedding": head["embedding"].to_dict() if head["embedding"] else None,
@@ -184,7 +192,6 @@ def _report(goldens, layers, head, logits, verdict, t, candidate, not_provided) 
         "logits": logits.to_dict() if logits else None,
         "logits_path": "the candidate's head on its final norm of the recorded final_norm.input",
         "heatmap": heatmap(layers, manifest["prompts"]),
-        "not_provided": not_provided,
         "verdict": verdict.to_dict(),
     }
 
@@ -212,7 +219,7 @@ def compare_files(goldens_dir, outputs_file, thresholds) -> tuple[dict, object]:
         outputs = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as error:
         raise InputError(f"--outputs {path}: not a readable safetensors file ({error})") from None
-    candidate = {"name": path.name, "version": "unknown", "source": str(path)}
+    candidate = {"name": path.name, "version": "unknown", "source": str(path), "provides": {}}
     return compare_outputs(goldens, outputs, thresholds, candidate, f"--outputs {path}")
 
 
@@ -224,6 +231,7 @@ def verify_goldens(goldens_dir, model, candidate_spec, thresholds, device="auto"
     from gptoss_convert.goldens_files import check_checkpoint
     from gptoss_convert.goldens_run import run_adapter
 
+    started = time.time()
     goldens = load_goldens(goldens_dir)
     _check_dtype(goldens, thresholds)
     model = model or goldens.manifest["checkpoint"]["model"]
@@ -235,7 +243,8 @@ def verify_goldens(goldens_dir, model, candidate_spec, thresholds, device="auto"
     if "logits" in outputs:
         outputs["logits"] = outputs["logits"][goldens.inputs["logits.rows"]]
     column = "isolated" if implementation.has("build_layer") else "accumulated"
-    report, verdict = compare_outputs(goldens, outputs, thresholds, described.to_dict(), f"candidate {candidate_spec}",
-                                      column)
+    candidate = dict(described.to_dict(), provides=implementation.capabilities())
+    report, verdict = compare_outputs(goldens, outputs, thresholds, candidate, f"candidate {candidate_spec}", column)
     report["device"] = session.device
+    report["timing"]["seconds"] = round(time.time() - started, 3)
     return report, verdict

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from gptoss_convert.errors import InputError, IntegrityError
 from gptoss_convert.gate import Thresholds
 from gptoss_convert.goldens import estimate_bytes, record_goldens
-from gptoss_convert.goldens_compare import verify_goldens
+from gptoss_convert.goldens_compare import not_provided, verify_goldens
 from gptoss_convert.goldens_files import EXPECTED, INPUTS, MANIFEST, load_goldens, output_names, resolve_goldens
 from gptoss_convert.tiny import tiny_checkpoint_dir
 
@@ -75,7 +75,7 @@ def test_aliases_are_the_recorded_inputs(fresh):
 def test_gptoss_model_passes_the_shipped_goldens():
     report, verdict = verify_goldens("tiny", None, "gptoss_model", Thresholds(), progress=False)
     assert verdict.passed, verdict.failures
-    assert report["not_provided"] == []
+    assert not_provided(report) == []
     assert report["layers"][0]["isolated"]["attention"]["max_abs"] < 1e-5
     assert report["logits"]["top1_agreement"] == 1.0
 
@@ -108,7 +108,7 @@ def test_verify_goldens_does_not_import_transformers(tmp_path):
     code = (
         "import sys\n"
         "from gptoss_convert.gate import Thresholds\n"
-        "from gptoss_convert.goldens_compare import verify_goldens\n"
+        "from gptoss_convert.goldens_compare import not_provided, verify_goldens\n"
         "report, verdict = verify_goldens('tiny', None, 'gptoss_model', Thresholds(), progress=False)\n"
         "print(verdict.passed, 'transformers' in sys.modules)\n"
     )
@@ -186,7 +186,7 @@ def test_a_whole_model_candidate_is_judged_on_its_end_to_end_states():
     assert verdict.passed, verdict.failures
     layer = report["layers"][3]
     assert layer["isolated"] == {} and layer["accumulated"]["layer_output"]["max_abs"] < 1e-4
-    assert "layers.0.attention" in report["not_provided"] and "logits" not in report["not_provided"]
+    assert "layers.0.attention" in not_provided(report) and "logits" not in not_provided(report)
 
 
 def test_goldens_command_records_given_prompts(tmp_path):

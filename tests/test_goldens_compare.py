@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from safetensors.torch import save_file
 
 from gptoss_convert.cli import cli
+from gptoss_convert.goldens_compare import not_provided
 from gptoss_convert.goldens_files import load_goldens, resolve_goldens
 from gptoss_convert.tiny import tiny_checkpoint_dir
 
@@ -29,6 +30,7 @@ def reference_outputs():
 
 
 def _compare(tmp_path, outputs: dict, *extra):
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "outputs.safetensors"
     save_file(outputs, str(path))
     report = tmp_path / "report"
@@ -54,7 +56,7 @@ def test_numpy_example_passes_compare_end_to_end(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "PASSED" in result.stdout
     report = json.loads((tmp_path / "report" / "report.json").read_text())
-    assert report["passed"] and report["not_provided"] == []
+    assert report["passed"] and not_provided(report) == []
     assert report["layers"][2]["isolated"]["attention"]["max_abs"] < 1e-4
 
 
@@ -80,7 +82,8 @@ def test_missing_tensors_are_not_provided_never_passed(tmp_path, reference_outpu
     result, report = _compare(tmp_path, outputs)
     assert result.exit_code == 0, result.output
     summary = json.loads((report / "report.json").read_text())
-    assert summary["not_provided"] == [f"layers.{i}.moe" for i in range(4)]
+    assert not_provided(summary) == [f"layers.{i}.moe" for i in range(4)]
+    assert summary["layers"][0]["not_provided"] == ["moe"]
     assert "moe" not in summary["layers"][0]["isolated"]
     assert "not provided" in result.stdout
 
@@ -135,3 +138,21 @@ def test_tampered_goldens_exit_3_naming_the_file(tmp_path, reference_outputs):
     result = CliRunner().invoke(cli, ["compare", "--goldens", str(goldens), "--outputs", str(path), "-q"])
     assert result.exit_code == 3
     assert "expected.safetensors: sha256" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_reports_follow_the_report_schema_and_take_a_baseline(tmp_path, reference_outputs):
+    import jsonschema
+
+    from gptoss_convert import report as report_module
+
+    first, report = _compare(tmp_path / "a", {n: t for n, t in reference_outputs.items() if "moe" not in n})
+    assert first.exit_code == 0, first.output
+    summary = json.loads((report / "report.json").read_text())
+    jsonschema.validate(summary, report_module.schema())
+    outputs = dict(reference_outputs)
+    outputs["layers.0.attention"] = outputs["layers.0.attention"] + 1e-4
+    second, report = _compare(tmp_path / "b", outputs, "--baseline", str(tmp_path / "a" / "report" / "report.json"))
+    assert second.exit_code == 0, second.output
+    summary = json.loads((report / "report.json").read_text())
+    jsonschema.validate(summary, report_module.schema())
+    assert summary["baseline"]
