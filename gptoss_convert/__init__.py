@@ -15,7 +15,7 @@ def load_model(source="tiny", dtype=None, device="cpu"):
     "bfloat16" (default float32). Parameters are filled one tensor at a time into a model built on the meta
     device, so peak memory stays close to the model's own size. Raises InputError (missing model, bad option) or
     IntegrityError (damaged checkpoint)."""
-    from gptoss_convert.convert import load_model as _load_model  # torch is imported only here
+    from gptoss_convert.load import load_model as _load_model  # torch is imported only here
 
     return _load_model(source, dtype=dtype, device=device)
 

@@ -1,4 +1,4 @@
-"""Lazy, validating reader of gpt-oss checkpoints in every layout we support (spec §3).
+"""Lazy, validating reader of gpt-oss checkpoints in every layout we support (docs/checkpoints.md).
 
 Layouts (detected from the files, never from the directory name):
 - "hf": the hub's root layout — `config.json` (Transformers keys, usually with `quantization_config`) and either
@@ -23,151 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from gptoss_model.config import GPTOssConfig
+from gptoss_model.io import DTYPE_SIZES, INDEX_NAME, TORCH_DTYPES
+from gptoss_convert.config_files import config_from_original, hf_config, own_config, read_json
 from gptoss_convert.errors import InputError, IntegrityError
-from gptoss_convert.safetensors_writer import DTYPE_SIZES, TORCH_DTYPES
 
-INDEX_FILE = "model.safetensors.index.json"
+INDEX_FILE = INDEX_NAME
 SINGLE_FILE = "model.safetensors"
 MAX_HEADER_BYTES = 100 * 2**20  # safetensors' own limit; a real 20b shard header is ~100 KB
 SIDE_FILES = ("generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
               "chat_template.jinja")
-
-# What the hub's config.json carries for the MXFP4 checkpoints (spec §1.1).
-MXFP4_QUANTIZATION_CONFIG = {
-    "modules_to_not_convert": ["model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head"],
-    "quant_method": "mxfp4",
-}
-
-# OpenAI's `ModelConfig` fields: exactly these keys are in original/config.json (spec §1.1, §1.2).
-ORIGINAL_CONFIG_KEYS = (
-    "num_hidden_layers", "num_experts", "experts_per_token", "vocab_size", "hidden_size", "intermediate_size",
-    "swiglu_limit", "head_dim", "num_attention_heads", "num_key_value_heads", "sliding_window",
-    "initial_context_length", "rope_theta", "rope_scaling_factor", "rope_ntk_alpha", "rope_ntk_beta",
-)
-# o200k_harmony ids the conversion script puts into the HF config (spec §1.2, §6); kept only when they fit the vocab.
-HARMONY_TOKEN_IDS = {"bos_token_id": 199998, "eos_token_id": 200002, "pad_token_id": 199999}
-
-
-# ---- configs -------------------------------------------------------------------------------------------------------
-
-def config_from_original(original: dict, source: str = "original/config.json") -> GPTOssConfig:
-    """Map OpenAI's `original/config.json` onto GPTOssConfig the way Transformers' conversion script does (§1.2):
-    num_experts -> num_local_experts, rope_ntk_beta/alpha -> beta_fast/slow, factor, truncate False, original max
-    = initial_context_length, max_position_embeddings = factor x initial_context_length."""
-    missing = [k for k in ORIGINAL_CONFIG_KEYS if k not in original]
-    unknown = sorted(set(original) - set(ORIGINAL_CONFIG_KEYS))
-    if missing or unknown:
-        raise InputError(
-            f"{source}: expected exactly the 16 OpenAI ModelConfig keys; "
-            + "; ".join(p for p in (missing and f"missing {', '.join(missing)}", unknown and f"unknown {', '.join(unknown)}") if p)
-        )
-    _check_sizes(original, ORIGINAL_SIZE_KEYS, source)
-    o = original
-    token_ids = {k: (v if v < o["vocab_size"] else None) for k, v in HARMONY_TOKEN_IDS.items()}
-    try:
-        return GPTOssConfig(
-            vocab_size=o["vocab_size"],
-            hidden_size=o["hidden_size"],
-            intermediate_size=o["intermediate_size"],
-            num_hidden_layers=o["num_hidden_layers"],
-            num_attention_heads=o["num_attention_heads"],
-            num_key_value_heads=o["num_key_value_heads"],
-            head_dim=o["head_dim"],
-            num_local_experts=o["num_experts"],
-            num_experts_per_tok=o["experts_per_token"],
-            sliding_window=o["sliding_window"],
-            max_position_embeddings=int(o["initial_context_length"] * o["rope_scaling_factor"]),
-            rope_theta=float(o["rope_theta"]),
-            rope_scaling_factor=float(o["rope_scaling_factor"]),
-            rope_beta_fast=float(o["rope_ntk_beta"]),
-            rope_beta_slow=float(o["rope_ntk_alpha"]),
-            rope_original_max_position_embeddings=int(o["initial_context_length"]),
-            rope_truncate=False,
-            swiglu_limit=float(o["swiglu_limit"]),
-            extra={"initial_context_length": o["initial_context_length"]},
-            **token_ids,
-        )
-    except (TypeError, ValueError) as error:
-        raise InputError(f"{source}: {error}") from None
-
-
-def original_config_dict(config: GPTOssConfig) -> dict:
-    """The inverse of `config_from_original`: the 16-key original/config.json for a config."""
-    return {
-        "num_hidden_layers": config.num_hidden_layers,
-        "num_experts": config.num_local_experts,
-        "experts_per_token": config.num_experts_per_tok,
-        "vocab_size": config.vocab_size,
-        "hidden_size": config.hidden_size,
-        "intermediate_size": config.intermediate_size,
-        "swiglu_limit": config.swiglu_limit,
-        "head_dim": config.head_dim,
-        "num_attention_heads": config.num_attention_heads,
-        "num_key_value_heads": config.num_key_value_heads,
-        "sliding_window": config.sliding_window,
-        "initial_context_length": config.rope_original_max_position_embeddings,
-        "rope_theta": config.rope_theta,
-        "rope_scaling_factor": config.rope_scaling_factor,
-        "rope_ntk_alpha": config.rope_beta_slow,
-        "rope_ntk_beta": config.rope_beta_fast,
-    }
-
-
-def _read_json(path: Path, error=InputError) -> dict:
-    try:
-        with open(path) as f:
-            value = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise error(f"{path}: cannot read JSON ({exc})") from None
-    if not isinstance(value, dict):
-        raise error(f"{path}: expected a JSON object, found {type(value).__name__}")
-    return value
-
-
-# Config keys that size tensors: each must be a positive integer, or the audit would blame the weights for the config.
-HF_SIZE_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                "num_key_value_heads", "head_dim", "num_local_experts", "num_experts_per_tok", "sliding_window")
-ORIGINAL_SIZE_KEYS = ("num_hidden_layers", "num_experts", "experts_per_token", "vocab_size", "hidden_size",
-                      "intermediate_size", "head_dim", "num_attention_heads", "num_key_value_heads", "sliding_window")
-
-
-def _check_sizes(config: dict, keys, source) -> None:
-    for key in keys:
-        value = config.get(key)
-        if key in config and not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
-            raise InputError(f"{source}: {key} must be a positive integer, found {value!r}")
-
-
-def _hf_config(directory: Path) -> GPTOssConfig:
-    path = directory / "config.json"
-    hf = _read_json(path)
-    _check_sizes(hf, HF_SIZE_KEYS, path)
-    quant = hf.get("quantization_config")
-    if quant is not None and (not isinstance(quant, dict) or quant.get("quant_method") != "mxfp4"):
-        found = quant.get("quant_method") if isinstance(quant, dict) else quant
-        raise InputError(f"{path}: quantization_config.quant_method must be 'mxfp4', found {found!r}")
-    generation = directory / "generation_config.json"
-    if "bos_token_id" not in hf and generation.is_file():
-        bos = _read_json(generation).get("bos_token_id")
-        if isinstance(bos, int):
-            hf["bos_token_id"] = bos
-    try:
-        return GPTOssConfig.from_hf_config(hf)
-    except (TypeError, ValueError, KeyError) as error:
-        raise InputError(f"{path}: not a usable gpt-oss config ({error})") from None
-
-
-def _own_config(directory: Path) -> GPTOssConfig:
-    path = directory / "config.json"
-    ours = _read_json(path)
-    if ours.get("format_version") != 1 or not isinstance(ours.get("config"), dict):
-        raise InputError(f"{path}: expected format_version 1 and a 'config' object, found {ours.get('format_version')!r}")
-    _check_sizes(ours["config"], HF_SIZE_KEYS, path)
-    try:
-        return GPTOssConfig.from_dict(ours["config"])
-    except (TypeError, ValueError) as error:
-        raise InputError(f"{path}: {error}") from None
-
 
 # ---- safetensors headers -------------------------------------------------------------------------------------------
 
@@ -304,7 +168,7 @@ def _is_original_config(directory: Path) -> bool:
     path = directory / "config.json"
     if not path.is_file():
         return False
-    config = _read_json(path)
+    config = read_json(path)
     return "num_experts" in config and "model_type" not in config
 
 
@@ -390,9 +254,9 @@ def open_checkpoint(path: str | Path, layout: str | None = None) -> Checkpoint:
     if detected == "original" and not _is_original_config(directory) and (directory / "original").is_dir():
         directory = directory / "original"
     if detected == "hf":
-        return _open_hf(directory, layout="hf", config=_hf_config(directory))
+        return _open_hf(directory, layout="hf", config=hf_config(directory))
     if detected == "gptoss_model":
-        return _open_hf(directory, layout="gptoss_model", config=_own_config(directory))
+        return _open_hf(directory, layout="gptoss_model", config=own_config(directory))
     if detected == "original":
         return _open_original(directory)
     raise InputError(f"layout must be 'hf', 'original' or 'gptoss_model', got {detected!r}")
@@ -405,7 +269,7 @@ def _detect(directory: Path) -> str:
         found = "not a regular file" if config_path.exists() else "missing"
         raise InputError(f"{config_path}: {found}; expected the checkpoint's config.json (a JSON object) beside its weights")
     if config_path.is_file():
-        config = _read_json(config_path)
+        config = read_json(config_path)
         if config.get("format") == "gptoss_model":
             return "gptoss_model"
         if "num_experts" in config and "model_type" not in config:
@@ -438,11 +302,11 @@ def _open_hf(directory: Path, layout: str, config: GPTOssConfig) -> Checkpoint:
 
 def _open_original(directory: Path) -> Checkpoint:
     config_path = directory / "config.json"
-    config = config_from_original(_read_json(config_path), str(config_path))
+    config = config_from_original(read_json(config_path), str(config_path))
     parent = directory.parent
     if directory.name == "original" and _has_hf_weights(parent) and (parent / "config.json").is_file():
         # original/config.json carries no token ids; the HF config of the same repo does.
-        hf = _hf_config(parent)
+        hf = hf_config(parent)
         config = config.replace(bos_token_id=hf.bos_token_id, eos_token_id=hf.eos_token_id, pad_token_id=hf.pad_token_id)
     index_path = directory / INDEX_FILE
     if index_path.is_file():
@@ -465,7 +329,7 @@ def _open_original(directory: Path) -> Checkpoint:
 
 
 def _read_indexed(directory: Path, index_path: Path, check_total: bool) -> tuple[list[Path], dict[str, TensorInfo]]:
-    index = _read_json(index_path, error=IntegrityError)
+    index = read_json(index_path, error=IntegrityError)
     weight_map = index.get("weight_map")
     if not isinstance(weight_map, dict) or not weight_map:
         raise IntegrityError(f"{index_path}: expected a non-empty 'weight_map' object")

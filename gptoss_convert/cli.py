@@ -80,10 +80,50 @@ def download(model, revision, layout, local_dir, cache_dir, dry_run, no_verify):
     options = dict(revision=revision, layout=layout, local_dir=local_dir, cache_dir=cache_dir)
     if dry_run:
         plan = hub.plan_download(model, **options)
-        click.echo(hub.format_plan(plan))
+        click.echo(_download_plan_text(plan))
         hub.check_disk_space(plan)
         return
-    click.echo(hub.format_summary(hub.download(model, verify=not no_verify, **options)))
+    click.echo(_download_summary_text(hub.download(model, verify=not no_verify, **options)))
+
+
+def _download_plan_text(plan) -> str:
+    """What `download --dry-run` would do: one line per file, then the totals."""
+    from gptoss_model.io import format_bytes
+
+    lines = [f"{plan.repo_id}  revision {plan.revision} = commit {plan.commit}  (layout {plan.layout})"]
+    for f in plan.files:
+        lines.append(f"  {f.state:<8} {format_bytes(f.remote.size):>10}  {f.remote.path}")
+    fetch = [f for f in plan.files if f.state in ("fetch", "cached")]
+    free = "unknown" if plan.free_bytes is None else format_bytes(plan.free_bytes)
+    lines.append(
+        f"{len(plan.files)} files, {format_bytes(plan.total_bytes)}; would write {len(fetch)} files, "
+        f"{format_bytes(plan.incoming_bytes)} into {plan.directory} ({free} free)"
+    )
+    return "\n".join(lines)
+
+
+def _download_summary_text(result) -> str:
+    """What `download` did: the commit, what was fetched or replaced, what was checked, the manifest."""
+    from gptoss_model.io import format_bytes
+
+    lines = [f"{result.repo_id}  revision {result.revision} = commit {result.commit}  (layout {result.layout})"]
+    lines.append(f"{len(result.files)} files, {format_bytes(result.total_bytes)} in {result.directory}")
+    if result.offline:
+        lines.append("HF_HUB_OFFLINE=1: nothing fetched; using the earlier download (file sizes checked)")
+    else:
+        if result.incoming_files:
+            lines.append(f"fetched {result.incoming_files} file(s), {format_bytes(result.incoming_bytes)}")
+        if result.replaced:
+            lines.append(f"replaced {len(result.replaced)} damaged local file(s): {', '.join(result.replaced)}")
+        if not result.incoming_files:
+            lines.append("nothing to fetch: every file was already here and verified")
+        lines.append(
+            "sha256 / git blob ids checked against the hub's listing"
+            if result.verified
+            else "--no-verify: file sizes checked only, sha256 not checked"
+        )
+    lines.append(f"manifest: {result.manifest_path}")
+    return "\n".join(lines)
 
 
 @cli.command()
@@ -107,11 +147,12 @@ def convert(model, out, dtype, dry_run, force):
       gptoss-convert convert --model ./gpt-oss-20b/original --out ./converted --dtype float32 --force
     """
     from gptoss_convert import convert as conversion
+    from gptoss_convert.options import DTYPES
 
     if dry_run:
-        click.echo(conversion.format_plan(conversion.plan_convert(model, out, conversion.DTYPES[dtype])))
+        click.echo(conversion.format_plan(conversion.plan_convert(model, out, DTYPES[dtype])))
         return
-    plan = conversion.convert(model, out, conversion.DTYPES[dtype], force=force)
+    plan = conversion.convert(model, out, DTYPES[dtype], force=force)
     click.echo(f"wrote {plan.out}: {plan.tensor_count} tensors in {len(plan.shards)} shard(s), "
                f"{plan.total_size:,} bytes ({dtype})")
 

@@ -18,38 +18,32 @@ class Metrics:
     mean_abs: float  # mean |d|
     rel_l2: float  # ||d|| / ||ref||
     nmse_db: float  # 10·log10(mean d² / var(ref)); -inf when identical
-    tolerance_ratio: float  # max |d| / (atol + rtol·|ref|): ≤ 1 means allclose holds everywhere
-    first_over: dict | None = None  # the earliest {"prompt", "position"} whose row has an element over tolerance
     nonfinite: int = 0  # NaN/Inf elements in ours
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        for key in ("nmse_db", "tolerance_ratio", "rel_l2", "max_abs", "mean_abs"):
-            if math.isinf(d[key]):
-                d[key] = None if d[key] < 0 else "inf"
+        for key in ("nmse_db", "rel_l2", "max_abs", "mean_abs"):
+            d[key] = json_number(d[key])
         return d
 
 
-def row_ratios(ours: torch.Tensor, ref: torch.Tensor, atol: float, rtol: float) -> torch.Tensor:
-    """ours/ref [N, C] -> [N] float64: per row, max |d| / (atol + rtol·|ref|) (inf where ours is NaN/Inf). The
-    per-position error profile behind the first failing position and the report's heat-map."""
-    ours, ref = ours.double(), ref.double()
-    diff = (ours - ref).abs().masked_fill(~torch.isfinite(ours), math.inf)
-    if atol + rtol == 0:
-        return torch.where(diff.amax(dim=1) > 0, math.inf, 0.0)
-    return (diff / (atol + rtol * ref.abs())).nan_to_num(nan=math.inf).amax(dim=1)
+def json_number(value: float):
+    """A float for report.json: +inf as the string "inf", -inf as null (NMSE dB of identical tensors)."""
+    if math.isinf(value):
+        return None if value < 0 else "inf"
+    return value
 
 
-def first_over(ratios: torch.Tensor, rows: list) -> dict | None:
-    """The earliest position (then the lowest prompt) whose row ratio exceeds 1, or None."""
-    over = [rows[n] for n in torch.nonzero(ratios > 1).flatten().tolist()]
-    if not over:
+def earliest_row(flags: torch.Tensor, rows: list) -> dict | None:
+    """flags [N] bool -> the earliest flagged {"prompt", "position"} (lowest position, then prompt), or None."""
+    flagged = [rows[n] for n in torch.nonzero(flags).flatten().tolist()]
+    if not flagged:
         return None
-    prompt, position = min(over, key=lambda r: (r[1], r[0]))
+    prompt, position = min(flagged, key=lambda r: (r[1], r[0]))
     return {"prompt": int(prompt), "position": int(position)}
 
 
-def measure(ours: torch.Tensor, ref: torch.Tensor, rows: list, atol: float, rtol: float) -> Metrics:
+def measure(ours: torch.Tensor, ref: torch.Tensor, rows: list) -> Metrics:
     """ours/ref [N, C]; rows[n] = (prompt, position) of row n."""
     ours, ref = ours.double(), ref.double()
     diff = (ours - ref).abs()
@@ -65,15 +59,12 @@ def measure(ours: torch.Tensor, ref: torch.Tensor, rows: list, atol: float, rtol
     variance = float(ref.var(unbiased=False)) if ref.numel() > 1 else 0.0
     mse = float(diff.pow(2).mean())
     nmse_db = 10 * math.log10(mse / variance) if mse > 0 and variance > 0 else (-math.inf if mse == 0 else math.inf)
-    tolerance_ratio = float((diff / (atol + rtol * ref.abs())).max()) if atol + rtol > 0 else math.inf * (max_abs > 0)
     return Metrics(
         max_abs=max_abs,
         where={"prompt": int(prompt), "position": int(position), "channel": int(channel)},
         mean_abs=float(diff.mean()),
         rel_l2=rel_l2,
         nmse_db=nmse_db,
-        tolerance_ratio=tolerance_ratio if not math.isnan(tolerance_ratio) else math.inf,
-        first_over=first_over(row_ratios(ours, ref, atol, rtol), rows),
         nonfinite=int(nonfinite.sum()),
     )
 
@@ -113,14 +104,13 @@ def router_agreement(ours_idx, ref_idx, ref_logits, dtype, rows: list | None = N
     else:
         tie = torch.zeros_like(same)
     real = ~same & ~tie
-    first = first_over(real.double() * 2, rows) if rows is not None else None
     return RouterAgreement(
         tokens=int(same.numel()),
         same_set=int(same.sum()),
         near_tie=int((~same & tie).sum()),
         mismatched=int(real.sum()),
         eps=eps,
-        first_mismatch=first,
+        first_mismatch=earliest_row(real, rows) if rows is not None else None,
     )
 
 
@@ -136,9 +126,9 @@ class LogitMetrics:
         return {**{k: v for k, v in asdict(self).items() if k != "diff"}, **self.diff.to_dict()}
 
 
-def measure_logits(ours: torch.Tensor, ref: torch.Tensor, rows: list, atol: float, rtol: float) -> LogitMetrics:
+def measure_logits(ours: torch.Tensor, ref: torch.Tensor, rows: list) -> LogitMetrics:
     """ours/ref [N, V]."""
-    diff = measure(ours, ref, rows, atol, rtol)
+    diff = measure(ours, ref, rows)
     log_p = torch.log_softmax(ref.double(), dim=-1)
     log_q = torch.log_softmax(ours.double(), dim=-1)
     kl = (log_p.exp() * (log_p - log_q)).sum(dim=-1)  # [N]

@@ -13,61 +13,38 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from gptoss_convert.checkpoint import INDEX_FILE, Checkpoint, open_checkpoint
-from gptoss_convert.errors import InputError
-from gptoss_convert.remap import audit, iter_tensors, our_shapes
-from gptoss_convert.safetensors_writer import (
+from gptoss_model.io import (
     DTYPE_NAMES,
+    INDEX_NAME,
+    MAX_SHARD_BYTES,
     Shard,
     ShardWriter,
     TensorSpec,
+    atomic_directory,
     index_json,
     one_based_shard_names,
     plan_shards,
+    write_config,
 )
+from gptoss_convert.checkpoint import Checkpoint, open_checkpoint
+from gptoss_convert.errors import InputError
+from gptoss_convert.options import DTYPES
+from gptoss_convert.remap import audit, iter_tensors, our_shapes
+from gptoss_convert.sources import resolve_source
 
-DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
-MAX_SHARD_BYTES = 2 * 1024**3  # same cap as GPTOssModelFull.save_pretrained
 CAST_CHUNK_BYTES = 64 * 2**20  # float32 output is cast and written in row chunks of about this size
-
-
-def resolve_source(model: str | Path) -> Path:
-    """`tiny` -> the embedded checkpoint; `20b` / `120b` (or owner/name) -> its download directory; else a path."""
-    if str(model) == "tiny":
-        from gptoss_convert.tiny import tiny_checkpoint_dir
-
-        return tiny_checkpoint_dir()
-    path = Path(model).expanduser()
-    if str(model) not in ("20b", "120b") and path.exists():
-        if not path.is_dir():
-            raise InputError(f"--model {model}: not a directory; expected tiny, 20b, 120b or a checkpoint directory")
-        return path
-    try:
-        from gptoss_convert.hub import parse_model, resolve_model_dir
-    except ImportError:
-        raise InputError(
-            f"--model {model}: not a directory, and downloads are unavailable in this install; run "
-            f"`gptoss-convert download --model 20b` (or 120b) first, or pass a checkpoint directory"
-        ) from None
-    try:
-        parse_model(str(model))
-    except InputError:  # neither a directory nor a model name: say so, rather than talk about hub repo ids
-        raise InputError(f"--model {model}: no such directory; expected tiny, 20b, 120b, a downloaded OWNER/NAME "
-                         "or a checkpoint directory") from None
-    return resolve_model_dir(str(model))
 
 
 @dataclass(frozen=True)
 class ConvertPlan:
     source: Path  # the directory the user named
     checkpoint: Checkpoint
-    sources: dict  # our name -> checkpoint source (the audited remap)
+    source_map: dict  # our name -> checkpoint source (the audited remap)
     out: Path
     dtype: torch.dtype
     shards: tuple[Shard, ...]
@@ -94,11 +71,11 @@ def plan_convert(model: str | Path, out: str | Path, dtype: torch.dtype = torch.
             raise InputError(f"--out {out} is inside the checkpoint {inside}; choose a directory outside it")
         if inside.is_relative_to(out.resolve()):
             raise InputError(f"--out {out} contains the checkpoint {inside}; choose another directory")
-    plan = audit(ckpt)
-    name = DTYPE_NAMES[dtype]
-    specs = [TensorSpec(n, name, shape) for n, shape in our_shapes(ckpt.config).items()]
+    source_map = audit(ckpt)
+    dtype_name = DTYPE_NAMES[dtype]
+    specs = [TensorSpec(name, dtype_name, shape) for name, shape in our_shapes(ckpt.config).items()]
     shards = plan_shards(specs, max_shard_bytes, one_based_shard_names)
-    return ConvertPlan(source, ckpt, plan, out, dtype, tuple(shards))
+    return ConvertPlan(source, ckpt, source_map, out, dtype, tuple(shards))
 
 
 def format_plan(plan: ConvertPlan) -> str:
@@ -108,7 +85,7 @@ def format_plan(plan: ConvertPlan) -> str:
              + (" (exists: needs --force)" if plan.out.exists() else "") + ":"]
     for shard in plan.shards:
         lines.append(f"  {shard.file}  {len(shard.tensors)} tensors  {shard.nbytes:,} bytes")
-    lines.append(f"  {INDEX_FILE}, config.json" + "".join(f", {p.name}" for p in plan.checkpoint.side_files))
+    lines.append(f"  {INDEX_NAME}, config.json" + "".join(f", {p.name}" for p in plan.checkpoint.side_files))
     lines.append(f"total: {plan.tensor_count} tensors in {len(plan.shards)} shard(s), {plan.total_size:,} bytes")
     return "\n".join(lines)
 
@@ -127,34 +104,12 @@ def convert(model: str | Path, out: str | Path, dtype: torch.dtype = torch.bfloa
     if blocker is not None:
         raise InputError(f"--out {out}: {blocker} is a file, not a directory; expected a directory path to write into")
     created = [p for p in (out.parent, *out.parent.parents) if not p.exists()]
-    tmp = None
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(out)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
-        _umask = os.umask(0o022)
-        os.umask(_umask)
-        tmp.chmod(0o777 & ~_umask)  # mkdtemp makes it private; the result should look like a normal directory
-        _write(plan, tmp, progress)
-        if out.exists() or out.is_symlink():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-{os.getpid()}-", dir=out.parent))
-            try:
-                os.replace(out, old / "previous")
-            except BaseException:
-                old.rmdir()
-                raise
-            try:
-                os.replace(tmp, out)
-            except BaseException:
-                os.replace(old / "previous", out)  # the new output cannot go in: put the previous one back
-                old.rmdir()
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        with atomic_directory(out) as temporary:
+            _write(plan, temporary, progress)
     except BaseException as error:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
         for folder in created:  # deepest first; only the ones this call made, and only if still empty
             try:
                 folder.rmdir()
@@ -200,10 +155,8 @@ def _process_alive(pid: int) -> bool:
 def _write(plan: ConvertPlan, directory: Path, progress: bool) -> None:
     from tqdm import tqdm
 
-    from gptoss_model.io import write_config
-
     ckpt = plan.checkpoint
-    tensors = iter_tensors(ckpt, dtype=None, plan=plan.sources)  # checkpoint dtype; cast below in row chunks
+    tensors = iter_tensors(ckpt, dtype=None, source_map=plan.source_map)  # checkpoint dtype; cast below in row chunks
     with tqdm(total=plan.total_size, unit="B", unit_scale=True, desc="convert", file=sys.stderr,
               disable=not progress) as bar:
         for shard in plan.shards:
@@ -216,8 +169,7 @@ def _write(plan: ConvertPlan, directory: Path, progress: bool) -> None:
                         writer.write(name, chunk)
                         bar.update(chunk.numel() * chunk.element_size())
                     del tensor
-    index = index_json(list(plan.shards))
-    (directory / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
+    (directory / INDEX_NAME).write_text(json.dumps(index_json(list(plan.shards)), indent=2) + "\n")
     extra = {k: v for k, v in ckpt.config.extra.items() if k != "quantization_config"}  # ours is never quantized
     write_config(directory, ckpt.config.replace(extra=extra))
     for side in ckpt.side_files:
@@ -232,51 +184,3 @@ def _cast_chunks(tensor: torch.Tensor, dtype: torch.dtype):
     for part in tensor.split(rows):
         yield part.to(dtype)
 
-
-def load_model(source: str | Path = "tiny", dtype: torch.dtype | str | None = None, device="cpu"):
-    """Build a GPTOssModelFull from `source` (tiny, a downloaded 20b/120b, or a directory in any supported layout),
-    with parameters in `dtype` (default float32) on `device`.
-
-    The model is built on the meta device (no memory, no random init), then each parameter is replaced by the
-    tensor read from the checkpoint, one at a time, so peak memory is the model's own size plus one tensor."""
-    from gptoss_model import GPTOssModelFull
-
-    dtype = _as_dtype(dtype)
-    device = _as_device(device)
-    ckpt = open_checkpoint(resolve_source(source))
-    plan = audit(ckpt)
-    with torch.device("meta"):
-        model = GPTOssModelFull(ckpt.config, device="meta")
-    for name, tensor in iter_tensors(ckpt, dtype=dtype, plan=plan, owned=True):  # owned: not the file's mmap
-        module_name, _, leaf = name.rpartition(".")
-        module = model.get_submodule(module_name)
-        requires_grad = getattr(module, leaf).requires_grad
-        setattr(module, leaf, torch.nn.Parameter(tensor.to(device), requires_grad=requires_grad))
-        del tensor
-    model.model.rotary_emb = type(model.model.rotary_emb)(ckpt.config, device=device)  # built on meta above
-    unfilled = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
-    if unfilled:  # internal invariant: the remap covers every parameter
-        raise RuntimeError(f"load_model left {len(unfilled)} tensors unfilled, first {unfilled[0]}")
-    return model.eval()
-
-
-def _as_dtype(dtype) -> torch.dtype:
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, str):
-        if dtype not in DTYPES:
-            raise InputError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-        return DTYPES[dtype]
-    if dtype not in (torch.float32, torch.bfloat16, torch.float16):
-        raise InputError(f"dtype must be float32, bfloat16 or float16, got {dtype}")
-    return dtype
-
-
-def _as_device(device) -> torch.device:
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise InputError(f"device {device!r}: not a torch device; expected 'cpu', 'cuda' or 'cuda:N'") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {str(device)!r}: no CUDA device is available; expected 'cpu'")
-    return device

@@ -7,7 +7,12 @@ bfloat16 (the fidelity mode; bf16 keeps 8 significant bits, so logit differences
 the final logits gate on KL(ref‖ours) mean ≤ max_kl and top-1 agreement ≥ min_top1.
 """
 
+import math
 from dataclasses import asdict, dataclass, field
+
+import torch
+
+from gptoss_convert.compare import LogitMetrics, Metrics, earliest_row, json_number, measure, measure_logits
 
 # The components recorded inside each layer, in forward order (candidates/protocol.py LAYER_COMPONENTS).
 COMPONENTS = ("attention", "router_logits", "expert_indices", "expert_weights", "moe", "layer_output")
@@ -35,6 +40,66 @@ class Thresholds:
                 BF16_DEFAULT_MIN_TOP1 if self.min_top1 is None else self.min_top1,
             )
         return self
+
+
+def row_ratios(ours, ref, atol: float, rtol: float) -> torch.Tensor:
+    """ours/ref [N, C] -> [N]: per row (token), max |ours - ref| / (atol + rtol·|ref|), inf where ours is NaN/Inf.
+    The per-position profile behind the first failing position and the report's heat-map."""
+    ours, ref = ours.double(), ref.double()
+    diff = (ours - ref).abs().masked_fill(~ours.isfinite(), math.inf)
+    if not atol + rtol > 0:
+        return torch.where(diff.amax(dim=1) > 0, math.inf, 0.0)
+    return (diff / (atol + rtol * ref.abs())).nan_to_num(nan=math.inf).amax(dim=1)
+
+
+def tolerance_ratio(ours, ref, atol: float, rtol: float) -> float:
+    """max |ours - ref| / (atol + rtol·|ref|) over all elements (ours/ref [N, C]): ≤ 1 means allclose holds
+    everywhere. A NaN or Inf in ours counts as infinitely far."""
+    ours, ref = ours.double(), ref.double()
+    diff = (ours - ref).abs()
+    diff = diff.masked_fill(~ours.isfinite(), math.inf)
+    max_abs = float(diff.max())
+    if not atol + rtol > 0:  # a zero tolerance: only exact equality holds
+        return math.inf if max_abs > 0 else 0.0
+    ratio = float((diff / (atol + rtol * ref.abs())).max())
+    return math.inf if math.isnan(ratio) else ratio
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A component's metrics (compare.py) and its distance to the float32 tolerance, which the gate judges."""
+
+    metrics: Metrics | LogitMetrics
+    tolerance_ratio: float
+    first_over: dict | None = None  # the earliest {"prompt", "position"} with an element over the tolerance
+
+    @property
+    def max_abs(self) -> float:
+        return self.diff.max_abs
+
+    @property
+    def diff(self) -> Metrics:
+        return self.metrics if isinstance(self.metrics, Metrics) else self.metrics.diff
+
+    def to_dict(self) -> dict:
+        return {**self.metrics.to_dict(), "tolerance_ratio": json_number(self.tolerance_ratio),
+                "first_over": self.first_over}
+
+
+def check(ours, ref, rows: list, thresholds: "Thresholds") -> Checked:
+    """Measure ours against ref (compare.measure) and place it against atol/rtol, position by position."""
+    return _placed(measure(ours, ref, rows), ours, ref, rows, thresholds)
+
+
+def check_logits(ours, ref, rows: list, thresholds: "Thresholds") -> Checked:
+    """compare.measure_logits, placed against atol/rtol."""
+    return _placed(measure_logits(ours, ref, rows), ours, ref, rows, thresholds)
+
+
+def _placed(metrics, ours, ref, rows, thresholds) -> Checked:
+    ratios = row_ratios(ours, ref, thresholds.atol, thresholds.rtol)
+    return Checked(metrics, tolerance_ratio(ours, ref, thresholds.atol, thresholds.rtol),
+                   earliest_row(ratios > 1, rows))
 
 
 @dataclass(frozen=True)
@@ -99,12 +164,13 @@ def judge(layers: list, logits, thresholds: Thresholds, window: int | None = Non
         for layer in layers:
             for column in _judged_columns(layer):
                 failures += _layer_failures(layer, column, t, window)
-        if logits is not None and not logits.diff.tolerance_ratio <= 1.0:
-            failures.append(_tolerance_failure(None, None, "logits", logits.diff, t, "accumulated", window))
-    if logits is not None and t.max_kl is not None and not logits.kl_mean <= t.max_kl:
-        failures.append(Failure(None, None, "logits", "KL(ref||ours) mean", logits.kl_mean, t.max_kl))
-    if logits is not None and t.min_top1 is not None and not logits.top1_agreement >= t.min_top1:
-        failures.append(Failure(None, None, "logits", "top-1 agreement", logits.top1_agreement, t.min_top1))
+        if logits is not None and not logits.tolerance_ratio <= 1.0:
+            failures.append(_tolerance_failure(None, None, "logits", logits, t, "accumulated", window))
+    if logits is not None and t.max_kl is not None and not logits.metrics.kl_mean <= t.max_kl:
+        failures.append(Failure(None, None, "logits", "KL(ref||ours) mean", logits.metrics.kl_mean, t.max_kl))
+    if logits is not None and t.min_top1 is not None and not logits.metrics.top1_agreement >= t.min_top1:
+        failures.append(Failure(None, None, "logits", "top-1 agreement", logits.metrics.top1_agreement,
+                                t.min_top1))
     return Verdict(passed=not failures, failures=failures)
 
 
@@ -124,14 +190,15 @@ def _layer_failures(layer, column, t: Thresholds, window) -> list:
                                         "(not near-ties)", router.mismatched, 0, column, router.first_mismatch,
                                         _at_window(router.first_mismatch, window)))
             continue
-        metrics = metrics_by_component.get(component)
-        if metrics is None:
+        checked = metrics_by_component.get(component)
+        if checked is None:
             continue  # not provided
-        if metrics.nonfinite:
-            failures.append(Failure(layer.index, layer.attention_type, component, "NaN/Inf values", metrics.nonfinite,
-                                    0, column, metrics.first_over, _at_window(metrics.first_over, window)))
-        elif not metrics.tolerance_ratio <= 1.0:
-            failures.append(_tolerance_failure(layer.index, layer.attention_type, component, metrics, t, column,
+        if checked.diff.nonfinite:
+            failures.append(Failure(layer.index, layer.attention_type, component, "NaN/Inf values",
+                                    checked.diff.nonfinite, 0, column, checked.first_over,
+                                    _at_window(checked.first_over, window)))
+        elif not checked.tolerance_ratio <= 1.0:
+            failures.append(_tolerance_failure(layer.index, layer.attention_type, component, checked, t, column,
                                                window))
     return failures
 
@@ -140,11 +207,11 @@ def _at_window(position: dict | None, window: int | None) -> bool:
     return position is not None and window is not None and position["position"] == window
 
 
-def _tolerance_failure(layer, attention_type, component, metrics, t: Thresholds, column="isolated",
+def _tolerance_failure(layer, attention_type, component, checked: Checked, t: Thresholds, column="isolated",
                        window=None) -> Failure:
-    where = dict(column=column, first_position=metrics.first_over,
-                 window_signature=layer is not None and _at_window(metrics.first_over, window))
+    where = dict(column=column, first_position=checked.first_over,
+                 window_signature=layer is not None and _at_window(checked.first_over, window))
     if t.rtol == 0:
-        return Failure(layer, attention_type, component, "max |diff|", metrics.max_abs, t.atol, **where)
-    return Failure(layer, attention_type, component, "max |diff| / (atol + rtol·|ref|)", metrics.tolerance_ratio, 1.0,
+        return Failure(layer, attention_type, component, "max |diff|", checked.max_abs, t.atol, **where)
+    return Failure(layer, attention_type, component, "max |diff| / (atol + rtol·|ref|)", checked.tolerance_ratio, 1.0,
                    **where)

@@ -102,7 +102,8 @@ def open_session(model, dtype, device, prompts=None, token_ids_file=None, prompt
     from gptoss_convert.checkpoint import open_checkpoint
     from gptoss_convert.convert import resolve_source
     from gptoss_convert.remap import audit
-    from gptoss_convert.verify import describe_checkpoint, load_tokenizer, parse_prompts, resolve_device
+    from gptoss_convert.options import resolve_device_option as resolve_device
+    from gptoss_convert.verify import describe_checkpoint, load_tokenizer, parse_prompts
 
     path = resolve_source(model)
     ckpt = open_checkpoint(path)

@@ -97,11 +97,11 @@ def compare_outputs(goldens: Goldens, outputs: dict, thresholds, candidate: dict
 
 
 def _measure(goldens, outputs, name, rows, t):
-    from gptoss_convert.compare import measure
+    from gptoss_convert.gate import check
 
     if name not in outputs:
         return None
-    return measure(_flat(outputs[name]), _flat(goldens.expected[name]), rows, t.atol, t.rtol)
+    return check(_flat(outputs[name]), _flat(goldens.expected[name]), rows, t)
 
 
 def _flat(tensor: torch.Tensor) -> torch.Tensor:
@@ -134,7 +134,7 @@ def _compare_layer(goldens, outputs, i, attention_type, rows, t, column) -> _Lay
 def _profile(goldens, outputs, i, t) -> list:
     """Per prompt, per position: the largest tolerance ratio over the layer's provided float components (the
     report's layer x position heat-map)."""
-    from gptoss_convert.compare import row_ratios
+    from gptoss_convert.gate import row_ratios
 
     ratios = [row_ratios(_flat(outputs[name]), _flat(goldens.expected[name]), t.atol, t.rtol)
               for name in (layer_name(i, c) for c in LAYER_OUTPUTS if c != "expert_indices") if name in outputs]
@@ -147,7 +147,7 @@ def _profile(goldens, outputs, i, t) -> list:
 
 def _measure_weights(goldens, outputs, i, rows, t):
     """Routing weights, compared expert by expert: both sides sorted by expert index (any order is allowed)."""
-    from gptoss_convert.compare import measure
+    from gptoss_convert.gate import check
 
     def by_expert(indices_name, weights):
         order = weights.new_zeros(weights.shape, dtype=torch.long) + indices_name.long().argsort(dim=-1)
@@ -156,16 +156,16 @@ def _measure_weights(goldens, outputs, i, rows, t):
     ours = by_expert(outputs.get(layer_name(i, "expert_indices"), goldens.expected[layer_name(i, "expert_indices")]),
                      outputs[layer_name(i, "expert_weights")])
     ref = by_expert(goldens.expected[layer_name(i, "expert_indices")], goldens.expected[layer_name(i, "expert_weights")])
-    return measure(ours, ref, rows, t.atol, t.rtol)
+    return check(ours, ref, rows, t)
 
 
 def _compare_logits(goldens, outputs, rows, t):
-    from gptoss_convert.compare import measure_logits
+    from gptoss_convert.gate import check_logits
 
     if "logits" not in outputs:
         return None
     kept = [rows[r] for r in goldens.inputs["logits.rows"].tolist()]
-    return measure_logits(outputs["logits"].double(), goldens.expected["logits"].double(), kept, t.atol, t.rtol)
+    return check_logits(outputs["logits"].double(), goldens.expected["logits"].double(), kept, t)
 
 
 def _report(goldens, layers, head, logits, verdict, t, candidate) -> dict:

@@ -1,10 +1,10 @@
-"""Download gpt-oss checkpoints through huggingface_hub, record where they came from, find them again offline.
+"""Download gpt-oss checkpoints through huggingface_hub and record where they came from (sources.py finds them).
 
 `download()` in order: resolve the revision once to a commit (`repo_info`), list the files at that commit
 (`list_repo_tree`: sizes, LFS sha256, git blob ids), pick the layout's files, plan (what is already here, what the
 disk must hold), fetch the rest with `snapshot_download(local_dir=...)`, hash every file against the hub's listing,
-and only then write `gptoss-manifest.json` (temporary file + rename). Later commands call `resolve_model_dir` and
-`read_manifest`, which never touch the network.
+and only then write `gptoss-manifest.json` (temporary file + rename). Later commands find the download through
+`sources.resolve_model_dir` and `sources.read_manifest`, which never touch the network.
 
 huggingface_hub reads HF_ENDPOINT and HF_HUB_OFFLINE once, at import. We read them again at call time and pass
 `endpoint=` explicitly, so the environment of the call wins.
@@ -14,9 +14,7 @@ every file that completed (its local_dir metadata makes them no-ops), but a half
 (its temporary file is per-process and removed on failure).
 """
 
-import datetime
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -25,88 +23,27 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 
-from gptoss_convert.errors import GptossConvertError, InputError, IntegrityError
+from gptoss_model.io import format_bytes
+from gptoss_convert.errors import InputError, IntegrityError
+from gptoss_convert.hub_errors import hub_errors
+from gptoss_convert.manifest import (
+    MANIFEST_NAME,
+    merged_manifest,
+    read_manifest,
+    read_manifest_quietly,
+    without_time,
+    write_manifest,
+)
+from gptoss_convert.sources import default_model_dir, parse_model
 
-KNOWN_MODELS = {"20b": "openai/gpt-oss-20b", "120b": "openai/gpt-oss-120b"}
 LAYOUTS = ("hf", "original", "all")
-MANIFEST_NAME = "gptoss-manifest.json"
-MANIFEST_VERSION = 1
 DEFAULT_ENDPOINT = "https://huggingface.co"
 DEFAULT_REVISION = "main"
 
 # Root files of the Transformers layout. Matched against root-level paths only: the hub's own allow/ignore patterns
 # use fnmatch, where `*` also crosses `/`, so "*.json" would take original/config.json too.
 _HF_ROOT_PATTERNS = ("*.json", "*.jinja", "tokenizer*", "model*.safetensors")
-_REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
 _HASH_CHUNK = 16 << 20
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Names and places (no network)
-
-
-def parse_model(model: str) -> str:
-    """`20b` / `120b` / `owner/name` -> the hub repo id; anything else is an InputError."""
-    if model in KNOWN_MODELS:
-        return KNOWN_MODELS[model]
-    if _REPO_ID.fullmatch(model) and "--" not in model and ".." not in model:
-        return model
-    raise InputError(
-        f"--model {model!r}: expected 20b, 120b or a hub repo id OWNER/NAME (for example openai/gpt-oss-20b)"
-    )
-
-
-def home_dir() -> Path:
-    """$GPTOSS_CONVERT_HOME, default ~/.cache/gptoss-convert."""
-    return Path(os.environ.get("GPTOSS_CONVERT_HOME") or "~/.cache/gptoss-convert").expanduser()
-
-
-def default_model_dir(repo_id: str) -> Path:
-    """Where `download` puts a repo when no --local-dir is given: <home>/models/<owner>--<name>."""
-    return home_dir() / "models" / repo_id.replace("/", "--")
-
-
-def read_manifest(directory) -> dict | None:
-    """The download manifest of `directory` (or, for its `original/` subfolder, of the download it belongs to), or
-    None if there is none. A malformed manifest is an IntegrityError."""
-    directory = Path(directory)
-    path = directory / MANIFEST_NAME
-    if not path.is_file() and directory.name == "original":
-        path = directory.parent / MANIFEST_NAME
-    if not path.is_file():
-        return None
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise IntegrityError(f"{path}: unreadable download manifest ({error}); re-run `gptoss-convert download`")
-    missing = [k for k in ("repo_id", "revision", "commit", "layout", "files") if k not in manifest]
-    if missing:
-        raise IntegrityError(f"{path}: download manifest lacks {', '.join(missing)}; re-run `gptoss-convert download`")
-    return manifest
-
-
-def resolve_model_dir(model: str) -> Path:
-    """A known name or owner/name -> its download directory (offline). An existing directory path is returned as is.
-
-    Raises InputError naming the download command when the model has not been downloaded (no manifest)."""
-    if model not in KNOWN_MODELS and Path(model).expanduser().is_dir():
-        return Path(model).expanduser()
-    repo_id = parse_model(model)
-    directory = default_model_dir(repo_id)
-    if read_manifest(directory) is None:
-        raise InputError(
-            f"{repo_id} is not downloaded (no {MANIFEST_NAME} in {directory}): "
-            f"run `gptoss-convert download --model {model}` first, or pass a checkpoint directory"
-        )
-    return directory
-
-
-def provenance(manifest: dict) -> str:
-    """One line for reports: 'openai/gpt-oss-20b@<commit> (revision main, layout hf, downloaded ...)'."""
-    return (
-        f"{manifest['repo_id']}@{manifest['commit']} (revision {manifest['revision']}, layout {manifest['layout']}, "
-        f"downloaded {manifest.get('downloaded_at', '?')})"
-    )
 
 
 def select_files(paths, layout: str) -> list[str]:
@@ -126,7 +63,7 @@ def select_files(paths, layout: str) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Plan
+# What a download would do
 
 
 @dataclass(frozen=True)
@@ -147,7 +84,7 @@ class PlannedFile:
 
 
 @dataclass(frozen=True)
-class Plan:
+class DownloadPlan:
     repo_id: str
     revision: str
     commit: str
@@ -198,9 +135,9 @@ def is_offline() -> bool:
     return value.strip().upper() in ("1", "ON", "YES", "TRUE") or constants.is_offline_mode()
 
 
-def plan_download(model, *, revision=None, layout="hf", local_dir=None, cache_dir=None) -> Plan:
+def plan_download(model, *, revision=None, layout="hf", local_dir=None, cache_dir=None) -> DownloadPlan:
     """Resolve the revision to a commit, list its files, and say for each what a download would do. Writes nothing."""
-    from huggingface_hub import HfApi, try_to_load_from_cache
+    from huggingface_hub import HfApi
     from huggingface_hub.hf_api import RepoFile
 
     repo_id = parse_model(model)
@@ -210,7 +147,7 @@ def plan_download(model, *, revision=None, layout="hf", local_dir=None, cache_di
     if is_offline():
         raise InputError("HF_HUB_OFFLINE=1 is set: a download plan needs the hub (unset it, or drop --dry-run)")
     api = HfApi(endpoint=endpoint)
-    with _hub_errors(repo_id, revision, endpoint):
+    with hub_errors(repo_id, revision, endpoint):
         commit = api.repo_info(repo_id, revision=revision).sha  # the one resolution of the revision
         entries = [e for e in api.list_repo_tree(repo_id, revision=commit, recursive=True) if isinstance(e, RepoFile)]
     if not commit:
@@ -226,7 +163,16 @@ def plan_download(model, *, revision=None, layout="hf", local_dir=None, cache_di
             f"(the repo has {len(by_path)} files): try --layout original or --layout all"
         )
 
-    previous = _read_manifest_quietly(directory)
+    state = _local_state(repo_id, commit, directory, cache_dir)
+    files = tuple(PlannedFile(by_path[p], state(by_path[p])) for p in chosen)
+    return DownloadPlan(repo_id, revision, commit, layout, endpoint, directory, files, _free_bytes(directory))
+
+
+def _local_state(repo_id: str, commit: str, directory: Path, cache_dir):
+    """A function RemoteFile -> "verified" / "here" / "cached" / "fetch" (see PlannedFile) for this directory."""
+    from huggingface_hub import try_to_load_from_cache
+
+    previous = read_manifest_quietly(directory)
     known, manifest_mtime = {}, 0.0
     if previous and previous["repo_id"] == repo_id and previous["commit"] == commit and previous.get("verified"):
         manifest_mtime = (directory / MANIFEST_NAME).stat().st_mtime
@@ -247,16 +193,15 @@ def plan_download(model, *, revision=None, layout="hf", local_dir=None, cache_di
         cached = try_to_load_from_cache(repo_id, remote.path, cache_dir=cache_dir, revision=commit)
         return "cached" if isinstance(cached, str) else "fetch"
 
-    files = tuple(PlannedFile(by_path[p], state(by_path[p])) for p in chosen)
-    return Plan(repo_id, revision, commit, layout, endpoint, directory, files, _free_bytes(directory))
+    return state
 
 
-def check_disk_space(plan: Plan) -> None:
+def check_disk_space(plan: DownloadPlan) -> None:
     """InputError when the download directory's disk cannot hold what the plan would write."""
     if plan.free_bytes is not None and plan.free_bytes < plan.incoming_bytes:
         raise InputError(
-            f"not enough disk space in {plan.directory}: the download needs {_human(plan.incoming_bytes)}, "
-            f"{_human(plan.free_bytes)} is free (free some space or pass --local-dir on a larger disk)"
+            f"not enough disk space in {plan.directory}: the download needs {format_bytes(plan.incoming_bytes)}, "
+            f"{format_bytes(plan.free_bytes)} is free (free some space or pass --local-dir on a larger disk)"
         )
 
 
@@ -279,8 +224,6 @@ def download(model, *, revision=None, layout="hf", local_dir=None, cache_dir=Non
 
     Raises InputError (hub unreachable, access refused, unknown repo/revision, no disk space) or IntegrityError
     (a fetched file whose sha256 or size differs from the hub's listing; it is removed, no manifest is written)."""
-    from huggingface_hub import snapshot_download
-
     if is_offline():
         return _offline_result(model, revision, layout, local_dir)
     plan = plan_download(model, revision=revision, layout=layout, local_dir=local_dir, cache_dir=cache_dir)
@@ -289,7 +232,7 @@ def download(model, *, revision=None, layout="hf", local_dir=None, cache_dir=Non
         raise InputError(f"--local-dir {plan.directory}: {blocker} is a file, not a directory; "
                          "expected a directory to download into")
     check_disk_space(plan)
-    previous = _read_manifest_quietly(plan.directory)
+    previous = read_manifest_quietly(plan.directory)
     recorded = {e["path"]: e for e in (previous or {}).get("files", [])}
     entries = {f.remote.path: recorded[f.remote.path] for f in plan.files if f.state == "verified"}
 
@@ -308,36 +251,43 @@ def download(model, *, revision=None, layout="hf", local_dir=None, cache_dir=Non
 
     todo = [f.remote for f in plan.files if f.remote.path not in entries]
     if todo:
-        with _hub_errors(plan.repo_id, plan.revision, plan.endpoint):
-            snapshot_download(
-                plan.repo_id,
-                revision=plan.commit,
-                local_dir=plan.directory,
-                cache_dir=cache_dir,
-                allow_patterns=[_fnmatch_escape(f.path) for f in todo],
-                endpoint=plan.endpoint,
-                max_workers=max_workers,
-            )
-        fetched, bad = _check_files(plan.directory, todo, verify)
-        if bad:
-            path, problem = bad[0]
-            more = f" (and {len(bad) - 1} more: {', '.join(p for p, _ in bad[1:4])})" if len(bad) > 1 else ""
-            raise IntegrityError(
-                f"{plan.directory / path}: {problem} per {plan.endpoint} at commit {plan.commit}{more}; "
-                "the damaged file was removed; re-run the same command to fetch it again"
-            )
-        entries.update(fetched)
+        entries.update(_fetch(plan, todo, cache_dir, verify, max_workers))
 
-    manifest = _merged_manifest(plan, [entries[f.remote.path] for f in plan.files], previous, verify)
+    manifest = merged_manifest(plan, [entries[f.remote.path] for f in plan.files], previous, verify)
     manifest_path = plan.directory / MANIFEST_NAME
-    if not manifest_path.is_file() or _without_time(manifest) != _without_time(previous):  # a re-run: untouched
-        _write_manifest(plan.directory, manifest)
+    if not manifest_path.is_file() or without_time(manifest) != without_time(previous):  # a re-run: untouched
+        write_manifest(plan.directory, manifest)
     files = tuple(entries[f.remote.path] for f in plan.files)
     return DownloadResult(
         plan.repo_id, plan.revision, plan.commit, manifest["layout"], plan.directory, manifest_path, files,
         incoming_files=len(todo), incoming_bytes=sum(f.size for f in todo), verified=verify,
         replaced=tuple(path for path, _ in damaged),
     )
+
+
+def _fetch(plan: DownloadPlan, todo: list, cache_dir, verify: bool, max_workers: int) -> dict:
+    """Fetch `todo` at the plan's commit and check each file; {path: manifest entry}, or IntegrityError."""
+    from huggingface_hub import snapshot_download
+
+    with hub_errors(plan.repo_id, plan.revision, plan.endpoint):
+        snapshot_download(
+            plan.repo_id,
+            revision=plan.commit,
+            local_dir=plan.directory,
+            cache_dir=cache_dir,
+            allow_patterns=[_fnmatch_escape(f.path) for f in todo],
+            endpoint=plan.endpoint,
+            max_workers=max_workers,
+        )
+    fetched, bad = _check_files(plan.directory, todo, verify)
+    if bad:
+        path, problem = bad[0]
+        more = f" (and {len(bad) - 1} more: {', '.join(p for p, _ in bad[1:4])})" if len(bad) > 1 else ""
+        raise IntegrityError(
+            f"{plan.directory / path}: {problem} per {plan.endpoint} at commit {plan.commit}{more}; "
+            "the damaged file was removed; re-run the same command to fetch it again"
+        )
+    return fetched
 
 
 def _check_files(directory: Path, files: list[RemoteFile], verify: bool):
@@ -392,52 +342,6 @@ def _hash_file(path: Path, bar) -> tuple[str, str]:
     return sha256.hexdigest(), git.hexdigest()
 
 
-def _merged_manifest(plan: Plan, entries: list[dict], previous: dict | None, verified: bool) -> dict:
-    """This run's files, plus those of an earlier run of the same commit with another layout still on disk."""
-    layouts, files = {plan.layout}, {e["path"]: e for e in entries}
-    if previous and previous["repo_id"] == plan.repo_id and previous["commit"] == plan.commit:
-        carried = 0
-        for entry in previous["files"]:
-            local = plan.directory / entry["path"]
-            if entry["path"] not in files and local.is_file() and local.stat().st_size == entry["size"]:
-                files[entry["path"]] = entry
-                carried += 1
-        if carried:
-            layouts |= set(previous["layout"].split("+"))
-            verified = verified and bool(previous.get("verified"))
-    layout = "all" if "all" in layouts else "+".join(sorted(layouts))
-    return {
-        "format_version": MANIFEST_VERSION,
-        "repo_id": plan.repo_id,
-        "revision": plan.revision,
-        "commit": plan.commit,
-        "layout": layout,
-        "endpoint": plan.endpoint,
-        "downloaded_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "verified": verified,
-        "files": [files[p] for p in sorted(files)],
-    }
-
-
-def _without_time(manifest: dict | None) -> dict | None:
-    return None if manifest is None else {k: v for k, v in manifest.items() if k != "downloaded_at"}
-
-
-def _write_manifest(directory: Path, manifest: dict) -> Path:
-    path = directory / MANIFEST_NAME
-    tmp = directory / f".{MANIFEST_NAME}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
-def _read_manifest_quietly(directory: Path) -> dict | None:
-    try:
-        return read_manifest(directory)
-    except IntegrityError:  # a damaged manifest is simply replaced by the next successful download
-        return None
-
-
 def _offline_result(model, revision, layout, local_dir) -> DownloadResult:
     """HF_HUB_OFFLINE=1: succeed only if a manifest already covers the request, after checking file sizes."""
     repo_id = parse_model(model)
@@ -469,130 +373,6 @@ def _offline_result(model, revision, layout, local_dir) -> DownloadResult:
     )
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Errors: one line each, with the fix; the token is never printed
-
-
-class _hub_errors:
-    """Context manager turning huggingface_hub / network exceptions into InputError / IntegrityError."""
-
-    def __init__(self, repo_id: str, revision: str, endpoint: str):
-        self.repo_id, self.revision, self.endpoint = repo_id, revision, endpoint
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, error, traceback):
-        if error is None or isinstance(error, (GptossConvertError, KeyboardInterrupt)):
-            return False
-        translated = self.translate(error)
-        if translated is None:
-            return False
-        raise translated from error
-
-    def translate(self, error: BaseException) -> GptossConvertError | None:
-        import httpx2
-        from huggingface_hub import get_token
-        from huggingface_hub.errors import (
-            GatedRepoError,
-            HfHubHTTPError,
-            LocalEntryNotFoundError,
-            OfflineModeIsEnabled,
-            RepositoryNotFoundError,
-            RevisionNotFoundError,
-        )
-
-        repo, where = self.repo_id, self.endpoint
-        token = get_token()
-        token_hint = (
-            "check that the token in HF_TOKEN (or from `hf auth login`) is valid and has read access"
-            if token
-            else "log in with `hf auth login` or set HF_TOKEN"
-        )
-        if isinstance(error, RevisionNotFoundError):
-            message = f"revision {self.revision!r} not found in {repo} on {where} (use a branch, tag or commit sha)"
-        elif isinstance(error, GatedRepoError):
-            message = f"{repo} on {where} is gated: accept its terms at {where}/{repo}, then {token_hint}"
-        elif isinstance(error, RepositoryNotFoundError):
-            message = f"repository {repo} not found on {where} (check the name; if it is private, {token_hint})"
-        elif isinstance(error, HfHubHTTPError) and _status(error) in (401, 403):
-            message = f"{where} refused access to {repo} (HTTP {_status(error)}): {token_hint}"
-        elif isinstance(error, HfHubHTTPError):
-            message = (
-                f"{where} answered HTTP {_status(error)} for {repo}: try again later, or set HF_ENDPOINT to a mirror"
-            )
-        elif isinstance(error, (httpx2.TransportError, LocalEntryNotFoundError, OfflineModeIsEnabled)):
-            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-            message = (
-                f"cannot reach {where} ({type(error).__name__}: {reason[:160]}): check the network; "
-                "HF_ENDPOINT can point at a mirror, and HF_HUB_OFFLINE=1 uses what is already downloaded"
-            )
-        elif isinstance(error, OSError) and "Consistency check failed" in str(error):
-            first_line = str(error).splitlines()[0]
-            return IntegrityError(f"a download from {where} ended at the wrong size ({first_line}); re-run the command")
-        elif isinstance(error, OSError):
-            target = f" to {error.filename}" if error.filename else ""
-            message = (f"cannot write the download{target}: {error.strerror or error}; "
-                       "expected a writable --local-dir with free space")
-        elif isinstance(error, (json.JSONDecodeError, KeyError)):
-            reason = f"{type(error).__name__}: {str(error)[:160]}"
-            message = f"{where} does not answer like a Hugging Face Hub ({reason}); check HF_ENDPOINT"
-        else:
-            return None
-        return InputError(message.replace(token, "***") if token else message)
-
-
-def _status(error) -> int | None:
-    response = getattr(error, "response", None)
-    return getattr(response, "status_code", None)
-
-
 def _fnmatch_escape(path: str) -> str:
     """An allow pattern matching exactly `path` (huggingface_hub filters with fnmatch)."""
     return re.sub(r"([*?\[])", r"[\1]", path)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Rendering (plain strings; the CLI prints them)
-
-
-def _human(n: int) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1000
-    return f"{n} B"
-
-
-def format_plan(plan: Plan) -> str:
-    lines = [f"{plan.repo_id}  revision {plan.revision} = commit {plan.commit}  (layout {plan.layout})"]
-    for f in plan.files:
-        lines.append(f"  {f.state:<8} {_human(f.remote.size):>10}  {f.remote.path}")
-    fetch = [f for f in plan.files if f.state in ("fetch", "cached")]
-    free = "unknown" if plan.free_bytes is None else _human(plan.free_bytes)
-    lines.append(
-        f"{len(plan.files)} files, {_human(plan.total_bytes)}; would write {len(fetch)} files, "
-        f"{_human(plan.incoming_bytes)} into {plan.directory} ({free} free)"
-    )
-    return "\n".join(lines)
-
-
-def format_summary(result: DownloadResult) -> str:
-    lines = [f"{result.repo_id}  revision {result.revision} = commit {result.commit}  (layout {result.layout})"]
-    lines.append(f"{len(result.files)} files, {_human(result.total_bytes)} in {result.directory}")
-    if result.offline:
-        lines.append("HF_HUB_OFFLINE=1: nothing fetched; using the earlier download (file sizes checked)")
-    else:
-        if result.incoming_files:
-            lines.append(f"fetched {result.incoming_files} file(s), {_human(result.incoming_bytes)}")
-        if result.replaced:
-            lines.append(f"replaced {len(result.replaced)} damaged local file(s): {', '.join(result.replaced)}")
-        else:
-            lines.append("nothing to fetch: every file was already here and verified")
-        lines.append(
-            "sha256 / git blob ids checked against the hub's listing"
-            if result.verified
-            else "--no-verify: file sizes checked only, sha256 not checked"
-        )
-    lines.append(f"manifest: {result.manifest_path}")
-    return "\n".join(lines)

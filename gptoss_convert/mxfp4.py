@@ -1,7 +1,7 @@
 """MXFP4 (OCP microscaling FP4) dequantization and quantization for gpt-oss expert weights.
 
-Format facts: ../shared/reference/gptoss-spec.md §4. Each row of a weight is split along its last (input) dimension
-into blocks of 32 values; a block is 16 bytes of FP4 E2M1 codes (two per byte, element 2j in the low nibble) and one
+Format facts as OpenAI's gpt_oss/torch/weights.py (FP4_VALUES) and Transformers' integrations/mxfp4.py read them.
+Each row of a weight is split along its last (input) dimension into blocks of 32 values; a block is 16 bytes of FP4 E2M1 codes (two per byte, element 2j in the low nibble) and one
 E8M0 scale byte, the block multiplier being 2^(scale - 127).
 
 Shape legend: `...` = leading dims (E, out for expert weights), G = in/32 blocks per row, R = prod(...)·G blocks in
@@ -21,7 +21,7 @@ import torch
 from gptoss_convert.errors import InputError, IntegrityError
 
 # FP4 E2M1 code -> value. Bit 3 is the sign, bits 2..1 the exponent (bias 1), bit 0 the mantissa; code 1 (0.5) is
-# the only subnormal. Codes 0 and 8 are +0.0 and -0.0 (spec §4.1).
+# the only subnormal. Codes 0 and 8 are +0.0 and -0.0 (OpenAI's gpt_oss/torch/weights.py, FP4_VALUES).
 FP4_VALUES = (+0.0, +0.5, +1.0, +1.5, +2.0, +3.0, +4.0, +6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0)
 VALUES_PER_BLOCK = 32  # values sharing one scale, consecutive along the last (input) dimension
 BYTES_PER_BLOCK = 16  # 32 four-bit codes, two per byte: byte j = code[2j] | code[2j+1] << 4
@@ -44,7 +44,7 @@ def _default_chunk_rows(device: torch.device) -> int:
 
 
 def dequantize_reference(blocks: torch.Tensor, scales: torch.Tensor, dtype=torch.bfloat16) -> torch.Tensor:
-    """The spec's formula, written to be read: [..., G, 16] uint8 + [..., G] uint8 -> [..., G*32] in `dtype`.
+    """The format's formula, written to be read: [..., G, 16] uint8 + [..., G] uint8 -> [..., G*32] in `dtype`.
     value = FP4_VALUES[code] * 2^(scale - 127), computed exactly in float64, rounded once to `dtype`."""
     lut = torch.tensor(FP4_VALUES, dtype=torch.float64, device=blocks.device)
     low = lut[(blocks & 0x0F).long()]  # [..., G, 16]  elements 0, 2, 4, ...
@@ -82,46 +82,54 @@ def dequantize(
     if not dtype.is_floating_point:
         raise InputError(f"{name}: dequantize dtype must be a floating-point dtype, got {dtype}")
     *lead, num_groups, _ = blocks.shape
-    out_shape = (*lead, num_groups * VALUES_PER_BLOCK)
-    if out is None:
-        out = torch.empty(out_shape, dtype=dtype, device=blocks.device)
-    elif tuple(out.shape) != out_shape or out.dtype != dtype or out.device != blocks.device or not out.is_contiguous():
-        raise InputError(
-            f"{name}: out= must be a contiguous {dtype} tensor of shape {list(out_shape)} on {blocks.device}, "
-            f"got {out.dtype} {list(out.shape)} on {out.device} (contiguous={out.is_contiguous()})"
-        )
+    out = _output_buffer(out, (*lead, num_groups * VALUES_PER_BLOCK), dtype, blocks.device, name)
     rows = blocks.numel() // BYTES_PER_BLOCK
     if rows == 0:
         return out
-    chunk_rows = max(1, int(chunk_rows or _default_chunk_rows(blocks.device)))
-
     table = _pair_table(dtype, blocks.device)  # [65536] pair words, or [65536, 2] values for 8-byte dtypes
-    flat_blocks = blocks.reshape(rows, BYTES_PER_BLOCK)  # [R, 16]
-    flat_scales = scales.reshape(rows)  # [R]
     pair_dtype = _PAIR_INT.get(dtype.itemsize)
     if pair_dtype is not None:
         flat_out = out.view(pair_dtype).view(rows * BYTES_PER_BLOCK)  # [R*16] one word = (element 2j, 2j+1)
     else:
         flat_out = out.view(rows * BYTES_PER_BLOCK, 2)  # [R*16, 2]
+    chunk_rows = max(1, int(chunk_rows or _default_chunk_rows(blocks.device)))
+    _gather_rows(blocks.reshape(rows, BYTES_PER_BLOCK), scales.reshape(rows), table, flat_out, chunk_rows)
+    return out
+
+
+def _output_buffer(out, shape: tuple, dtype: torch.dtype, device: torch.device, name: str) -> torch.Tensor:
+    if out is None:
+        return torch.empty(shape, dtype=dtype, device=device)
+    if tuple(out.shape) != shape or out.dtype != dtype or out.device != device or not out.is_contiguous():
+        raise InputError(
+            f"{name}: out= must be a contiguous {dtype} tensor of shape {list(shape)} on {device}, "
+            f"got {out.dtype} {list(out.shape)} on {out.device} (contiguous={out.is_contiguous()})"
+        )
+    return out
+
+
+def _gather_rows(flat_blocks, flat_scales, table, flat_out, chunk_rows: int) -> None:
+    """flat_blocks [R, 16], flat_scales [R] -> flat_out, chunk by chunk (on CPU, spans on several threads)."""
+    rows, device = flat_blocks.shape[0], flat_blocks.device
 
     def dequantize_span(start: int, stop: int) -> None:  # blocks start..stop-1, chunk by chunk
-        index = torch.empty(min(chunk_rows, stop - start), BYTES_PER_BLOCK, dtype=torch.int32, device=blocks.device)
-        for r0 in range(start, stop, chunk_rows):
-            r1 = min(r0 + chunk_rows, stop)
-            idx = _table_index(flat_blocks[r0:r1], flat_scales[r0:r1], out=index[: r1 - r0])  # [n, 16]
-            torch.index_select(table, 0, idx.view(-1), out=flat_out[r0 * BYTES_PER_BLOCK : r1 * BYTES_PER_BLOCK])
+        index = torch.empty(min(chunk_rows, stop - start), BYTES_PER_BLOCK, dtype=torch.int32, device=device)
+        for first in range(start, stop, chunk_rows):
+            last = min(first + chunk_rows, stop)
+            idx = _table_index(flat_blocks[first:last], flat_scales[first:last], out=index[: last - first])  # [n, 16]
+            torch.index_select(table, 0, idx.view(-1),
+                               out=flat_out[first * BYTES_PER_BLOCK : last * BYTES_PER_BLOCK])
 
     # CPU: one Python thread per torch thread, each on its own span. Every op in the loop runs single-threaded
     # (index_select on a 1-D table, numpy's add), so no OpenMP region is opened per chunk: those stall whenever
-    # another process holds a core (measured: 5x slower on a busy 2-core machine).
-    workers = min(torch.get_num_threads(), -(-rows // chunk_rows)) if blocks.device.type == "cpu" else 1
+    # another process holds a core (docs/benchmarks.md, "MXFP4 dequantization (CPU)").
+    workers = min(torch.get_num_threads(), -(-rows // chunk_rows)) if device.type == "cpu" else 1
     if workers <= 1:
         dequantize_span(0, rows)
-    else:
-        bounds = [rows * w // workers for w in range(workers + 1)]
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(dequantize_span, bounds[:-1], bounds[1:]))  # list(): re-raises a worker's exception
-    return out
+        return
+    bounds = [rows * worker // workers for worker in range(workers + 1)]
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(dequantize_span, bounds[:-1], bounds[1:]))  # list(): re-raises a worker's exception
 
 
 @functools.lru_cache(maxsize=16)
@@ -187,7 +195,7 @@ def quantize(
     """Quantize to MXFP4 (for building checkpoints): weight [..., K] (K a multiple of 32, any float dtype) ->
     (blocks [..., K/32, 16] uint8, scales [..., K/32] uint8), on the weight's device.
 
-    Per block of 32 (spec §4.3, ROUND_UP): scale = 2^ceil(log2(amax / 6)), so no value exceeds 6 after dividing;
+    Per block of 32 (triton_kernels' numerics_details/mxfp.py, ROUND_UP): scale = 2^ceil(log2(amax / 6)), so no value exceeds 6 after dividing;
     an all-zero block gets scale byte 0. Each value / scale is rounded to the nearest E2M1 value, ties to the even
     code (`rounding="nearest_even"`, the current triton kernel) or away from zero (`"away"`, the older torch
     reference). The sign is kept, -0.0 included, so re-quantizing dequantized MXFP4 is lossless.

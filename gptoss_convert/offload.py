@@ -1,35 +1,5 @@
-"""Build a layer-offloaded model (gptoss_model.offload.OffloadedModel) from a checkpoint.
+"""Kept for the documented name `gptoss_convert.offload.load_offloaded`; the code lives in load.py."""
 
-Decoder layers go to pinned host memory; MXFP4 experts stay packed there (about 4.25 bits a weight: 120b's
-experts take ~61 GB instead of ~230 GB in bf16) and are dequantized on the GPU right after each copy.
-"""
+from gptoss_convert.load import load_offloaded
 
-import torch
-
-from gptoss_convert import mxfp4
-from gptoss_convert.remap import audit, global_tensors, layer_tensors
-
-
-def load_offloaded(source="tiny", dtype=torch.bfloat16, device="cuda"):
-    from gptoss_convert.checkpoint import open_checkpoint
-    from gptoss_convert.convert import resolve_source
-    from gptoss_model.offload import OffloadedModel
-
-    ckpt = open_checkpoint(resolve_source(source))
-    plan = audit(ckpt)
-    resident = global_tensors(ckpt, dtype, plan)
-    layers = []
-    for i in range(ckpt.config.num_hidden_layers):
-        prefix = f"model.layers.{i}."
-        packed = {n: s for n, s in plan.items() if n.startswith(prefix) and isinstance(s, tuple)}
-        dense_plan = {n: s for n, s in plan.items() if not (n.startswith(prefix) and n in packed)}
-        dense = layer_tensors(ckpt, i, dtype, dense_plan)
-        host = {n[len(prefix):]: t.pin_memory() for n, t in dense.items()}
-        for name, (blocks, scales) in packed.items():
-            host[name[len(prefix):]] = (ckpt.get(blocks).pin_memory(), ckpt.get(scales).pin_memory())
-        layers.append(host)
-    return OffloadedModel(ckpt.config, resident, layers, device=device, dtype=dtype, unpack=_unpack)
-
-
-def _unpack(blocks, scales, dtype):
-    return mxfp4.dequantize(blocks, scales, dtype=dtype, name="offloaded expert weight")
+__all__ = ["load_offloaded"]

@@ -2,9 +2,9 @@
 
 One table per layout, keyed by our parameter name with a `{layer}` slot (docs/design.md lists our names). A value is:
 - a str: the checkpoint tensor with that name, copied (cast to the requested dtype);
-- a tuple (blocks, scales): an MXFP4 pair, dequantized (spec §4), already in our [E, out, in] orientation;
+- a tuple (blocks, scales): an MXFP4 pair, dequantized (mxfp4.py), already in our [E, out, in] orientation;
 - `Transposed(name)`: a dense expert weight stored [E, in, out] (Transformers' dequantized `GptOssExperts`);
-- `Part(name, "q" | "k" | "v")`: rows of OpenAI's fused qkv projection (q first, then k, then v; spec §3.4).
+- `Part(name, "q" | "k" | "v")`: rows of OpenAI's fused qkv projection (q first, then k, then v: OpenAI's gpt_oss/torch/model.py, AttentionBlock).
 A name absent from a table maps to itself.
 
 `audit(checkpoint)` checks, from the headers alone, that every parameter is filled and every checkpoint tensor
@@ -21,7 +21,7 @@ from gptoss_model.config import GPTOssConfig
 from gptoss_convert import mxfp4
 from gptoss_convert.checkpoint import Checkpoint
 from gptoss_convert.errors import IntegrityError
-from gptoss_convert.safetensors_writer import TensorSpec
+from gptoss_model.io import TensorSpec
 
 
 @dataclass(frozen=True)
@@ -41,9 +41,9 @@ class Part:
 
 # ---- our parameters, in model order (docs/design.md) ---------------------------------------------------------------
 
-L = "model.layers.{layer}."
+LAYER = "model.layers.{layer}."  # our names, {layer} filled in by sources()
 GLOBAL_BEFORE = ("model.embed_tokens.weight",)
-LAYER_PARAMS = tuple(L + p for p in (
+LAYER_PARAMS = tuple(LAYER + p for p in (
     "input_layernorm.weight",
     "self_attn.q_proj.weight", "self_attn.q_proj.bias",
     "self_attn.k_proj.weight", "self_attn.k_proj.bias",
@@ -58,10 +58,10 @@ LAYER_PARAMS = tuple(L + p for p in (
 GLOBAL_AFTER = ("model.norm.weight", "lm_head.weight")
 
 
-def param_shape(template: str, c: GPTOssConfig) -> tuple[int, ...]:
-    """Shape of one of our parameters (template with or without `{layer}`)."""
-    H, V, E, I = c.hidden_size, c.vocab_size, c.num_local_experts, c.intermediate_size
-    q, kv = c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim
+def param_shape(template: str, config: GPTOssConfig) -> tuple[int, ...]:
+    """Shape of one of our parameters (template with or without `{layer}`), in the legend's letters."""
+    H, V, E, I = config.hidden_size, config.vocab_size, config.num_local_experts, config.intermediate_size
+    q, kv = config.num_attention_heads * config.head_dim, config.num_key_value_heads * config.head_dim
     suffix = template.rsplit("}.", 1)[-1]
     return {
         "model.embed_tokens.weight": (V, H), "model.norm.weight": (H,), "lm_head.weight": (V, H),
@@ -70,7 +70,7 @@ def param_shape(template: str, c: GPTOssConfig) -> tuple[int, ...]:
         "self_attn.k_proj.weight": (kv, H), "self_attn.k_proj.bias": (kv,),
         "self_attn.v_proj.weight": (kv, H), "self_attn.v_proj.bias": (kv,),
         "self_attn.o_proj.weight": (H, q), "self_attn.o_proj.bias": (H,),
-        "self_attn.sinks": (c.num_attention_heads,),
+        "self_attn.sinks": (config.num_attention_heads,),
         "mlp.router.weight": (E, H), "mlp.router.bias": (E,),
         "mlp.experts.gate_up_proj": (E, 2 * I, H), "mlp.experts.gate_up_proj_bias": (E, 2 * I),
         "mlp.experts.down_proj": (E, H, I), "mlp.experts.down_proj_bias": (E, H),
@@ -95,35 +95,35 @@ def name_template(name: str) -> str:
 
 # ---- the tables ----------------------------------------------------------------------------------------------------
 
-E_ = L + "mlp.experts."
+EXPERTS = LAYER + "mlp.experts."
 HF_MXFP4 = {
-    E_ + "gate_up_proj": (E_ + "gate_up_proj_blocks", E_ + "gate_up_proj_scales"),
-    E_ + "down_proj": (E_ + "down_proj_blocks", E_ + "down_proj_scales"),
+    EXPERTS + "gate_up_proj": (EXPERTS + "gate_up_proj_blocks", EXPERTS + "gate_up_proj_scales"),
+    EXPERTS + "down_proj": (EXPERTS + "down_proj_blocks", EXPERTS + "down_proj_scales"),
 }
 HF_DENSE = {
-    E_ + "gate_up_proj": Transposed(E_ + "gate_up_proj"),  # [E, H, 2I] -> [E, 2I, H]
-    E_ + "down_proj": Transposed(E_ + "down_proj"),  # [E, I, H] -> [E, H, I]
+    EXPERTS + "gate_up_proj": Transposed(EXPERTS + "gate_up_proj"),  # [E, H, 2I] -> [E, 2I, H]
+    EXPERTS + "down_proj": Transposed(EXPERTS + "down_proj"),  # [E, I, H] -> [E, H, I]
 }
-B_ = "block.{layer}."
+BLOCK = "block.{layer}."  # OpenAI's original/ names
 ORIGINAL = {
     "model.embed_tokens.weight": "embedding.weight",
-    L + "input_layernorm.weight": B_ + "attn.norm.scale",
-    L + "self_attn.q_proj.weight": Part(B_ + "attn.qkv.weight", "q"),
-    L + "self_attn.q_proj.bias": Part(B_ + "attn.qkv.bias", "q"),
-    L + "self_attn.k_proj.weight": Part(B_ + "attn.qkv.weight", "k"),
-    L + "self_attn.k_proj.bias": Part(B_ + "attn.qkv.bias", "k"),
-    L + "self_attn.v_proj.weight": Part(B_ + "attn.qkv.weight", "v"),
-    L + "self_attn.v_proj.bias": Part(B_ + "attn.qkv.bias", "v"),
-    L + "self_attn.o_proj.weight": B_ + "attn.out.weight",
-    L + "self_attn.o_proj.bias": B_ + "attn.out.bias",
-    L + "self_attn.sinks": B_ + "attn.sinks",
-    L + "post_attention_layernorm.weight": B_ + "mlp.norm.scale",
-    L + "mlp.router.weight": B_ + "mlp.gate.weight",
-    L + "mlp.router.bias": B_ + "mlp.gate.bias",
-    E_ + "gate_up_proj": (B_ + "mlp.mlp1_weight.blocks", B_ + "mlp.mlp1_weight.scales"),
-    E_ + "gate_up_proj_bias": B_ + "mlp.mlp1_bias",
-    E_ + "down_proj": (B_ + "mlp.mlp2_weight.blocks", B_ + "mlp.mlp2_weight.scales"),
-    E_ + "down_proj_bias": B_ + "mlp.mlp2_bias",
+    LAYER + "input_layernorm.weight": BLOCK + "attn.norm.scale",
+    LAYER + "self_attn.q_proj.weight": Part(BLOCK + "attn.qkv.weight", "q"),
+    LAYER + "self_attn.q_proj.bias": Part(BLOCK + "attn.qkv.bias", "q"),
+    LAYER + "self_attn.k_proj.weight": Part(BLOCK + "attn.qkv.weight", "k"),
+    LAYER + "self_attn.k_proj.bias": Part(BLOCK + "attn.qkv.bias", "k"),
+    LAYER + "self_attn.v_proj.weight": Part(BLOCK + "attn.qkv.weight", "v"),
+    LAYER + "self_attn.v_proj.bias": Part(BLOCK + "attn.qkv.bias", "v"),
+    LAYER + "self_attn.o_proj.weight": BLOCK + "attn.out.weight",
+    LAYER + "self_attn.o_proj.bias": BLOCK + "attn.out.bias",
+    LAYER + "self_attn.sinks": BLOCK + "attn.sinks",
+    LAYER + "post_attention_layernorm.weight": BLOCK + "mlp.norm.scale",
+    LAYER + "mlp.router.weight": BLOCK + "mlp.gate.weight",
+    LAYER + "mlp.router.bias": BLOCK + "mlp.gate.bias",
+    EXPERTS + "gate_up_proj": (BLOCK + "mlp.mlp1_weight.blocks", BLOCK + "mlp.mlp1_weight.scales"),
+    EXPERTS + "gate_up_proj_bias": BLOCK + "mlp.mlp1_bias",
+    EXPERTS + "down_proj": (BLOCK + "mlp.mlp2_weight.blocks", BLOCK + "mlp.mlp2_weight.scales"),
+    EXPERTS + "down_proj_bias": BLOCK + "mlp.mlp2_bias",
     "model.norm.weight": "norm.scale",
     "lm_head.weight": "unembedding.weight",
 }
@@ -210,10 +210,11 @@ def audit(ckpt: Checkpoint) -> dict[str, object]:
     found = ckpt.tensors
     problems = []
     paired = set()
-    for blocks, scales in (s for s in sources(config, ckpt.layout, ckpt.experts).values() if isinstance(s, tuple)):
-        b, s = found.get(blocks), found.get(scales)
-        if b is not None and s is not None and b.shape[:-1] != s.shape:
-            problems.append(f"{blocks} {list(b.shape)} and {scales} {list(s.shape)} do not pair up "
+    pairs = (source for source in sources(config, ckpt.layout, ckpt.experts).values() if isinstance(source, tuple))
+    for blocks, scales in pairs:
+        blocks_info, scales_info = found.get(blocks), found.get(scales)
+        if blocks_info is not None and scales_info is not None and blocks_info.shape[:-1] != scales_info.shape:
+            problems.append(f"{blocks} {list(blocks_info.shape)} and {scales} {list(scales_info.shape)} do not pair up "
                             f"(expected {list(expected[blocks].shape)} and {list(expected[scales].shape)})")
             paired |= {blocks, scales}
     for name, spec in expected.items():
@@ -292,36 +293,36 @@ def _check_finite(tensor: torch.Tensor, name: str, file) -> None:
 
 
 def iter_tensors(ckpt: Checkpoint, dtype: torch.dtype | None = torch.float32,
-                 plan: dict[str, object] | None = None, owned: bool = False) -> Iterator[tuple[str, torch.Tensor]]:
+                 source_map: dict[str, object] | None = None, owned: bool = False) -> Iterator[tuple[str, torch.Tensor]]:
     """Audit, then yield (our name, tensor) in model order, one at a time. `dtype` None keeps the checkpoint's
     dtype (MXFP4 experts then dequantize to bfloat16). A tensor copied unchanged from the file may share its
     memory map (fine for streaming it out); `owned=True` guarantees every tensor owns its memory."""
-    plan = audit(ckpt) if plan is None else plan
+    source_map = audit(ckpt) if source_map is None else source_map
     reader = _Reader(ckpt, dtype, owned)
-    for name, source in plan.items():
+    for name, source in source_map.items():
         yield name, reader.read(name, source)
 
 
 def layer_tensors(ckpt: Checkpoint, layer: int, dtype: torch.dtype | None = torch.float32,
-                  plan: dict[str, object] | None = None, device=None) -> dict[str, torch.Tensor]:
+                  source_map: dict[str, object] | None = None, device=None) -> dict[str, torch.Tensor]:
     """The tensors of decoder layer `layer`, keyed by our full names (`model.layers.{layer}.…`). With `device`,
     MXFP4 experts are moved there packed and dequantized there (other tensors stay on the CPU)."""
     if not 0 <= layer < ckpt.config.num_hidden_layers:
         raise IndexError(f"layer {layer} out of range 0..{ckpt.config.num_hidden_layers - 1}")
-    plan = audit(ckpt) if plan is None else plan
+    source_map = audit(ckpt) if source_map is None else source_map
     prefix = f"model.layers.{layer}."
     reader = _Reader(ckpt, dtype, device=device)
-    return {name: reader.read(name, src) for name, src in plan.items() if name.startswith(prefix)}
+    return {name: reader.read(name, src) for name, src in source_map.items() if name.startswith(prefix)}
 
 
 def global_tensors(ckpt: Checkpoint, dtype: torch.dtype | None = torch.float32,
-                   plan: dict[str, object] | None = None, names: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
+                   source_map: dict[str, object] | None = None, names: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
     """The tensors outside the decoder layers: embedding, final norm, lm_head (or only `names` of them; the
     20b embedding and lm_head are 1.2 GB each in bf16)."""
-    plan = audit(ckpt) if plan is None else plan
+    source_map = audit(ckpt) if source_map is None else source_map
     names = (*GLOBAL_BEFORE, *GLOBAL_AFTER) if names is None else names
     unknown = [n for n in names if n not in (*GLOBAL_BEFORE, *GLOBAL_AFTER)]
     if unknown:
         raise KeyError(f"not a global tensor: {unknown[0]}; expected one of {(*GLOBAL_BEFORE, *GLOBAL_AFTER)}")
     reader = _Reader(ckpt, dtype)
-    return {name: reader.read(name, plan[name]) for name in names}
+    return {name: reader.read(name, source_map[name]) for name in names}

@@ -12,7 +12,7 @@ from pathlib import Path
 from gptoss_model.config import GPTOssConfig
 from gptoss_convert.errors import InputError
 
-# Special tokens sit at the top ids, in the hub's order (<|startoftext|> < <|endoftext|> < <|return|>; spec §6).
+# Special tokens sit at the top ids, in the hub's order (<|startoftext|> < <|endoftext|> < <|return|>; the hub's tokenizer_config.json).
 TINY_SPECIAL_TOKENS = {"<|startoftext|>": 509, "<|endoftext|>": 510, "<|return|>": 511}
 
 # Every structural feature of the real model at toy size: alternating sliding/full (layer 0 sliding), GQA,

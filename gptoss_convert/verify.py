@@ -8,7 +8,7 @@ through
   - the candidate, fed the same reference input ("isolated") -> a local bug shows at its own layer
   - the candidate, fed its own previous output ("accumulated") -> end-to-end drift
   - the candidate's KV cache, token by token ("cached")     -> where the layer has new_cache()
-measure each component the candidate returns (columns.py runs, compare.py measures), free. The embedding, final
+measure each component the candidate returns (columns.py runs, gate.check measures and places), free. The embedding, final
 norm and LM head are handled the same way before and after the layers; the gate (gate.py) judges.
 """
 
@@ -22,12 +22,13 @@ from pathlib import Path
 import torch
 
 from gptoss_convert import __version__
-from gptoss_convert.compare import measure, measure_logits, router_agreement, row_ratios
+from gptoss_convert.compare import router_agreement
 from gptoss_convert.errors import InputError
-from gptoss_convert.gate import COMPONENTS, Thresholds, judge
+from gptoss_convert.gate import COMPONENTS, Thresholds, check, check_logits, judge, row_ratios
+from gptoss_convert.options import DTYPES, resolve_device_option
+from gptoss_convert.sources import read_manifest, resolve_source
 
 SCHEMA_VERSION = 2
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 COLUMNS = ("isolated", "accumulated", "cached")
 LONG_PROMPT_MAX_HIDDEN = 1024  # checkpoints this narrow also get a prompt past the original context (YaRN shows)
 HEATMAP_MAX_BUCKETS = 256  # positions per prompt drawn in the report's layer x position heat-map
@@ -44,9 +45,9 @@ DEFAULT_TEXT = (
 class LayerResult:
     index: int
     attention_type: str
-    isolated: dict  # component -> Metrics (candidate fed the reference input); a missing component: not provided
-    accumulated: dict  # component -> Metrics (candidate fed its own previous output)
-    cached: dict  # component -> Metrics (KV cache, token by token); empty: no cache
+    isolated: dict  # component -> gate.Checked (candidate fed the reference input); a missing component: not provided
+    accumulated: dict  # component -> gate.Checked (candidate fed its own previous output)
+    cached: dict  # component -> gate.Checked (KV cache, token by token); empty: no cache
     router: dict  # column -> RouterAgreement | None
     not_provided: list  # components the candidate did not return
     profile: list = field(default_factory=list, repr=False)  # per prompt: [T] max tolerance ratio (heat-map)
@@ -76,10 +77,10 @@ class VerifyResult:
     reference: dict = field(default_factory=dict)
     window: int = 0
     layers: list = field(default_factory=list)
-    embedding: object = None  # Metrics | None (not provided)
+    embedding: object = None  # gate.Checked | None (not provided)
     final_norm: object = None
     head: object = None
-    logits: object = None  # LogitMetrics | None
+    logits: object = None  # gate.Checked (of LogitMetrics) | None
     logits_path: str = ""
     verdict: object = None
     baseline: dict | None = None
@@ -132,14 +133,6 @@ def _maybe(metrics):
 
 
 # ---- inputs ---------------------------------------------------------------------------------------------------
-
-
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA device is available (use --device cpu or auto)")
-    return device
 
 
 def load_tokenizer(root: Path, side_files):
@@ -224,11 +217,10 @@ def run_verify(source, thresholds: Thresholds, device="auto", prompts=None, toke
     from gptoss_convert.candidates.protocol import Context
     from gptoss_convert.checkpoint import open_checkpoint
     from gptoss_convert.columns import Implementation
-    from gptoss_convert.convert import resolve_source
     from gptoss_convert.remap import audit
 
     started = time.time()
-    device = resolve_device(device)
+    device = resolve_device_option(device)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     dtype = DTYPES[thresholds.dtype]
@@ -272,8 +264,6 @@ def describe_implementation(impl) -> dict:
 
 
 def describe_checkpoint(path: Path, ckpt) -> dict:
-    from gptoss_convert.hub import read_manifest
-
     files = []
     for file, digest in ckpt.sha256s().items():
         files.append({"path": file, "size": (ckpt.root / file).stat().st_size, "sha256": digest})
@@ -335,7 +325,7 @@ def embed_stage(result, streams, cand, ref, thresholds):
         ours = None
     streams.cand_x = ours if ours is not None else [x.clone() for x in streams.ref_x]
     if ours is not None:
-        result.embedding = measure(_stack(ours), _stack(streams.ref_x), streams.rows, thresholds.atol, thresholds.rtol)
+        result.embedding = check(_stack(ours), _stack(streams.ref_x), streams.rows, thresholds)
 
 
 def layer_stage(i, streams, cand, ref, thresholds) -> LayerResult:
@@ -407,7 +397,7 @@ def _measure_column(outs, ref_out, streams, thresholds):
             router = router_agreement(_stack(ours).long(), _stack(ref).long(), _stack(ref_logits), streams.weights.dtype,
                                       rows)
             continue
-        metrics[name] = measure(_stack(ours), _stack(ref), rows, thresholds.atol, thresholds.rtol)
+        metrics[name] = check(_stack(ours), _stack(ref), rows, thresholds)
     return metrics, router
 
 
@@ -434,20 +424,20 @@ def _profile(outs, ref_out, streams, thresholds) -> list:
 
 
 def final_stage(result, streams, cand, ref, thresholds):
-    atol, rtol, rows = thresholds.atol, thresholds.rtol, streams.rows
+    rows = streams.rows
     norm = streams.weights.named("model.norm.weight")
     ref_h = [ref.model_part("final_norm", norm, x, x.shape[1]) for x in streams.ref_x]
     if cand.has("final_norm"):
         iso = [cand.model_part("final_norm", norm, x, x.shape[1]) for x in streams.ref_x]
-        result.final_norm = measure(_stack(iso), _stack(ref_h), rows, atol, rtol)
+        result.final_norm = check(_stack(iso), _stack(ref_h), rows, thresholds)
     head = streams.weights.named("lm_head.weight")
     ref_logits = [ref.model_part("head", head, h, h.shape[1]) for h in ref_h]
     if cand.has("head"):
-        result.head = measure(_stack([cand.model_part("head", head, h, h.shape[1]) for h in ref_h]),
-                              _stack(ref_logits), rows, atol, rtol)
+        result.head = check(_stack([cand.model_part("head", head, h, h.shape[1]) for h in ref_h]),
+                            _stack(ref_logits), rows, thresholds)
     ours, result.logits_path = _end_to_end_logits(streams, cand, ref, norm, head)
     if ours is not None:
-        result.logits = measure_logits(_stack(ours), _stack(ref_logits), rows, atol, rtol)
+        result.logits = check_logits(_stack(ours), _stack(ref_logits), rows, thresholds)
 
 
 def _end_to_end_logits(streams, cand, ref, norm, head):

@@ -1,7 +1,7 @@
 """GPTOssConfig: one typed dataclass for every gpt-oss shape, plus presets and the Transformers config.json bridge.
 
 Field names follow Transformers' `GptOssConfig` (and so the hub's config.json) so values map across one to one.
-Values for the presets: ../shared/reference/gptoss-spec.md §1.1.
+Values for the presets: the hub's config.json of openai/gpt-oss-20b and -120b (docs/checkpoints.md, "Configs").
 """
 
 import dataclasses
@@ -16,7 +16,7 @@ IMPLEMENTATIONS = ("eager", "fast")
 
 
 def alternating_layer_types(num_layers: int) -> tuple[str, ...]:
-    # gpt-oss: even layers (0, 2, 4, ...) use the sliding window, odd layers attend to everything (spec §1.1).
+    # gpt-oss: even layers (0, 2, 4, ...) use the sliding window, odd layers attend to everything (Transformers: GptOssConfig.layer_types).
     return tuple(SLIDING if i % 2 == 0 else FULL for i in range(num_layers))
 
 
@@ -105,11 +105,11 @@ class GPTOssConfig:
         values["rope_scaling_factor"] = float(rope.get("factor", cls.rope_scaling_factor))
         values["rope_beta_fast"] = float(rope.get("beta_fast") or cls.rope_beta_fast)
         values["rope_beta_slow"] = float(rope.get("beta_slow") or cls.rope_beta_slow)
-        # Transformers falls back to max_position_embeddings when this key is missing (spec §2.7 pitfall 2).
+        # Transformers falls back to max_position_embeddings when this key is missing (docs/model.md pitfalls).
         values["rope_original_max_position_embeddings"] = int(
             rope.get("original_max_position_embeddings", hf.get("max_position_embeddings", 131072))
         )
-        # Transformers treats a missing `truncate` as True (spec §2.7 pitfall 1).
+        # Transformers treats a missing `truncate` as True (docs/model.md pitfalls: `truncate`).
         values["rope_truncate"] = bool(rope.get("truncate", True))
         used = known | {"rope_scaling", "rope_parameters", "experts_per_token"}
         values["extra"] = {k: v for k, v in hf.items() if k not in used}
@@ -177,7 +177,7 @@ class GPTOssConfig:
             raise ValueError(f"unknown GPTOssConfig keys: {', '.join(unknown)}")
         return cls(**d)
 
-    # ---- YaRN (spec §2.2) --------------------------------------------------------------------------------------
+    # ---- YaRN (docs/model.md, YaRN rotary) ----------------------------------------------------------------------
 
     @property
     def rope_attention_factor(self) -> float:
@@ -195,6 +195,96 @@ def _read_json(source) -> dict:
     with open(path) as f:
         return json.load(f)
 
+
+# ---------------------------------------------------------------------------------------------------------------
+# OpenAI's original/config.json (docs/checkpoints.md, "Configs")
+
+# OpenAI's `ModelConfig` fields (gpt_oss/torch/model.py): exactly these keys are in original/config.json.
+ORIGINAL_CONFIG_KEYS = (
+    "num_hidden_layers", "num_experts", "experts_per_token", "vocab_size", "hidden_size", "intermediate_size",
+    "swiglu_limit", "head_dim", "num_attention_heads", "num_key_value_heads", "sliding_window",
+    "initial_context_length", "rope_theta", "rope_scaling_factor", "rope_ntk_alpha", "rope_ntk_beta",
+)
+# Keys that size tensors: each must be a positive integer, or a later shape check would blame the weights.
+ORIGINAL_SIZE_KEYS = ("num_hidden_layers", "num_experts", "experts_per_token", "vocab_size", "hidden_size",
+                      "intermediate_size", "head_dim", "num_attention_heads", "num_key_value_heads", "sliding_window")
+# o200k_harmony ids Transformers' conversion script puts into the HF config; kept only when they fit the vocabulary.
+HARMONY_TOKEN_IDS = {"bos_token_id": 199998, "eos_token_id": 200002, "pad_token_id": 199999}
+
+
+def check_positive_sizes(values: dict, keys, source) -> None:
+    """ValueError naming `source` and the key when a present size key is not a positive integer."""
+    for key in keys:
+        value = values.get(key)
+        if key in values and not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+            raise ValueError(f"{source}: {key} must be a positive integer, found {value!r}")
+
+
+def config_from_original(original: dict, source: str = "original/config.json") -> GPTOssConfig:
+    """Map OpenAI's `original/config.json` onto GPTOssConfig as Transformers' conversion script
+    (convert_gpt_oss_weights_to_hf.py) does: num_experts -> num_local_experts, rope_ntk_beta/alpha -> beta_fast/slow,
+    truncate False, original max = initial_context_length, max_position_embeddings = factor x that.
+    ValueError naming `source` for missing, unknown or unusable keys."""
+    missing = [k for k in ORIGINAL_CONFIG_KEYS if k not in original]
+    unknown = sorted(set(original) - set(ORIGINAL_CONFIG_KEYS))
+    if missing or unknown:
+        problems = [text for text in (missing and f"missing {', '.join(missing)}",
+                                      unknown and f"unknown {', '.join(unknown)}") if text]
+        raise ValueError(f"{source}: expected exactly the 16 OpenAI ModelConfig keys; " + "; ".join(problems))
+    check_positive_sizes(original, ORIGINAL_SIZE_KEYS, source)
+    o = original
+    token_ids = {k: (v if v < o["vocab_size"] else None) for k, v in HARMONY_TOKEN_IDS.items()}
+    try:
+        return GPTOssConfig(
+            vocab_size=o["vocab_size"],
+            hidden_size=o["hidden_size"],
+            intermediate_size=o["intermediate_size"],
+            num_hidden_layers=o["num_hidden_layers"],
+            num_attention_heads=o["num_attention_heads"],
+            num_key_value_heads=o["num_key_value_heads"],
+            head_dim=o["head_dim"],
+            num_local_experts=o["num_experts"],
+            num_experts_per_tok=o["experts_per_token"],
+            sliding_window=o["sliding_window"],
+            max_position_embeddings=int(o["initial_context_length"] * o["rope_scaling_factor"]),
+            rope_theta=float(o["rope_theta"]),
+            rope_scaling_factor=float(o["rope_scaling_factor"]),
+            rope_beta_fast=float(o["rope_ntk_beta"]),
+            rope_beta_slow=float(o["rope_ntk_alpha"]),
+            rope_original_max_position_embeddings=int(o["initial_context_length"]),
+            rope_truncate=False,
+            swiglu_limit=float(o["swiglu_limit"]),
+            extra={"initial_context_length": o["initial_context_length"]},
+            **token_ids,
+        )
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{source}: {error}") from None
+
+
+def original_config_dict(config: GPTOssConfig) -> dict:
+    """The inverse of `config_from_original`: the 16-key original/config.json for a config."""
+    return {
+        "num_hidden_layers": config.num_hidden_layers,
+        "num_experts": config.num_local_experts,
+        "experts_per_token": config.num_experts_per_tok,
+        "vocab_size": config.vocab_size,
+        "hidden_size": config.hidden_size,
+        "intermediate_size": config.intermediate_size,
+        "swiglu_limit": config.swiglu_limit,
+        "head_dim": config.head_dim,
+        "num_attention_heads": config.num_attention_heads,
+        "num_key_value_heads": config.num_key_value_heads,
+        "sliding_window": config.sliding_window,
+        "initial_context_length": config.rope_original_max_position_embeddings,
+        "rope_theta": config.rope_theta,
+        "rope_scaling_factor": config.rope_scaling_factor,
+        "rope_ntk_alpha": config.rope_beta_slow,
+        "rope_ntk_beta": config.rope_beta_fast,
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Presets
 
 def GPTOss_20B(**overrides) -> GPTOssConfig:
     """openai/gpt-oss-20b: 24 layers, 32 experts, top-4."""

@@ -1,7 +1,11 @@
-"""The fast paths, used when config.implementation == "fast" (or after model.set_implementation("fast")).
+"""The fast paths, attached from outside when config.implementation == "fast" (or model.set_implementation("fast")).
 
-Same functions as the readable ones in model.py, computed differently; tests/test_model_parity.py checks them equal
-to the eager path. Nothing in model.py's readable path depends on this file.
+`attach(model)` re-classes the model's attention, experts and decoder layers as the subclasses below, which override
+`forward` only (parameters, names and hooks stay where they were; `detach` puts model.py's classes back), in the way
+PyTorch's own `fully_shard` re-classes a module (torch/distributed/fsdp/_fully_shard/_fully_shard.py). A class swap
+rather than per-instance forwards: torch.compile guards on the class, so every layer shares the compiled graphs.
+model.py never imports this file; gptoss_model/extensions.py calls attach/detach. Same contracts as the readable
+functions in model.py, computed differently; tests/test_model_parity.py checks them equal to the eager path.
 
 - fused_attention_with_sinks: PyTorch flex attention (compiled on CUDA) plus the sinks folded in through the
   log-sum-exp. With Z = Σ_j exp(s_j), adding a sink logit s to the softmax scales the sink-free output by
@@ -10,9 +14,8 @@ to the eager path. Nothing in model.py's readable path depends on this file.
   run as one grouped matmul per projection (torch._grouped_mm where available): no Python loop over experts, no
   dense all-experts compute. A single token inside a compiled piece (batch-1 decoding) takes _one_token_experts.
 - layer_forward: on CUDA a decoder layer runs as two torch.compile'd pieces (norm + q/k/v + rotary; sinks + o_proj
-  + norm + router + experts), which fuse the elementwise work between the matmuls. Uncompiled, a layer is ~60
-  kernel launches, most of them tiny, and both a 2048-token prefill and a one-token decoding step are bound by
-  launches and by passes over memory rather than by the matmuls. Between the pieces, uncompiled: the KV cache update
+  + norm + router + experts), which fuse the elementwise work between the matmuls: uncompiled, a layer is dozens of
+  tiny kernel launches and passes over memory (docs/benchmarks.md). Between the pieces, uncompiled: the KV cache update
   (a Python object that grows would make the graphs recompile) and the flex attention kernel, compiled on its own
   so that it can be specialised to the sequence length (see _flex). Nothing is compiled on the CPU.
 """
@@ -22,7 +25,8 @@ import warnings
 import torch
 from torch.nn.attention.flex_attention import AuxRequest, create_block_mask, flex_attention
 
-from gptoss_model.model import attention_with_sinks, clamped_swiglu
+from gptoss_model import model as eager
+from gptoss_model.model import GptOssAttention, GptOssDecoderLayer, GptOssExperts
 
 COMPILE_BACKEND = "inductor"  # tests/test_compiled_layer.py traces the same pieces on the CPU with "aot_eager"
 _compiled_functions: dict = {}
@@ -36,6 +40,49 @@ def _compiled(fn):
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 32)
         _compiled_functions[fn] = torch.compile(fn, backend=COMPILE_BACKEND)
     return _compiled_functions[fn]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Attaching: the fast classes
+
+
+class FastAttention(GptOssAttention):
+    def forward(self, x, position_embeddings, keep, layer_cache=None):
+        """GptOssAttention.forward with fused_attention_with_sinks: x [B, T, H] -> [B, T, H]."""
+        B, T, _ = x.shape
+        q, k, v = self.project(x, position_embeddings)
+        if layer_cache is not None:
+            k, v = layer_cache.update(k, v)  # [B, nkv, S, d]
+        out = fused_attention_with_sinks(q, k, v, self.sinks, keep, self.scaling)  # [B, T, nq, d]
+        return self.o_proj(out.reshape(B, T, -1))
+
+
+class FastExperts(GptOssExperts):
+    def forward(self, x, weights, indices):
+        return grouped_experts(self, x, weights, indices)
+
+
+class FastDecoderLayer(GptOssDecoderLayer):
+    def forward(self, x, position_embeddings, keep, layer_cache=None):
+        if x.is_cuda:  # the same steps in compiled, fused pieces; nothing is compiled on the CPU
+            return layer_forward(self, x, position_embeddings, keep, layer_cache)
+        return super().forward(x, position_embeddings, keep, layer_cache)
+
+
+FAST_CLASSES = {GptOssAttention: FastAttention, GptOssExperts: FastExperts, GptOssDecoderLayer: FastDecoderLayer}
+EAGER_CLASSES = {fast: eager for eager, fast in FAST_CLASSES.items()}
+
+
+def attach(module) -> None:
+    """Re-class every attention, experts and decoder layer inside `module` as its fast subclass."""
+    for inner in module.modules():
+        inner.__class__ = FAST_CLASSES.get(type(inner), type(inner))
+
+
+def detach(module) -> None:
+    """Undo `attach`: model.py's own classes again."""
+    for inner in module.modules():
+        inner.__class__ = EAGER_CLASSES.get(type(inner), type(inner))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -64,7 +111,7 @@ def _finish_after_flex(layer, x, out, lse):
 
 def _finish_after_one_token_attention(layer, x, q, k, v, keep):
     attention = layer.self_attn
-    return _finish(layer, x, attention_with_sinks(q, k, v, attention.sinks, keep, attention.scaling))
+    return _finish(layer, x, eager.attention_with_sinks(q, k, v, attention.sinks, keep, attention.scaling))
 
 
 def _finish(layer, x, attention_out):
@@ -79,10 +126,10 @@ def _finish(layer, x, attention_out):
 
 
 def fused_attention_with_sinks(q, k, v, sinks, keep, scaling: float) -> torch.Tensor:
-    """Same contract as model.attention_with_sinks: q [B, nq, T, d], k/v [B, nkv, S, d], keep [B, 1, T, S] bool
+    """Same contract as eager.attention_with_sinks: q [B, nq, T, d], k/v [B, nkv, S, d], keep [B, 1, T, S] bool
     -> [B, T, nq, d]."""
     if q.shape[2] == 1:  # decoding one token: a single row of scores, nothing for a fused kernel to save
-        return attention_with_sinks(q, k, v, sinks, keep, scaling)
+        return eager.attention_with_sinks(q, k, v, sinks, keep, scaling)
     return _scale_by_sinks(*_flex_with_lse(q, k, v, keep, scaling), sinks)
 
 
@@ -107,9 +154,8 @@ FLEX_SPECIALISED_SHAPES = 16
 
 
 def _flex(q, k, v, **kwargs):
-    """flex_attention, compiled on CUDA. A kernel compiled for one sequence length runs ~4x faster than the
-    shape-generic one (measured on the H100: 0.58 ms against ~0.12 ms a layer at 2048 tokens), so the first
-    FLEX_SPECIALISED_SHAPES shapes each get their own (a verify run or a benchmark needs one or two; each costs
+    """flex_attention, compiled on CUDA. A kernel compiled for one sequence length runs several times faster than
+    the shape-generic one (docs/benchmarks.md), so the first FLEX_SPECIALISED_SHAPES shapes each get their own (a verify run or a benchmark needs one or two; each costs
     seconds to compile) and any further shape the generic kernel."""
     global _flex_for_one_shape, _flex_for_any_shape
     if not q.is_cuda:
@@ -155,17 +201,16 @@ def _block_mask(keep):
 
 
 def grouped_experts(experts, x: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-    """Same contract as GPTOssExperts.forward: x [N, H], weights/indices [N, K] -> [N, H]."""
+    """Same contract as GptOssExperts.forward: x [N, H], weights/indices [N, K] -> [N, H]."""
     N, K = indices.shape
     if N == 1 and torch.compiler.is_compiling():
         return _one_token_experts(experts, x, weights, indices)
-    E = experts.gate_up_proj.shape[0]
-    row_of_pair, pair_of_row, ends = _sort_by_expert(indices, E)
+    row_of_pair, pair_of_row, ends = _sort_by_expert(indices, experts.gate_up_proj.shape[0])
     expert_of_row = indices.reshape(-1)[pair_of_row]  # [N·K] ascending
     rows = x[pair_of_row // K]  # [N·K, H] token of each sorted row
-    h = _grouped_linear(rows, experts.gate_up_proj, experts.gate_up_proj_bias, expert_of_row, ends)  # [N·K, 2I]
-    a = clamped_swiglu(h, experts.alpha, experts.limit)  # [N·K, I]
-    y = _grouped_linear(a, experts.down_proj, experts.down_proj_bias, expert_of_row, ends)  # [N·K, H]
+    gate_up = _grouped_linear(rows, experts.gate_up_proj, experts.gate_up_proj_bias, expert_of_row, ends)  # [N·K, 2I]
+    activated = eager.clamped_swiglu(gate_up, experts.alpha, experts.limit)  # [N·K, I]
+    y = _grouped_linear(activated, experts.down_proj, experts.down_proj_bias, expert_of_row, ends)  # [N·K, H]
     y = y[row_of_pair].view(N, K, -1) * weights[..., None].to(y.dtype)  # back to (token, slot) order
     return y.sum(dim=1).to(x.dtype)  # [N, H]
 
@@ -175,17 +220,18 @@ def _one_token_experts(experts, x, weights, indices):
     experts' rows and the dot products fuse into one kernel per projection that reads each chosen weight once,
     a memory-bound matrix-vector product with no sorting and no grouped-matmul set-up for K rows."""
     chosen = indices[0]  # [K]
-    h = (experts.gate_up_proj[chosen].float() * x.float()).sum(-1).to(x.dtype) + experts.gate_up_proj_bias[chosen]
-    a = clamped_swiglu(h, experts.alpha, experts.limit)  # [K, I]
-    y = (experts.down_proj[chosen].float() * a[:, None, :].float()).sum(-1).to(x.dtype) + experts.down_proj_bias[chosen]
+    gate_up = (experts.gate_up_proj[chosen].float() * x.float()).sum(-1).to(x.dtype) + experts.gate_up_proj_bias[chosen]
+    activated = eager.clamped_swiglu(gate_up, experts.alpha, experts.limit)  # [K, I]
+    y = (experts.down_proj[chosen].float() * activated[:, None, :].float()).sum(-1).to(x.dtype)
+    y = y + experts.down_proj_bias[chosen]  # [K, H]
     return (y * weights[0, :, None].to(y.dtype)).sum(dim=0, keepdim=True).to(x.dtype)  # [1, H]
 
 
-def _sort_by_expert(indices: torch.Tensor, E: int):
+def _sort_by_expert(indices: torch.Tensor, expert_count: int):
     """Order the N·K (token, slot) pairs by expert, stably, by counting: indices [N, K] ->
     row_of_pair [N·K] (where each pair lands), pair_of_row [N·K] (its inverse), ends [E] int32 (cumulative rows)."""
     expert = indices.reshape(-1)  # [N·K]
-    hits = expert[:, None] == torch.arange(E, device=expert.device)  # [N·K, E]
+    hits = expert[:, None] == torch.arange(expert_count, device=expert.device)  # [N·K, E]
     counts = hits.sum(0)  # [E]
     ends = counts.cumsum(0)  # [E]
     rank = hits.cumsum(0).gather(1, expert[:, None]).squeeze(1) - 1  # [N·K] earlier pairs with the same expert

@@ -1,13 +1,15 @@
-"""gpt-oss in plain PyTorch, read top to bottom in forward order.
+"""gpt-oss in plain PyTorch, read top to bottom in forward order: the eager path, and the only math in the package.
 
 RMSNorm -> YaRN rotary embedding -> attention with sinks -> top-k router -> clamped-SwiGLU experts -> decoder layer
--> model -> language-model head, KV cache and generate. The fast paths (config.implementation == "fast") live in
-fast.py and are tested equal to this file; nothing here depends on them.
+-> masks, KV cache and the one forward skeleton -> model -> language-model head. Nothing here knows about speed:
+fast.py re-seats attention, experts and decoder layers from outside, generate.py decodes, offload.py streams layers
+through the same skeleton (`decoder_forward` / `run_layers`); model.py imports none of them (docs/design.md).
 
 Shape legend: B batch, T new tokens, S key tokens (cached + new), N = B·T flattened tokens, H hidden size,
 nq / nkv query / key-value heads, d head dim, E experts, K experts per token, I expert width, V vocabulary.
 `# gpt-oss:` marks where this model departs from a plain Llama/Mixtral; `# parity:` marks an operation order kept
-to match Transformers exactly. Section numbers refer to the spec (docs/model.md summarises it).
+to match Transformers exactly (models/gpt_oss/modeling_gpt_oss.py). docs/model.md states each step as a formula and
+lists the parity pitfalls ("Pitfalls that break parity") these comments point at.
 """
 
 import math
@@ -16,10 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gptoss_model.config import SLIDING, GPTOssConfig
+from gptoss_model import extensions
+from gptoss_model.config import FULL, SLIDING, GPTOssConfig
+from gptoss_model.io import MAX_SHARD_BYTES, load_model_dir, save_model
 
 # ---------------------------------------------------------------------------------------------------------------
-# RMSNorm (§2.1)
+# RMSNorm (docs/model.md, RMSNorm)
 
 
 class GptOssRMSNorm(nn.Module):
@@ -35,7 +39,7 @@ class GptOssRMSNorm(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Rotary embedding with YaRN (§2.2)
+# Rotary embedding with YaRN (docs/model.md, YaRN rotary)
 
 
 def yarn_inv_freq(config: GPTOssConfig) -> torch.Tensor:
@@ -51,7 +55,7 @@ def yarn_inv_freq(config: GPTOssConfig) -> torch.Tensor:
         )
 
     low, high = correction_dim(config.rope_beta_fast), correction_dim(config.rope_beta_slow)
-    if config.rope_truncate:  # gpt-oss: truncate is False, so low/high stay fractional (spec §2.7 pitfall 1)
+    if config.rope_truncate:  # gpt-oss: truncate is False, so low/high stay fractional (docs/model.md pitfalls: `truncate`)
         low, high = math.floor(low), math.ceil(high)
     low, high = max(low, 0), min(high, d - 1)
     if low == high:
@@ -70,7 +74,7 @@ class GptOssRotaryEmbedding(nn.Module):
     def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """position_ids [B, T] -> cos, sin [B, T, d/2] in `dtype`."""
         angles = position_ids[..., None].float() * self.inv_freq.float()  # [B, T, d/2]
-        # gpt-oss: both cos and sin carry YaRN's attention factor, so every q·k gets m² (§2.7 pitfall 8)
+        # gpt-oss: both cos and sin carry YaRN's attention factor, so every q·k gets m² (docs/model.md)
         cos = angles.cos() * self.attention_factor
         sin = angles.sin() * self.attention_factor
         return cos.to(dtype), sin.to(dtype)
@@ -84,7 +88,7 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Attention with learned sinks, grouped-query, sliding window on even layers (§2.3)
+# Attention with learned sinks, grouped-query, sliding window on even layers (docs/model.md, Attention)
 
 
 def attention_with_sinks(q, k, v, sinks, keep, scaling: float) -> torch.Tensor:
@@ -101,7 +105,7 @@ def attention_with_sinks(q, k, v, sinks, keep, scaling: float) -> torch.Tensor:
     scores = scores.masked_fill(~keep, float("-inf"))
     sink_column = sinks.reshape(1, nq, 1, 1).expand(B, nq, T, 1).to(scores.dtype)  # [B, nq, T, 1]
     logits = torch.cat([scores, sink_column], dim=-1)  # [B, nq, T, S + 1]
-    logits = logits - logits.max(dim=-1, keepdim=True).values  # parity: Transformers subtracts the row max (§2.7/9)
+    logits = logits - logits.max(dim=-1, keepdim=True).values  # parity: Transformers subtracts the row max
     probs = F.softmax(logits, dim=-1, dtype=logits.dtype)[..., :-1]  # [B, nq, T, S]  drop the sink
     return torch.matmul(probs.to(v.dtype), v).transpose(1, 2)  # [B, T, nq, d]
 
@@ -114,7 +118,6 @@ class GptOssAttention(nn.Module):
         self.layer_idx, self.head_dim, self.scaling = layer_idx, d, d**-0.5
         # gpt-oss: only the layers layer_types marks "sliding_attention" (the even ones) use the window
         self.sliding_window = config.sliding_window if config.layer_types[layer_idx] == SLIDING else None
-        self.implementation = config.implementation
         self.q_proj = nn.Linear(H, nq * d, bias=bias, device=device, dtype=dtype)
         self.k_proj = nn.Linear(H, nkv * d, bias=bias, device=device, dtype=dtype)
         self.v_proj = nn.Linear(H, nkv * d, bias=bias, device=device, dtype=dtype)
@@ -136,27 +139,22 @@ class GptOssAttention(nn.Module):
         q, k, v = self.project(x, position_embeddings)
         if layer_cache is not None:
             k, v = layer_cache.update(k, v)  # [B, nkv, S, d]
-        if self.implementation == "fast":
-            from gptoss_model.fast import fused_attention_with_sinks
-
-            out = fused_attention_with_sinks(q, k, v, self.sinks, keep, self.scaling)
-        else:
-            out = attention_with_sinks(q, k, v, self.sinks, keep, self.scaling)  # [B, T, nq, d]
+        out = attention_with_sinks(q, k, v, self.sinks, keep, self.scaling)  # [B, T, nq, d]
         return self.o_proj(out.reshape(B, T, -1))
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Mixture of experts: top-k router (§2.4) and clamped-SwiGLU experts (§2.5)
+# Mixture of experts: top-k router and clamped-SwiGLU experts (docs/model.md, Router and Experts)
 
 
 def route(router_logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """router_logits [N, E] -> (weights [N, K], expert indices [N, K])."""
-    # gpt-oss: top-k of the raw logits first, then a softmax over just those k (§2.7 pitfall 6)
+    # gpt-oss: top-k of the raw logits first, then a softmax over just those k (docs/model.md pitfalls)
     top_logits, top_indices = torch.topk(router_logits, k, dim=-1)  # [N, K]
     return F.softmax(top_logits, dim=-1, dtype=top_logits.dtype), top_indices
 
 
-class GPTOssTopKRouter(nn.Module):
+class GptOssTopKRouter(nn.Module):
     def __init__(self, config: GPTOssConfig, device=None, dtype=None):
         super().__init__()
         self.top_k = config.num_experts_per_tok
@@ -179,25 +177,20 @@ def clamped_swiglu(gate_up: torch.Tensor, alpha: float, limit: float) -> torch.T
     return (up + 1) * glu  # gpt-oss: the +1 on up is part of the model
 
 
-class GPTOssExperts(nn.Module):
+class GptOssExperts(nn.Module):
     """E independent two-layer MLPs. Weights keep the checkpoint's [E, out, in] orientation."""
 
     def __init__(self, config: GPTOssConfig, device=None, dtype=None):
         super().__init__()
-        E, H, I = config.num_local_experts, config.hidden_size, config.intermediate_size
+        experts, hidden, width = config.num_local_experts, config.hidden_size, config.intermediate_size
         self.alpha, self.limit = config.swiglu_alpha, config.swiglu_limit
-        self.implementation = config.implementation
-        self.gate_up_proj = nn.Parameter(torch.zeros(E, 2 * I, H, device=device, dtype=dtype))
-        self.gate_up_proj_bias = nn.Parameter(torch.zeros(E, 2 * I, device=device, dtype=dtype))
-        self.down_proj = nn.Parameter(torch.zeros(E, H, I, device=device, dtype=dtype))
-        self.down_proj_bias = nn.Parameter(torch.zeros(E, H, device=device, dtype=dtype))
+        self.gate_up_proj = nn.Parameter(torch.zeros(experts, 2 * width, hidden, device=device, dtype=dtype))
+        self.gate_up_proj_bias = nn.Parameter(torch.zeros(experts, 2 * width, device=device, dtype=dtype))
+        self.down_proj = nn.Parameter(torch.zeros(experts, hidden, width, device=device, dtype=dtype))
+        self.down_proj_bias = nn.Parameter(torch.zeros(experts, hidden, device=device, dtype=dtype))
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         """x [N, H], weights/indices [N, K] -> [N, H]: Σ_k weight_k · expert_{index_k}(x)."""
-        if self.implementation == "fast":
-            from gptoss_model.fast import grouped_experts
-
-            return grouped_experts(self, x, weights, indices)
         out = torch.zeros_like(x)
         for e in indices.unique().tolist():  # ascending expert id, the order Transformers adds them in
             token, slot = torch.where(indices == e)  # tokens that picked expert e, and in which of their K slots
@@ -211,8 +204,8 @@ class GPTOssExperts(nn.Module):
 class GptOssMLP(nn.Module):
     def __init__(self, config: GPTOssConfig, device=None, dtype=None):
         super().__init__()
-        self.router = GPTOssTopKRouter(config, device=device, dtype=dtype)
-        self.experts = GPTOssExperts(config, device=device, dtype=dtype)
+        self.router = GptOssTopKRouter(config, device=device, dtype=dtype)
+        self.experts = GptOssExperts(config, device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, H = x.shape
@@ -222,14 +215,13 @@ class GptOssMLP(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Decoder layer and model (§2.6)
+# Decoder layer
 
 
 class GptOssDecoderLayer(nn.Module):
     def __init__(self, config: GPTOssConfig, layer_idx: int, device=None, dtype=None):
         super().__init__()
         self.attention_type = config.layer_types[layer_idx]
-        self.implementation = config.implementation
         self.input_layernorm = GptOssRMSNorm(config.hidden_size, config.rms_norm_eps, device=device, dtype=dtype)
         self.self_attn = GptOssAttention(config, layer_idx, device=device, dtype=dtype)
         self.post_attention_layernorm = GptOssRMSNorm(config.hidden_size, config.rms_norm_eps, device, dtype)
@@ -237,52 +229,30 @@ class GptOssDecoderLayer(nn.Module):
 
     def forward(self, x, position_embeddings, keep, layer_cache=None) -> torch.Tensor:
         """x [B, T, H] -> [B, T, H]: attention then the mixture of experts, each added to the residual stream."""
-        if self.implementation == "fast" and x.is_cuda:  # the same steps in compiled, fused pieces (fast.py)
-            from gptoss_model.fast import layer_forward
-
-            return layer_forward(self, x, position_embeddings, keep, layer_cache)
         x = x + self.self_attn(self.input_layernorm(x), position_embeddings, keep, layer_cache)
         return x + self.mlp(self.post_attention_layernorm(x))
-
-
-class GptOssModel(nn.Module):
-    """Embedding, the decoder stack and the final norm."""
-
-    def __init__(self, config: GPTOssConfig, device=None, dtype=None):
-        super().__init__()
-        self.config = config
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, device=device, dtype=dtype)
-        self.layers = nn.ModuleList(
-            GptOssDecoderLayer(config, i, device=device, dtype=dtype) for i in range(config.num_hidden_layers)
-        )
-        self.norm = GptOssRMSNorm(config.hidden_size, config.rms_norm_eps, device=device, dtype=dtype)
-        self.rotary_emb = GptOssRotaryEmbedding(config, device=None if device == "meta" else device)
-
-    def forward(self, input_ids, attention_mask=None, position_ids=None, cache=None, output_hidden_states=False):
-        """input_ids [B, T] -> final-normed hidden states [B, T, H] (and, if asked, the residual stream after the
-        embedding and after each layer: a list of L + 1 tensors [B, T, H])."""
-        x = self.embed_tokens(input_ids)  # [B, T, H]
-        keep_by_type, positions = attention_masks(self.config, input_ids.shape, attention_mask, cache, x.device)
-        if position_ids is None:
-            position_ids = positions
-        position_embeddings = self.rotary_emb(position_ids.to(x.device), x.dtype)
-        hidden_states = [x]
-        for i, layer in enumerate(self.layers):
-            layer_cache = cache.layers[i] if cache is not None else None
-            x = layer(x, position_embeddings, keep_by_type[layer.attention_type], layer_cache)
-            hidden_states.append(x)
-        if cache is not None:
-            cache.advance(keep_by_type["new_valid"])
-        x = self.norm(x)
-        return (x, hidden_states) if output_hidden_states else x
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Masks and the KV cache
 
 
+def keep_masks(q_slot, k_slot, key_valid, window: int, extra_keep=None) -> dict:
+    """Who may attend to whom, the one place causality, padding and the window are decided.
+
+    q_slot [T, 1] / k_slot [1, S]: sequence slots of the queries and keys; key_valid [B, S]: the key is a real token,
+    not padding; extra_keep [B, 1, T, S] or None: a caller's own mask -> {"full_attention", "sliding_attention"}:
+    bool [B, 1, T, S], True = may attend."""
+    full = (k_slot <= q_slot)[None, None] & key_valid[:, None, None, :]  # [B, 1, T, S]
+    if extra_keep is not None:
+        full = full & extra_keep
+    # gpt-oss: a sliding layer sees `window` keys, the query's own token included (docs/model.md, Attention)
+    sliding = full & (q_slot - k_slot < window)[None, None]  # [B, 1, T, S]
+    return {FULL: full, SLIDING: sliding}
+
+
 def attention_masks(config: GPTOssConfig, input_shape, attention_mask, cache, device):
-    """Build the boolean keep-masks [B, 1, T, S] for the full and the sliding layers, and default position ids.
+    """The keep-masks [B, 1, T, S] for the full and the sliding layers, and default position ids [B, T].
 
     attention_mask may be None, a [B, T] (or [B, cached + T]) padding mask (1 keep, 0 pad), or a [B, 1, T, T] keep
     mask (nonzero = may attend), which is combined with causality and the window. Position ids default to the
@@ -290,38 +260,34 @@ def attention_masks(config: GPTOssConfig, input_shape, attention_mask, cache, de
     """
     B, T = input_shape
     past = cache.seen if cache is not None else 0
-    extra_keep = None
-    if attention_mask is None:
-        new_valid = torch.ones(B, T, dtype=torch.bool, device=device)
-    elif attention_mask.dim() == 2:
-        if attention_mask.shape[1] not in (T, past + T):
-            raise ValueError(f"attention_mask has {attention_mask.shape[1]} columns; expected {T} or {past + T}")
-        new_valid = attention_mask[:, -T:].to(device=device, dtype=torch.bool)
-    elif attention_mask.dim() == 4:
-        if past:
-            raise ValueError("a 4-D attention_mask cannot be combined with a KV cache")
-        extra_keep = attention_mask.to(device) != 0  # [B, 1, T, T]
-        new_valid = torch.ones(B, T, dtype=torch.bool, device=device)
-    else:
-        raise ValueError(f"attention_mask must be 2-D [B, T] or 4-D [B, 1, T, T], got {tuple(attention_mask.shape)}")
-
+    new_valid, extra_keep = _new_tokens_valid(attention_mask, B, T, past, device)  # [B, T]
     started = cache is not None and cache.key_valid is not None
     past_valid = cache.key_valid if started else new_valid[:, :0]  # [B, past]
     key_valid = torch.cat([past_valid, new_valid], dim=1)  # [B, past + T]
     q_slot = torch.arange(past, past + T, device=device)[:, None]  # [T, 1]
     k_slot = torch.arange(past + T, device=device)[None, :]  # [1, S]
-    full = (k_slot <= q_slot)[None, None] & key_valid[:, None, None, :]  # [B, 1, T, S]
-    if extra_keep is not None:
-        full = full & extra_keep
-    # gpt-oss: a sliding layer sees `sliding_window` keys, the query's own token included (§2.7 pitfall 7)
-    sliding = full & (q_slot - k_slot < config.sliding_window)[None, None]
+    masks = keep_masks(q_slot, k_slot, key_valid, config.sliding_window, extra_keep)
     if cache is not None:  # sliding layers keep only the last window - 1 keys in their cache
-        sliding = sliding[..., past - cache.sliding_kept() :]
+        masks[SLIDING] = masks[SLIDING][..., past - cache.sliding_kept() :]
     offset = cache.next_position if started else torch.zeros(B, dtype=torch.long, device=device)
     positions = offset[:, None].to(device) + new_valid.long().cumsum(-1) - 1  # [B, T]
-    positions = positions.clamp(min=0)
-    masks = {"full_attention": full, "sliding_attention": sliding, "new_valid": new_valid}
-    return masks, positions
+    masks["new_valid"] = new_valid
+    return masks, positions.clamp(min=0)
+
+
+def _new_tokens_valid(attention_mask, B: int, T: int, past: int, device):
+    """attention_mask (see attention_masks) -> (new tokens that are real [B, T] bool, a 4-D keep mask or None)."""
+    if attention_mask is None:
+        return torch.ones(B, T, dtype=torch.bool, device=device), None
+    if attention_mask.dim() == 2:
+        if attention_mask.shape[1] not in (T, past + T):
+            raise ValueError(f"attention_mask has {attention_mask.shape[1]} columns; expected {T} or {past + T}")
+        return attention_mask[:, -T:].to(device=device, dtype=torch.bool), None
+    if attention_mask.dim() == 4:
+        if past:
+            raise ValueError("a 4-D attention_mask cannot be combined with a KV cache")
+        return torch.ones(B, T, dtype=torch.bool, device=device), attention_mask.to(device) != 0  # [B, 1, T, T]
+    raise ValueError(f"attention_mask must be 2-D [B, T] or 4-D [B, 1, T, T], got {tuple(attention_mask.shape)}")
 
 
 class LayerCache:
@@ -364,7 +330,71 @@ class KVCache:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The full model: language-model head, generate, save / load
+# The forward skeleton: embedding, masks, rotary, the layer loop, final norm (the head is the caller's last line)
+
+
+def run_layers(parts, input_ids, keep, position_ids, layers, layer_caches=None, hidden_states=None) -> torch.Tensor:
+    """input_ids [B, T] -> final-normed hidden states [B, T, H]: embed, rotary, every layer, norm.
+
+    parts: holds embed_tokens, rotary_emb and norm (a GptOssModel, offload.OffloadedModel). keep: the masks of
+    `keep_masks`. layers: the per-layer hook, any iterable of decoder layers: a GptOssModel's own, or offload's
+    generator that yields each layer once its weights are on the GPU. layer_caches[i]: what layer i's attention
+    passes its keys and values through (a LayerCache, or generate.py's static buffers). hidden_states: a list that,
+    if given, receives the embedding output and every layer's output."""
+    x = parts.embed_tokens(input_ids)  # [B, T, H]
+    position_embeddings = parts.rotary_emb(position_ids.to(x.device), x.dtype)
+    if hidden_states is not None:
+        hidden_states.append(x)
+    for i, layer in enumerate(layers):
+        layer_cache = layer_caches[i] if layer_caches is not None else None
+        x = layer(x, position_embeddings, keep[layer.attention_type], layer_cache)
+        if hidden_states is not None:
+            hidden_states.append(x)
+    return parts.norm(x)
+
+
+def decoder_forward(parts, input_ids, attention_mask=None, position_ids=None, cache=None, layers=None,
+                    hidden_states=None) -> torch.Tensor:
+    """GptOssModel.forward for any holder of the parts (also config and layers): masks and default positions from
+    `attention_masks`, `run_layers`, then the KV cache advanced. input_ids [B, T] -> [B, T, H]."""
+    device = parts.embed_tokens.weight.device
+    keep, positions = attention_masks(parts.config, input_ids.shape, attention_mask, cache, device)
+    x = run_layers(
+        parts, input_ids, keep, positions if position_ids is None else position_ids,
+        parts.layers if layers is None else layers, cache.layers if cache is not None else None, hidden_states,
+    )
+    if cache is not None:
+        cache.advance(keep["new_valid"])
+    return x
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Model
+
+
+class GptOssModel(nn.Module):
+    """Embedding, the decoder stack and the final norm."""
+
+    def __init__(self, config: GPTOssConfig, device=None, dtype=None):
+        super().__init__()
+        self.config = config
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, device=device, dtype=dtype)
+        self.layers = nn.ModuleList(
+            GptOssDecoderLayer(config, i, device=device, dtype=dtype) for i in range(config.num_hidden_layers)
+        )
+        self.norm = GptOssRMSNorm(config.hidden_size, config.rms_norm_eps, device=device, dtype=dtype)
+        self.rotary_emb = GptOssRotaryEmbedding(config, device=None if device == "meta" else device)
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, cache=None, output_hidden_states=False):
+        """input_ids [B, T] -> final-normed hidden states [B, T, H] (and, if asked, the residual stream after the
+        embedding and after each layer: a list of num_hidden_layers + 1 tensors [B, T, H])."""
+        hidden_states = [] if output_hidden_states else None
+        x = decoder_forward(self, input_ids, attention_mask, position_ids, cache, hidden_states=hidden_states)
+        return (x, hidden_states) if output_hidden_states else x
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The full model: language-model head; generation and save / load are handed to generate.py and io.py
 
 
 class GPTOssModelFull(nn.Module):
@@ -377,20 +407,24 @@ class GPTOssModelFull(nn.Module):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False, device=device, dtype=dtype)
         if str(device) != "meta":
             self.reset_parameters()
+        extensions.use_implementation(self, config.implementation)
 
     def reset_parameters(self, seed: int | None = None):
         """Random initialisation for training from scratch: normal(0, initializer_range) matrices and sinks, zero
-        biases, unit norms."""
+        biases, unit norms. With a seed, one generator per device draws every parameter in turn, so the same seed
+        gives the same model and no two layers share weights."""
         std = self.config.initializer_range
+        generators = {}
         with torch.no_grad():
             for name, p in self.named_parameters():
-                generator = torch.Generator(p.device).manual_seed(seed) if seed is not None else None
+                if seed is not None and p.device not in generators:
+                    generators[p.device] = torch.Generator(p.device).manual_seed(seed)
                 if name.endswith("layernorm.weight") or name == "model.norm.weight":
                     p.fill_(1.0)
                 elif name.endswith("bias"):
                     p.zero_()
                 else:  # drawn where the parameter lives, so a 20b model on a GPU initialises in seconds
-                    p.normal_(0.0, std, generator=generator)
+                    p.normal_(0.0, std, generator=generators.get(p.device))
 
     def forward(self, input_ids, attention_mask=None, position_ids=None, use_cache=False, cache=None):
         """input_ids [B, T] -> logits [B, T, V].
@@ -407,73 +441,23 @@ class GPTOssModelFull(nn.Module):
         return KVCache(self.config)
 
     def set_implementation(self, implementation: str) -> "GPTOssModelFull":
-        """Switch between the readable "eager" path and the "fast" one (fused attention, grouped experts)."""
+        """Switch between the readable "eager" path (this file) and the "fast" one (fast.py, attached from outside)."""
         self.config = self.config.replace(implementation=implementation)
         self.model.config = self.config
-        for module in self.modules():
-            if isinstance(module, (GptOssDecoderLayer, GptOssAttention, GPTOssExperts)):
-                module.implementation = implementation
+        extensions.use_implementation(self, implementation)
         return self
 
-    @torch.no_grad()
-    def generate(
-        self,
-        input_ids,
-        max_new_tokens: int,
-        do_sample: bool = False,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        attention_mask=None,
-        eos_token_id=None,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """Greedy or sampled decoding through the KV cache -> token ids [B, T + new] (new ≤ max_new_tokens: it stops
-        early once every sequence has produced an eos token; finished sequences are padded with eos)."""
-        cache = self.new_cache()
-        eos = torch.tensor(_as_list(eos_token_id), device=input_ids.device)
-        finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        tokens, step_input, step_mask = input_ids, input_ids, attention_mask
-        for _ in range(max_new_tokens):
-            logits = self(step_input, attention_mask=step_mask, cache=cache)[:, -1].float()  # [B, V]
-            next_token = _pick_token(logits, do_sample, temperature, top_p, generator)  # [B]
-            if len(eos):
-                next_token = torch.where(finished, eos[0], next_token)
-                finished |= torch.isin(next_token, eos)
-            tokens = torch.cat([tokens, next_token[:, None]], dim=1)
-            step_input, step_mask = next_token[:, None], None
-            if len(eos) and bool(finished.all()):
-                break
-        return tokens
+    def generate(self, input_ids, max_new_tokens: int, **options) -> torch.Tensor:
+        """Greedy or sampled decoding through the KV cache: generate.generate (options: do_sample, temperature,
+        top_p, attention_mask, eos_token_id, generator) -> token ids [B, T + new]."""
+        return extensions.generate(self, input_ids, max_new_tokens, **options)
 
-    # ---- our own format: config.json + sharded safetensors (docs/design.md) ----------------------------------
+    # ---- our own format: config.json + sharded safetensors (gptoss_model/io.py, docs/design.md) -----------------
 
-    def save_pretrained(self, directory, max_shard_bytes: int = 2 * 1024**3):
+    def save_pretrained(self, directory, max_shard_bytes: int = MAX_SHARD_BYTES):
         """Write config.json and sharded safetensors into `directory` (via a temporary directory + rename)."""
-        from gptoss_model.io import save_model
-
         save_model(self, directory, max_shard_bytes)
 
     @classmethod
     def from_pretrained(cls, directory, dtype=None, device="cpu") -> "GPTOssModelFull":
-        from gptoss_model.io import load_model_dir
-
         return load_model_dir(cls, directory, dtype=dtype, device=device)
-
-
-def _as_list(token_ids) -> list[int]:
-    if token_ids is None:
-        return []
-    return [token_ids] if isinstance(token_ids, int) else list(token_ids)
-
-
-def _pick_token(logits, do_sample, temperature, top_p, generator) -> torch.Tensor:
-    """logits [B, V] (float32) -> token ids [B]."""
-    if not do_sample:
-        return logits.argmax(dim=-1)
-    probs = F.softmax(logits / max(temperature, 1e-5), dim=-1)
-    if top_p < 1.0:  # keep the smallest set of tokens whose probability reaches top_p
-        sorted_probs, order = probs.sort(dim=-1, descending=True)
-        outside = sorted_probs.cumsum(-1) - sorted_probs > top_p
-        sorted_probs = sorted_probs.masked_fill(outside, 0.0)
-        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)

@@ -57,7 +57,7 @@ _decoders = {}
 
 def generate(impl, model, ids, steps):
     if impl == "ours-graph":
-        from gptoss_model.decode import StaticDecoder
+        from gptoss_model.generate import StaticDecoder
 
         if ids.shape[0] not in _decoders:
             _decoders[ids.shape[0]] = StaticDecoder(model, batch=ids.shape[0], max_len=256)

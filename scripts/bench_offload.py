@@ -1,7 +1,7 @@
 """Layer offloading on one GPU: a 120b-shaped model whose layers live in pinned host memory (MXFP4 experts packed).
 
 Makes a 120b-shaped checkpoint with --layers N (disk and host memory permitting) if --checkpoint does not exist,
-builds gptoss_convert.offload.load_offloaded(...), then measures prefill tokens/s (batch 1), greedy decode tokens/s
+builds gptoss_convert.load.load_offloaded(...), then measures prefill tokens/s (batch 1), greedy decode tokens/s
 and peak GPU memory. Per-layer time is reported too, since the full 36 layers scale linearly from it.
 
     PYTHONPATH=. python3 scripts/bench_offload.py --checkpoint /tmp/ckpt120b --layers 8
@@ -39,7 +39,7 @@ def main():
     if not Path(args.checkpoint).exists():
         subprocess.run([sys.executable, str(ROOT / "scripts/make_checkpoint.py"), "--shape", "120b", "--layout", "hf",
                         "--layers", str(args.layers), "--out", args.checkpoint], check=True)
-    from gptoss_convert.offload import load_offloaded
+    from gptoss_convert.load import load_offloaded
 
     t0 = time.perf_counter()
     model = load_offloaded(args.checkpoint, dtype=torch.bfloat16, device="cuda")

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Write a random-weight gpt-oss checkpoint in the exact official layout (spec §3), in bounded memory.
+"""Write a random-weight gpt-oss checkpoint in the exact official layout (docs/checkpoints.md), in bounded memory.
 
     python scripts/make_checkpoint.py --shape tiny --out gptoss_convert/data/tiny
     python scripts/make_checkpoint.py --shape 20b --out /tmp/gptoss-20b --layout hf
@@ -35,11 +35,9 @@ from pathlib import Path
 
 import torch
 
-from gptoss_model.config import GPTOss_20B, GPTOss_120B, GPTOssConfig
-from gptoss_convert import mxfp4
-from gptoss_convert.checkpoint import INDEX_FILE, MXFP4_QUANTIZATION_CONFIG, original_config_dict
-from gptoss_convert.remap import Part, expected_tensors, name_template, param_shape, sources
-from gptoss_convert.safetensors_writer import (
+from gptoss_model.config import GPTOss_20B, GPTOss_120B, GPTOssConfig, original_config_dict
+from gptoss_model.io import (
+    INDEX_NAME,
     Shard,
     ShardWriter,
     index_json,
@@ -47,6 +45,9 @@ from gptoss_convert.safetensors_writer import (
     plan_shards,
     zero_based_shard_names,
 )
+from gptoss_convert import mxfp4
+from gptoss_convert.config_files import MXFP4_QUANTIZATION_CONFIG
+from gptoss_convert.remap import Part, expected_tensors, name_template, param_shape, sources
 from gptoss_convert.tiny import TINY_CONFIG, TINY_SPECIAL_TOKENS
 
 SHAPES = {"tiny": TINY_CONFIG, "20b": GPTOss_20B(), "120b": GPTOss_120B()}
@@ -91,7 +92,7 @@ def plan_checkpoint(config: GPTOssConfig, layout: str, max_shard_bytes: int | No
     return CheckpointPlan("original", tuple((f"original/{s.file}", s) for s in shards), index_json(shards))
 
 
-# The keys of the hub's 20b config.json, no more (spec §1.1 sources): no bos_token_id (generation_config.json has
+# The keys of the hub's 20b config.json, no more (the hub's openai/gpt-oss-20b config.json): no bos_token_id (generation_config.json has
 # it), no torch_dtype.
 HUB_CONFIG_KEYS = (
     "architectures", "attention_bias", "attention_dropout", "eos_token_id", "experts_per_token", "head_dim",
@@ -263,7 +264,7 @@ def _write_layout(plan: CheckpointPlan, config: GPTOssConfig, root: Path, values
                     writer.write(spec.name, chunk)
                     bar.update(chunk.numel() * chunk.element_size())
     if plan.index is not None:
-        _write_json(base / INDEX_FILE, plan.index)
+        _write_json(base / INDEX_NAME, plan.index)
     if plan.layout == "hf":
         _write_json(root / "config.json", hf_config_json(config))
         _write_json(root / "generation_config.json", generation_config_json(config))

@@ -14,7 +14,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from gptoss_model import GPTOss_20B, GPTOssModelFull
-from gptoss_model.decode import StaticDecoder
+from gptoss_model.generate import StaticDecoder
 
 
 def table(prof, rows):

@@ -666,10 +666,13 @@ def test_transformers_is_built_from_our_config_never_from_the_checkpoint_directo
     for name in ("AutoConfig", "AutoModel", "AutoModelForCausalLM"):
         auto = getattr(transformers, name)
         monkeypatch.setattr(auto, "from_pretrained", classmethod(lambda cls, *a, **k: calls.append((cls, a, k))))
-    from gptoss_convert.reference import Reference
-    from gptoss_convert.tiny import TINY_CONFIG
+    from gptoss_convert.candidates import load_reference
+    from gptoss_convert.candidates.protocol import Context
+    from gptoss_convert.tiny import TINY_CONFIG, tiny_checkpoint_dir
 
-    reference = Reference(TINY_CONFIG.replace(extra={"auto_map": {"AutoModel": "modeling_evil.EvilModel"}}), "cpu")
+    reference, _ = load_reference("transformers")
+    evil = TINY_CONFIG.replace(extra={"auto_map": {"AutoModel": "modeling_evil.EvilModel"}})
+    reference.setup(Context(tiny_checkpoint_dir(), evil, torch.float32, "cpu"))
     assert calls == [] and type(reference.hf_config).__name__ == "GptOssConfig"
     assert "modeling_evil" not in sys.modules
 

@@ -10,16 +10,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from gptoss_convert.checkpoint import (
-    ORIGINAL_CONFIG_KEYS,
-    config_from_original,
-    file_sha256,
-    open_checkpoint,
-    original_config_dict,
-    read_header,
-)
+from gptoss_convert.checkpoint import file_sha256, open_checkpoint, read_header
+from gptoss_convert.config_files import config_from_original
 from gptoss_convert.errors import InputError, IntegrityError
-from gptoss_convert.safetensors_writer import ShardWriter, TensorSpec, encode_header
+from gptoss_model.config import ORIGINAL_CONFIG_KEYS, original_config_dict
+from gptoss_model.io import ShardWriter, TensorSpec, encode_header
 from gptoss_convert.tiny import TINY_CONFIG, tiny_checkpoint_dir
 
 INDEX = "model.safetensors.index.json"

@@ -8,7 +8,7 @@ import torch
 from gptoss_model import GPTOss_20B, GPTOss_120B, GPTOss_Small, GPTOssConfig
 from gptoss_model.model import yarn_inv_freq
 
-HUB_20B = {  # the hub's config.json for openai/gpt-oss-20b (spec §1.1)
+HUB_20B = {  # the hub's config.json for openai/gpt-oss-20b (docs/checkpoints.md)
     "architectures": ["GptOssForCausalLM"], "attention_bias": True, "attention_dropout": 0.0, "eos_token_id": 200002,
     "experts_per_token": 4, "head_dim": 64, "hidden_act": "silu", "hidden_size": 2880, "initial_context_length": 4096,
     "initializer_range": 0.02, "intermediate_size": 2880,

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from gptoss_convert import report as report_module
 from gptoss_convert.checkpoint import open_checkpoint
 from gptoss_convert.cli import cli
 from gptoss_convert.errors import GptossConvertError
-from gptoss_convert.safetensors_writer import ShardWriter
+from gptoss_model.io import ShardWriter
 from gptoss_model import GPTOssModelFull
 from tests.test_bad_inputs import case, error_line, hub_env, snapshot  # noqa: F401 (fixtures)
 
@@ -54,7 +55,7 @@ def test_output_directory_not_writable(case, monkeypatch):
     def refuse(*args, **kwargs):
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), kwargs.get("dir"))
 
-    monkeypatch.setattr(conversion.tempfile, "mkdtemp", refuse)  # what a read-only parent directory does
+    monkeypatch.setattr(tempfile, "mkdtemp", refuse)  # what a read-only parent directory does
     case.fails(2, r"--out \S+/out: cannot write \(\S+\): Permission denied; nothing was written",
                "convert", "--model", "tiny", "--out", case.root / "out")
 
@@ -88,7 +89,7 @@ def test_force_rename_refused_keeps_the_previous_output(case, monkeypatch):
 
 KILLABLE = """
 import pathlib, sys, time
-from gptoss_convert.safetensors_writer import ShardWriter
+from gptoss_model.io import ShardWriter
 real, count = ShardWriter.write, [0]
 def write(self, name, chunk):  # the real writer, slowed down once it has written part of the shard
     real(self, name, chunk)

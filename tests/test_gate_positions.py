@@ -6,8 +6,8 @@ import math
 
 import torch
 
-from gptoss_convert.compare import first_over, measure, measure_logits, router_agreement, row_ratios
-from gptoss_convert.gate import Thresholds, judge
+from gptoss_convert.compare import earliest_row, router_agreement
+from gptoss_convert.gate import Thresholds, check, check_logits, judge, row_ratios
 from gptoss_convert.verify import LayerResult
 
 W = 16
@@ -23,7 +23,7 @@ def _metrics(bad_from: int | None = None, nan_at: int | None = None):
             ours[n] += 1
         if nan_at is not None and prompt == 1 and position == nan_at:
             ours[n, 0] = math.nan
-    return measure(ours, ref, ROWS, 1e-3, 0)
+    return check(ours, ref, ROWS, Thresholds())
 
 
 def _layer(isolated=None, cached=None, accumulated=None, kind="sliding_attention"):
@@ -31,18 +31,18 @@ def _layer(isolated=None, cached=None, accumulated=None, kind="sliding_attention
 
 
 def _logits():
-    return measure_logits(torch.eye(44), torch.eye(44), ROWS, 1e-3, 0)
+    return check_logits(torch.eye(44), torch.eye(44), ROWS, Thresholds())
 
 
-def test_row_ratios_and_first_over_find_the_earliest_position():
+def test_row_ratios_and_earliest_row_find_the_first_failing_position():
     ours, ref = torch.zeros(len(ROWS), 3), torch.zeros(len(ROWS), 3)
     ours[ROWS.index((1, 20))] = 0.5
     ours[ROWS.index((1, 30))] = 0.5
     ours[ROWS.index((0, 3)), 1] = 1e-4  # within atol: not a failure
     ratios = row_ratios(ours, ref, 1e-3, 0)
     assert ratios.shape == (len(ROWS),) and float(ratios.max()) == 500
-    assert first_over(ratios, ROWS) == {"prompt": 1, "position": 20}
-    assert first_over(row_ratios(ref, ref, 1e-3, 0), ROWS) is None
+    assert earliest_row(ratios > 1, ROWS) == {"prompt": 1, "position": 20}
+    assert earliest_row(row_ratios(ref, ref, 1e-3, 0) > 1, ROWS) is None
 
 
 def test_a_failure_starting_at_the_window_is_named_as_the_window_signature():

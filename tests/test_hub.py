@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 from safetensors.numpy import save_file
 
-from gptoss_convert import hub
+from gptoss_convert import hub, sources
 from gptoss_convert.cli import cli
 from gptoss_convert.errors import InputError
 from tests.fakehub import FakeHub
@@ -106,7 +106,7 @@ def _files_under(directory: Path) -> set[str]:
     return {
         p.relative_to(directory).as_posix()
         for p in directory.rglob("*")
-        if p.is_file() and ".cache" not in p.parts and p.name != hub.MANIFEST_NAME
+        if p.is_file() and ".cache" not in p.parts and p.name != sources.MANIFEST_NAME
     }
 
 
@@ -124,7 +124,7 @@ def test_fresh_download_writes_hf_layout_manifest_and_summary(fake, repo_dir, ta
     assert _files_under(target) == HF_FILES
     for name in HF_FILES:
         assert (target / name).read_bytes() == (repo_dir / name).read_bytes()
-    manifest = hub.read_manifest(target)
+    manifest = sources.read_manifest(target)
     assert manifest["repo_id"] == REPO and manifest["revision"] == "main" and manifest["layout"] == "hf"
     assert manifest["commit"] == fake.commit(REPO) and manifest["verified"] is True
     assert {f["path"] for f in manifest["files"]} == HF_FILES
@@ -133,7 +133,15 @@ def test_fresh_download_writes_hf_layout_manifest_and_summary(fake, repo_dir, ta
         assert entry == {"path": entry["path"], "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     assert fake.commit(REPO) in result.stdout and str(target) in result.stdout and "9 files" in result.stdout
     assert _no_partial_files(target)
-    assert hub.resolve_model_dir("20b") == target == hub.resolve_model_dir(REPO)
+    assert sources.resolve_model_dir("20b") == target == sources.resolve_model_dir(REPO)
+
+
+def test_fresh_download_summary_says_fetched_and_not_nothing_to_fetch(fake, target):
+    """The summary of a first download names what it fetched, and only that (it once also said "nothing to fetch")."""
+    result = download("--model", "20b")
+    assert result.exit_code == 0, result.output
+    assert f"fetched {len(HF_FILES)} file(s)" in result.stdout
+    assert "nothing to fetch" not in result.stdout
 
 
 @pytest.mark.parametrize(
@@ -146,14 +154,14 @@ def test_layouts_select_their_files_and_never_metal(fake, tmp_path, layout, expe
     assert result.exit_code == 0, result.output
     assert _files_under(out) == expected
     assert not (out / "metal").exists()
-    assert hub.read_manifest(out)["layout"] == layout
+    assert sources.read_manifest(out)["layout"] == layout
 
 
 def test_second_layout_into_same_dir_merges_manifest(fake, target):
     assert download("--model", "20b").exit_code == 0
     result = download("--model", "20b", "--layout", "original")
     assert result.exit_code == 0, result.output
-    manifest = hub.read_manifest(target)
+    manifest = sources.read_manifest(target)
     assert manifest["layout"] == "hf+original"
     assert {f["path"] for f in manifest["files"]} == HF_FILES | ORIGINAL_FILES
 
@@ -164,7 +172,7 @@ def test_revision_tag_and_commit_are_recorded(fake, tmp_path):
         out = tmp_path / revision
         result = download("--model", REPO, "--revision", revision, "--local-dir", str(out))
         assert result.exit_code == 0, result.output
-        manifest = hub.read_manifest(out)
+        manifest = sources.read_manifest(out)
         assert (manifest["revision"], manifest["commit"]) == (revision, commit)
 
 
@@ -172,12 +180,12 @@ def test_rerun_is_a_noop_without_file_requests(fake, target):
     assert download("--model", "20b").exit_code == 0
     before = len(fake.file_requests("GET")) + len(fake.file_requests("HEAD"))
     assert len(fake.file_requests("GET")) == len(HF_FILES)
-    manifest = (target / hub.MANIFEST_NAME).read_bytes()
+    manifest = (target / sources.MANIFEST_NAME).read_bytes()
     result = download("--model", "20b")
     assert result.exit_code == 0, result.output
     assert len(fake.file_requests("GET")) + len(fake.file_requests("HEAD")) == before
     assert "nothing to fetch" in result.stdout
-    assert (target / hub.MANIFEST_NAME).read_bytes() == manifest  # not even the manifest is rewritten
+    assert (target / sources.MANIFEST_NAME).read_bytes() == manifest  # not even the manifest is rewritten
 
 
 def test_modified_file_is_fetched_again_on_rerun(fake, repo_dir, target):
@@ -206,7 +214,7 @@ def test_files_in_the_huggingface_hub_cache_are_copied_not_fetched(fake, target,
     result = download("--model", "20b", "--cache-dir", str(cache))
     assert result.exit_code == 0, result.output
     assert len(fake.file_requests("GET")) == gets + len(HF_FILES) - 2  # the two shards came from the cache
-    assert hub.read_manifest(target)["verified"] is True
+    assert sources.read_manifest(target)["verified"] is True
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -262,7 +270,7 @@ def test_interrupted_run_leaves_no_partial_file_and_rerun_completes(fake, repo_d
     first = download("--model", "20b")
     assert first.exit_code == 2, first.output
     assert len(error_lines(first)) == 1 and "HTTP 500" in error_lines(first)[0]
-    assert not (target / SHARD).exists() and hub.read_manifest(target) is None and _no_partial_files(target)
+    assert not (target / SHARD).exists() and sources.read_manifest(target) is None and _no_partial_files(target)
     fetched_once = {name: len(fake.file_requests("GET", name)) for name in HF_FILES}
 
     second = download("--model", "20b")
@@ -270,7 +278,7 @@ def test_interrupted_run_leaves_no_partial_file_and_rerun_completes(fake, repo_d
     assert (target / SHARD).read_bytes() == (repo_dir / SHARD).read_bytes()
     refetched = {n for n in HF_FILES if len(fake.file_requests("GET", n)) > fetched_once[n]}
     assert refetched == {SHARD}  # files completed by the first run are kept
-    assert hub.read_manifest(target)["commit"] == fake.commit(REPO)
+    assert sources.read_manifest(target)["commit"] == fake.commit(REPO)
 
 
 def test_corrupted_body_exits_3_names_file_and_removes_it(fake, repo_dir, target):
@@ -279,7 +287,7 @@ def test_corrupted_body_exits_3_names_file_and_removes_it(fake, repo_dir, target
     assert result.exit_code == 3, result.output
     (line,) = error_lines(result)
     assert SHARD in line and "sha256" in line and fake.commit(REPO) in line
-    assert not (target / SHARD).exists() and hub.read_manifest(target) is None and _no_partial_files(target)
+    assert not (target / SHARD).exists() and sources.read_manifest(target) is None and _no_partial_files(target)
 
     fake.corrupt.clear()  # the server heals: a re-run fetches the file again and succeeds
     again = download("--model", "20b")
@@ -292,7 +300,7 @@ def test_no_verify_skips_sha256_and_a_later_checked_run_repairs(fake, repo_dir, 
     result = download("--model", "20b", "--no-verify")
     assert result.exit_code == 0, result.output
     assert "sha256 not checked" in result.stdout
-    assert hub.read_manifest(target)["verified"] is False
+    assert sources.read_manifest(target)["verified"] is False
 
     fake.corrupt.clear()  # a checked run finds the damaged file among those already here and fetches it again
     gets = len(fake.file_requests("GET"))
@@ -301,7 +309,7 @@ def test_no_verify_skips_sha256_and_a_later_checked_run_repairs(fake, repo_dir, 
     assert len(fake.file_requests("GET")) == gets + 1 and "fetched 1 file(s)" in again.stdout
     assert f"replaced 1 damaged local file(s): {SHARD}" in again.stdout
     assert (target / SHARD).read_bytes() == (repo_dir / SHARD).read_bytes()
-    assert hub.read_manifest(target)["verified"] is True
+    assert sources.read_manifest(target)["verified"] is True
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -370,17 +378,17 @@ def test_offline_uses_earlier_download_and_refuses_missing_one(fake, monkeypatch
 
 def test_resolve_model_dir_and_read_manifest(fake, target, tmp_path):
     with pytest.raises(InputError, match=r"not downloaded.*gptoss-convert download --model 20b"):
-        hub.resolve_model_dir("20b")
+        sources.resolve_model_dir("20b")
     with pytest.raises(InputError, match="--model"):
-        hub.resolve_model_dir("not a model")
-    assert hub.read_manifest(tmp_path) is None
-    assert hub.resolve_model_dir(str(tmp_path)) == tmp_path  # an existing directory is taken as is
+        sources.resolve_model_dir("not a model")
+    assert sources.read_manifest(tmp_path) is None
+    assert sources.resolve_model_dir(str(tmp_path)) == tmp_path  # an existing directory is taken as is
 
     assert download("--model", "20b").exit_code == 0
-    assert hub.resolve_model_dir("20b") == target
-    manifest = hub.read_manifest(target)
-    assert hub.read_manifest(target / "original") == manifest  # the original/ layout belongs to the same download
-    assert hub.provenance(manifest).startswith(f"{REPO}@{fake.commit(REPO)} (revision main, layout hf")
+    assert sources.resolve_model_dir("20b") == target
+    manifest = sources.read_manifest(target)
+    assert sources.read_manifest(target / "original") == manifest  # the original/ layout belongs to the same download
+    assert sources.provenance(manifest).startswith(f"{REPO}@{fake.commit(REPO)} (revision main, layout hf")
 
 
 def test_help_does_not_import_huggingface_hub():
@@ -423,4 +431,4 @@ def test_tiny_checkpoint_round_trip(tmp_path, monkeypatch):
         pytest.skip(f"the verify pipeline is not complete yet: {verified.exception}")
     assert verified.exit_code == 0, verified.output
     reported = (report / "report.json").read_text()
-    assert hub.read_manifest(out)["commit"] in reported  # the download's provenance reaches the report
+    assert sources.read_manifest(out)["commit"] in reported  # the download's provenance reaches the report

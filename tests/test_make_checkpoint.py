@@ -11,7 +11,8 @@ import torch
 from safetensors import safe_open
 
 from gptoss_model.config import FULL, SLIDING
-from gptoss_convert.checkpoint import ORIGINAL_CONFIG_KEYS, open_checkpoint
+from gptoss_convert.checkpoint import open_checkpoint
+from gptoss_model.config import ORIGINAL_CONFIG_KEYS
 from gptoss_convert.remap import iter_tensors
 from gptoss_convert.tiny import TINY_CONFIG, TINY_SPECIAL_TOKENS, tiny_checkpoint_dir
 
@@ -152,7 +153,7 @@ def test_random_codes_path_for_big_tensors(make, monkeypatch, tmp_path):
 
 
 def test_transformers_reads_the_tiny_checkpoint_to_our_weights():
-    """Spec §4.4 step 5: Transformers' own dequantization of the hub layout equals ours (up to its transpose)."""
+    """Transformers' own dequantization of the hub layout equals ours (up to its transpose)."""
     transformers = pytest.importorskip("transformers")
     model = transformers.AutoModelForCausalLM.from_pretrained(
         tiny_checkpoint_dir(), quantization_config=transformers.Mxfp4Config(dequantize=True), dtype=torch.bfloat16)

@@ -25,7 +25,7 @@ def random_mxfp4(shape, scale_low=0, scale_high=254, seed=0):
 
 
 def spec_formula(blocks, scales, dtype):
-    """gptoss-spec.md §4 from the bit layout, in float64: byte j = element 2j (low nibble) | element 2j+1 << 4;
+    """The MXFP4 format from its bit layout (OpenAI's gpt_oss/torch/weights.py), in float64: byte j = element 2j (low nibble) | element 2j+1 << 4;
     E2M1 = sign bit 3, exponent bits 2..1 (bias 1, 0 = subnormal 0.5·m), mantissa bit 0; times 2^(scale - 127)."""
     b = blocks.numpy().astype(np.int64)
     codes = np.stack([b & 0x0F, b >> 4], axis=-1).reshape(*b.shape[:-1], 32)

@@ -30,10 +30,13 @@ class GptossModelCandidate:
     def build_layer(self, index, config, tensors):
         from gptoss_model.model import GptOssDecoderLayer
 
+        from gptoss_model.extensions import use_implementation
+
         with torch.device("meta"):
             layer = GptOssDecoderLayer(self.config, index)
         prefix = f"model.layers.{index}."
         layer.load_state_dict({n.removeprefix(prefix): t for n, t in tensors.items()}, strict=True, assign=True)
+        use_implementation(layer, self.implementation)  # "fast" re-classes the layer's modules (gptoss_model/fast.py)
         return GptossLayer(layer.eval(), index, self)
 
     def embed(self, tensors, token_ids):
