@@ -88,8 +88,8 @@ class AttentionWith(M.GptOssAttention):
         return self.o_proj(out.reshape(B, T, -1))
 
 
-class ExpertsWith(M.GPTOssExperts):
-    """GPTOssExperts.forward (readable loop) with the activation as a method (`activation`)."""
+class ExpertsWith(M.GptOssExperts):
+    """GptOssExperts.forward (readable loop) with the activation as a method (`activation`)."""
 
     def activation(self, gate_up):
         return M.clamped_swiglu(gate_up, self.alpha, self.limit)
@@ -104,8 +104,8 @@ class ExpertsWith(M.GPTOssExperts):
         return out
 
 
-class RouterWith(M.GPTOssTopKRouter):
-    """GPTOssTopKRouter.forward with the top-k routing as a method (`route`)."""
+class RouterWith(M.GptOssTopKRouter):
+    """GptOssTopKRouter.forward with the top-k routing as a method (`route`)."""
 
     def route(self, logits):
         return M.route(logits, self.top_k)
