@@ -30,7 +30,7 @@ def default_lengths(sliding_window: int) -> tuple[int, int]:
 def default_prompts(config, tokenizer) -> list:
     """Two prompts, small enough that 20b goldens stay under 100 MB (docs/goldens.md, "Size"): a short one and one
     crossing the sliding window by a quarter window (a window bug starts at position W, so it shows)."""
-    from gptoss_convert.verify import DEFAULT_TEXT
+    from gptoss_convert.prompts import DEFAULT_TEXT
 
     lengths = default_lengths(config.sliding_window)
     if tokenizer is not None:
@@ -100,10 +100,11 @@ def record_goldens(model, out, dtype="float32", device="auto", prompts=None, tok
 def open_session(model, dtype, device, prompts=None, token_ids_file=None, prompt_list=None):
     """Open the checkpoint `model` and lay the prompts out as rows -> (Session, checkpoint description, prompts)."""
     from gptoss_convert.checkpoint import open_checkpoint
-    from gptoss_convert.convert import resolve_source
+    from gptoss_convert.sources import resolve_source
     from gptoss_convert.remap import audit
     from gptoss_convert.options import resolve_device_option as resolve_device
-    from gptoss_convert.verify import describe_checkpoint, load_tokenizer, parse_prompts
+    from gptoss_convert.prompts import load_tokenizer, parse_prompts
+    from gptoss_convert.verify import describe_checkpoint
 
     path = resolve_source(model)
     ckpt = open_checkpoint(path)

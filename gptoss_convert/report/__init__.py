@@ -5,6 +5,7 @@ mark from the gate's verdict stored in the report.
     view.py      the view model: the report dict -> display-ready strings (one place for every number format)
     templates/   report.md.j2 (a GitHub job summary), report.html.j2 + chart.svg.j2 + style.css (one offline page)
     chart.py     the chart's geometry          terminal.py  the table `verify` prints          junit.py  JUnit XML
+    heatmap.py   the layer x position heat-map (report.html)    deltas.py  the --baseline table
 
 The report's shape is described by data/report.schema.json (`schema()`).
 """

@@ -1,7 +1,7 @@
 """The terminal table `verify` prints: plain ASCII, aligned, under 100 columns for normal values."""
 
-from gptoss_convert.report.view import (baseline_view, float32_gate, fraction, layer_rows, num, verdict_line,
-                                        NOT_PROVIDED)
+from gptoss_convert.report.deltas import baseline_view
+from gptoss_convert.report.view import NOT_PROVIDED, float32_gate, fraction, layer_rows, num, verdict_line
 
 COLUMNS = ("layer", "type", "attention", "router", "moe", "output", "routing", "accumulated", "cached", "first", "mark")
 HEADER = ("layer", "type", "attention", "router", "moe", "output", "routing", "accum.out", "cached.out",

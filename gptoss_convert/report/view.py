@@ -177,7 +177,7 @@ def _judged_output(layer: dict) -> tuple[str, dict | None]:
     return "isolated", None
 
 
-def _as_float(x) -> float:
+def as_float(x) -> float:
     return math.inf if isinstance(x, str) else float(x)
 
 
@@ -187,7 +187,7 @@ def worst_layer(report) -> dict | None:
 
     def key(layer):
         metrics = _judged_output(layer)[1]
-        return (_as_float(metrics["tolerance_ratio"]), _as_float(metrics["max_abs"]))
+        return (as_float(metrics["tolerance_ratio"]), as_float(metrics["max_abs"]))
 
     return max(measured, key=key) if measured else None
 
@@ -297,47 +297,11 @@ def implementation(described: dict) -> str:
             + (f"; {settings}" if settings else ""))
 
 
-def baseline_rows(report) -> list[dict]:
-    """verify --baseline: per layer, the judged layer output then and now, and the component whose max |diff| grew
-    the most (a regression between two commits reads as this table)."""
-    baseline = report.get("baseline")
-    if not baseline:
-        return []
-    by_layer: dict = {}
-    for row in baseline["rows"]:
-        by_layer.setdefault(row["layer"], []).append(row)
-    rows = []
-    for layer, entries in by_layer.items():
-        output = next((r for r in entries if r["component"] in ("layer_output", "logits") and r["column"] in
-                       ("isolated", "model")), entries[0])
-        grown = max(entries, key=lambda r: _growth(r))
-        rows.append({"layer": "model" if layer is None else str(layer), "component": output["component"],
-                     "baseline": num(output["baseline"]), "now": num(output["now"]), "ratio": ratio(output["ratio"]),
-                     "most_grown": f"{grown['column']} {grown['component']}: {num(grown['baseline'])} -> "
-                                   f"{num(grown['now'])}" if _growth(grown) > 0 else "-"})
-    return rows
-
-
-def _growth(row) -> float:
-    now, then = row["now"], row["baseline"]
-    if now is None or then is None:
-        return 0.0
-    return _as_float(now) - _as_float(then)
-
-
-def baseline_view(report) -> dict | None:
-    baseline = report.get("baseline")
-    if not baseline:
-        return None
-    candidate = baseline.get("candidate") or {}
-    was = "passed" if baseline.get("passed") else f"failed ({baseline.get('first_failure')})"
-    return {"path": baseline.get("path") or "?", "candidate": implementation(candidate) if candidate.get("name")
-            else "?", "was": was, "rows": baseline_rows(report)}
-
-
 def view_model(report: dict) -> dict:
     """Everything the Markdown and HTML templates show, as display-ready strings (unescaped: escaping is the
     template engine's job)."""
+    from gptoss_convert.report.deltas import baseline_view
+
     verdict, logits, checkpoint = report["verdict"], report["logits"], report["checkpoint"]
     first = verdict["first_failure"]
     listed = verdict["failures"][:MAX_LISTED_FAILURES]
@@ -368,7 +332,7 @@ def view_model(report: dict) -> dict:
         "logits_path": report.get("logits_path") or "",
         "window": report.get("sliding_window"),
         "position_rows": position_rows(report),
-        "baseline": baseline_view(report),
+        "baseline": baseline_view(report),  # report/deltas.py
         "prompts": prompt_lengths(report),
         "prompt_rows": [_prompt_view(i, p) for i, p in enumerate(report["prompts"])],
         "worst_layer": worst_layer_text(report),
