@@ -14,9 +14,6 @@ This module only reads and writes files (safetensors' torch API: goldens may hol
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from gptoss_convert.errors import InputError, IntegrityError
@@ -85,30 +82,25 @@ def sha256_file(path: Path) -> str:
 
 def write_goldens(out: Path, inputs: dict, expected: dict, manifest: dict, force: bool = False) -> Path:
     """Write the three files into a temporary directory beside `out`, then rename it into place (atomic: a crash
-    leaves no half-written goldens). `inputs`/`expected` map names to CPU tensors."""
+    leaves no half-written goldens, and a replaced `out` stays whole until the new one is in). `inputs` and
+    `expected` map names to CPU tensors."""
     from safetensors.torch import save_file
+
+    from gptoss_model.io import atomic_directory
 
     out = Path(out)
     if out.exists() and not force:
         raise InputError(f"--out {out}: already exists (use --force to replace it)")
     out.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
-    try:
+    with atomic_directory(out) as temp:
         save_file(inputs, str(temp / INPUTS))
         save_file(expected, str(temp / EXPECTED))
+        for name in (INPUTS, EXPECTED):
+            (temp / name).chmod(0o644)  # safetensors creates them private; goldens are meant to be shared
         manifest = dict(manifest, files={
             name: {"sha256": sha256_file(temp / name), "size": (temp / name).stat().st_size} for name in (INPUTS, EXPECTED)
         })
         (temp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.chmod(temp, 0o755)  # mkdtemp makes it 0700; goldens are meant to be shared
-        for name in (INPUTS, EXPECTED, MANIFEST):
-            os.chmod(temp / name, 0o644)
-        os.replace(temp, out)
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
     return out
 
 
