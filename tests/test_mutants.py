@@ -71,6 +71,7 @@ def test_mutant_fails_where_its_bug_is(path, token_ids, tmp_path):
     assert result.exit_code == 1, result.output
     first = report["verdict"]["first_failure"]
     assert (first["attention_type"], first["component"]) == (expect.attention_type, expect.component), first
+    assert first["column"] == expect.column, first
     assert f"({expect.attention_type}) {expect.component}" in result.output  # the one-line error names it too
     assert report["candidate"]["name"] == f"mutant:{type(load_candidate_object(path)).__name__}"
     if expect.position is not None:

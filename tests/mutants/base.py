@@ -1,7 +1,7 @@
 """What every mutant is made of: gptoss_model's readable candidate with one real-world bug put back in.
 
 A mutant (one file per bug in this folder, run as `verify --candidate tests/mutants/NAME.py:CANDIDATE`) is a
-subclass of the `gptoss_model` built-in that changes one thing, in one of three places, the way the bug was made:
+subclass of the `gptoss_model` built-in that changes one thing, in one of four places, the way the bug was made:
 
 - `misread(config)`: the implementation read the checkpoint's config wrongly (a hard-coded window, `truncate`
   ignored, `rope_scaling` not found...). Its rotary table, masks and layers are all built from the misread config.
@@ -9,6 +9,8 @@ subclass of the `gptoss_model` built-in that changes one thing, in one of three 
 - `edit_layer(layer, index)`: one module of its decoder layer does the wrong thing (`become` gives it a subclass
   that overrides one method) or its loader put the wrong tensor in (`put` replaces a parameter; never in place,
   because verify hands the same tensors to the reference).
+- `masks(shape, cache, device)` / `new_cache()` (the built-in's own methods): its masks or its KV cache are wrong,
+  e.g. only while decoding.
 
 Nothing is patched globally, so a mutant and the reference run side by side in one process. EXPECT says where
 `verify` must point: the first failing layer's kind, component and, where the bug has one, the first failing
@@ -30,6 +32,7 @@ class Expect:
     attention_type: str  # the kind of the first failing layer
     component: str  # its first failing component
     position: int | None = None  # the first failing token position, where the bug has a signature one
+    column: str = "isolated"  # the column it fails in first ("cached": only when decoding through a KV cache)
 
 
 class Mutant(GptossModelCandidate):
