@@ -12,6 +12,7 @@ import torch
 
 from gptoss_convert.candidates.protocol import (BUILD, LAYER_COMPONENTS, RUN, check_tensor, component_shape, guarded,
                                                 provides)
+from gptoss_convert.errors import CandidateError
 
 CACHED_WINDOWS = 3  # the cached column decodes token by token up to 3 sliding windows: the window is crossed twice
 
@@ -98,14 +99,10 @@ class Implementation:
 
 
 def raise_build(who: str, message: str):
-    from gptoss_convert.errors import CandidateError
-
     raise CandidateError(f"{who}: {message}", BUILD)
 
 
 def raise_run(who: str, message: str):
-    from gptoss_convert.errors import CandidateError
-
     raise CandidateError(f"{who}: {message}", RUN)
 
 

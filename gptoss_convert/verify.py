@@ -74,7 +74,6 @@ class VerifyResult:
     logits: object = None  # gate.Checked (of LogitMetrics) | None
     logits_path: str = ""
     verdict: object = None
-    baseline: dict | None = None
     seconds: float = 0.0
     peak_rss_bytes: int = 0
     peak_gpu_bytes: int | None = None
@@ -114,9 +113,7 @@ class VerifyResult:
                 "peak_gpu_bytes": self.peak_gpu_bytes,
             },
         }
-        if self.baseline is not None:
-            report["baseline"] = self.baseline
-        return report
+        return report  # the verify command adds "baseline" (baseline.baseline_deltas) when asked
 
 
 def _maybe(metrics):

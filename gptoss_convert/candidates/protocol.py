@@ -18,7 +18,7 @@ A candidate must have build_layer or run_model. A layer object has
 
 The reference (Transformers, OpenAI) implements the same protocol and provides everything, so verify, compare, gate
 and report never name an implementation. Whatever a candidate does not return is reported "not provided", never
-passed. Output checks (shape, NaN/Inf, dtype) live here too, so every adapter gets the same one-line errors.
+passed. Output checks (type, shape, dtype) live here too (NaN/Inf are measured, not refused), so every adapter gets the same one-line errors.
 """
 
 from contextlib import contextmanager
@@ -38,7 +38,6 @@ LAYER_COMPONENTS = {  # name -> its shape and meaning; component_shape() gives t
     "moe": "[B, T, H] the MoE block's output (before the residual add)",
     "layer_output": "[B, T, H] the layer's output (the residual stream after the layer)",
 }
-MODEL_COMPONENTS = ("embedding", "final_norm", "logits")
 
 
 def component_shape(name: str, config, batch: int, tokens: int) -> tuple:
@@ -46,7 +45,6 @@ def component_shape(name: str, config, batch: int, tokens: int) -> tuple:
     last = {"router_logits": config.num_local_experts, "expert_indices": config.num_experts_per_tok,
             "expert_weights": config.num_experts_per_tok, "logits": config.vocab_size}.get(name, config.hidden_size)
     return (batch, tokens, last)
-OPTIONAL_METHODS = ("setup", "embed", "final_norm", "head", "run_model")
 
 
 @dataclass(frozen=True)
