@@ -1,8 +1,6 @@
 """Candidates for tests/test_candidates.py, loaded as `tests.candidate_fixtures:NAME` (the package.module:OBJECT
 form). Broken ones each break one rule of the protocol (docs/candidates.md); mutants carry one real bug."""
 
-import torch
-
 from gptoss_convert.candidates.builtin_gptoss import GptossLayer, GptossModelCandidate
 
 
