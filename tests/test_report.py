@@ -138,7 +138,8 @@ def test_terminal_table_pass():
     assert [row.split()[1] for row in rows] == ["sliding", "full", "sliding", "full"]
     assert all(row.rstrip().endswith("PASS") and "56/56" in row for row in rows)
     assert "9.5e-06" in rows[0] and " 0 " in rows[1]  # the cached column's rounding; isolated exact
-    assert max(len(line) for line in lines) <= 100
+    assert lines[1].startswith("  candidate: gptoss_model 0.1.0 (") and lines[2].startswith("  reference: transformers")
+    assert max(len(line) for line in lines[3:]) <= 100  # lines 1-2 hold file paths
     assert text.isascii()
 
 

@@ -1,7 +1,8 @@
 """The terminal table `verify` prints: plain ASCII, aligned, under 100 columns for normal values."""
 
 from gptoss_convert.report.deltas import baseline_view
-from gptoss_convert.report.view import NOT_PROVIDED, float32_gate, fraction, layer_rows, num, verdict_line
+from gptoss_convert.report.view import (NOT_PROVIDED, float32_gate, fraction, implementation, layer_rows, num,
+                                        verdict_line)
 
 COLUMNS = ("layer", "type", "attention", "router", "moe", "output", "routing", "accumulated", "cached", "first", "mark")
 HEADER = ("layer", "type", "attention", "router", "moe", "output", "routing", "accum.out", "cached.out",
@@ -27,7 +28,7 @@ def terminal_table(report: dict) -> str:
     lines = _align(table, right={0})
     indent = lines[0].index("attention")  # a caption over the isolated columns, which start after "layer  type  "
     lines.insert(0, " " * indent + "isolated: max |diff|, routing same/tokens (n/p: not provided)")
-    lines.insert(0, head)
+    lines[0:0] = [head, *(f"  {role}: {implementation(report[role])}" for role in ("candidate", "reference"))]
     if not float32_gate(report):
         lines.append(f"(per-layer numbers are informational: the {report['dtype']} gate is on the final logits)")
     parts = {name: num(report[name]["max_abs"]) if report.get(name) else NOT_PROVIDED
