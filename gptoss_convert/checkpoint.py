@@ -333,6 +333,10 @@ def _read_indexed(directory: Path, index_path: Path, check_total: bool) -> tuple
     weight_map = index.get("weight_map")
     if not isinstance(weight_map, dict) or not weight_map:
         raise IntegrityError(f"{index_path}: expected a non-empty 'weight_map' object")
+    unnamed = next((name for name, file in weight_map.items() if not isinstance(file, str) or not file), None)
+    if unnamed is not None:
+        raise IntegrityError(f"{index_path}: weight_map entry {unnamed!r} must name a file, found "
+                             f"{weight_map[unnamed]!r}")
     files = []
     for name in dict.fromkeys(weight_map.values()):  # unique, in first-seen order
         files.append(_member(directory, name, index_path))

@@ -43,6 +43,18 @@ class _Group(click.Group):
             sys.exit(130)
 
 
+def _progress_option(command):
+    return click.option("--progress/--no-progress", default=None,
+                        help="Force the progress bar on or off.  [default: a bar on a terminal, elsewhere (CI logs) "
+                             "a plain line at most every 10 s]")(command)
+
+
+def _pins_option(command):
+    return click.option("--no-verify", is_flag=True,
+                        help="Skip checking the files of a download of a pinned official revision against the pinned "
+                             "sha256 (gptoss_convert/pins.py).")(command)
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="gptoss-convert")
 def cli():
@@ -65,7 +77,8 @@ def cli():
               help="List files, sizes, what is here and what would be fetched; write nothing.")
 @click.option("--no-verify", is_flag=True,
               help="Skip the sha256 check of downloaded files (sizes are still checked).")
-def download(model, revision, layout, local_dir, cache_dir, dry_run, no_verify):
+@_progress_option
+def download(model, revision, layout, local_dir, cache_dir, dry_run, no_verify, progress):
     """Download a gpt-oss checkpoint from the Hugging Face Hub (or the mirror in HF_ENDPOINT), check every file
     against the hub's sha256, and record repo, commit and checksums in gptoss-manifest.json.
 
@@ -83,7 +96,8 @@ def download(model, revision, layout, local_dir, cache_dir, dry_run, no_verify):
         click.echo(_download_plan_text(plan))
         hub.check_disk_space(plan)
         return
-    click.echo(_download_summary_text(hub.download(model, verify=not no_verify, **options)))
+    click.echo(_download_summary_text(hub.download(model, verify=not no_verify, progress=progress,
+                                                   **options)))
 
 
 def _download_plan_text(plan) -> str:
@@ -113,6 +127,9 @@ def _download_summary_text(result) -> str:
     else:
         if result.incoming_files:
             lines.append(f"fetched {result.incoming_files} file(s), {format_bytes(result.incoming_bytes)}")
+        if result.resumed:
+            lines.append(f"resumed {len(result.resumed)} file(s) left half-fetched by an earlier run: "
+                         f"{', '.join(result.resumed)}")
         if result.replaced:
             lines.append(f"replaced {len(result.replaced)} damaged local file(s): {', '.join(result.replaced)}")
         if not result.incoming_files:
@@ -122,6 +139,8 @@ def _download_summary_text(result) -> str:
             if result.verified
             else "--no-verify: file sizes checked only, sha256 not checked"
         )
+        if result.pinned:
+            lines.append(f"{result.pinned} file(s) match the pinned official sha256 of {result.repo_id}@{result.commit}")
     lines.append(f"manifest: {result.manifest_path}")
     return "\n".join(lines)
 
@@ -136,7 +155,9 @@ def _download_summary_text(result) -> str:
               help="dtype of every output tensor (MXFP4 experts are dequantized exactly to it).")
 @click.option("--dry-run", is_flag=True, help="Print the tensors, shards and total size that would be written; write nothing.")
 @click.option("--force", is_flag=True, help="Replace --out if it already exists.")
-def convert(model, out, dtype, dry_run, force):
+@_pins_option
+@_progress_option
+def convert(model, out, dtype, dry_run, force, no_verify, progress):
     """Convert a gpt-oss checkpoint into gptoss_model's own format (sharded safetensors), one tensor at a time,
     after a strict audit: every checkpoint tensor used once, every parameter filled, shapes and dtypes checked.
 
@@ -152,7 +173,7 @@ def convert(model, out, dtype, dry_run, force):
     if dry_run:
         click.echo(conversion.format_plan(conversion.plan_convert(model, out, DTYPES[dtype])))
         return
-    plan = conversion.convert(model, out, DTYPES[dtype], force=force)
+    plan = conversion.convert(model, out, DTYPES[dtype], force=force, progress=progress, check_pins=not no_verify)
     click.echo(f"wrote {plan.out}: {plan.tensor_count} tensors in {len(plan.shards)} shard(s), "
                f"{plan.total_size:,} bytes ({dtype})")
 
@@ -197,9 +218,16 @@ def _fraction(ctx, param, value):
 @click.option("--prompt", "prompts", multiple=True, metavar="TEXT",
               help="A prompt (repeatable), tokenized with the checkpoint's tokenizer.json, or token ids '1 2 3' "
                    "when it has none.  [default: one prompt shorter than the sliding window, one crossing it, and "
-                   "for small checkpoints one past the original 4,096-token context]")
+                   "for small checkpoints one past the original 4,096-token context, and a harmony conversation "
+                   "longer than the window when the checkpoint has a chat template]")
 @click.option("--token-ids", type=click.Path(dir_okay=False), metavar="FILE",
               help="JSON file with a list of token ids, or a list of such lists (one per prompt).")
+@click.option("--chat", "chats", multiple=True, metavar="TEXT",
+              help="A user message (repeatable), rendered as a conversation through the checkpoint's "
+                   "chat_template.jinja (harmony), as Transformers' apply_chat_template does.")
+@click.option("--messages", "messages_file", metavar="FILE.json",
+              help="A conversation ([{\"role\": ..., \"content\": ...}, ...]) or a list of them, rendered through the "
+                   "chat template.")
 @click.option("--goldens", metavar="DIR|tiny",
               help="Compare with recorded goldens (`gptoss-convert goldens`; tiny: the shipped ones) instead of "
                    "running the reference; Transformers is not imported.")
@@ -210,9 +238,11 @@ def _fraction(ctx, param, value):
 @click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
               help="Also write JUnit XML: one test case per layer and component.")
 @click.option("--quiet", "-q", is_flag=True, help="No table and no progress bar; only errors and the verdict line.")
+@_pins_option
+@_progress_option
 @click.pass_context
-def verify(ctx, model, candidate, reference, atol, rtol, max_kl, min_top1, dtype, device, prompts, token_ids, goldens,
-           baseline, report_dir, junit, quiet):
+def verify(ctx, model, candidate, reference, atol, rtol, max_kl, min_top1, dtype, device, prompts, token_ids, chats,
+           messages_file, goldens, baseline, report_dir, junit, quiet, no_verify, progress):
     """Verify an implementation of gpt-oss (the candidate, default gptoss_model) against a reference (default
     Transformers) on a checkpoint, layer by layer, streaming one layer at a time.
 
@@ -237,10 +267,11 @@ def verify(ctx, model, candidate, reference, atol, rtol, max_kl, min_top1, dtype
     earlier = load_baseline(baseline) if baseline else None  # a bad file fails before the run, not after
     thresholds = Thresholds(dtype=dtype, atol=atol, rtol=rtol, max_kl=max_kl, min_top1=min_top1)
     if goldens:
-        summary, verdict = _verify_goldens(ctx, goldens, model, candidate, thresholds, device, prompts, token_ids, quiet)
+        summary, verdict = _verify_goldens(ctx, goldens, model, candidate, thresholds, device, quiet)
     else:
         result = run_verify(model, thresholds, device=device, prompts=prompts, token_ids_file=token_ids,
-                            progress=not quiet, candidate=candidate, reference=reference)
+                            progress=False if quiet else progress, candidate=candidate, reference=reference,
+                            check_pins=not no_verify, chats=chats, messages_file=messages_file)
         summary, verdict = result.to_dict(), result.verdict
     if earlier is not None:
         summary["baseline"] = baseline_deltas(summary, earlier)
@@ -255,13 +286,14 @@ def verify(ctx, model, candidate, reference, atol, rtol, max_kl, min_top1, dtype
                f"{summary['device']}), {summary['timing']['seconds']:.1f} s")
 
 
-def _verify_goldens(ctx, goldens, model, candidate, thresholds, device, prompts, token_ids, quiet):
+def _verify_goldens(ctx, goldens, model, candidate, thresholds, device, quiet):
     """verify --goldens: the candidate against recorded reference outputs (12c's goldens_compare)."""
     from click.core import ParameterSource
 
     from gptoss_convert.goldens_compare import verify_goldens
 
-    for name, option in (("reference", "--reference"), ("prompts", "--prompt"), ("token_ids", "--token-ids")):
+    for name, option in (("reference", "--reference"), ("prompts", "--prompt"), ("token_ids", "--token-ids"),
+                         ("chats", "--chat"), ("messages_file", "--messages")):
         if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None):
             raise click.UsageError(f"{option} does not apply with --goldens: the goldens hold their reference's "
                                    "outputs for their own prompts")

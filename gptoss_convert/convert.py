@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,12 +90,18 @@ def format_plan(plan: ConvertPlan) -> str:
 
 
 def convert(model: str | Path, out: str | Path, dtype: torch.dtype = torch.bfloat16, *, force: bool = False,
-            progress: bool = True, max_shard_bytes: int = MAX_SHARD_BYTES) -> ConvertPlan:
+            progress: bool | None = True, max_shard_bytes: int = MAX_SHARD_BYTES, check_pins: bool = True) -> ConvertPlan:
     """Convert `model` (tiny, 20b, 120b or a directory) into `out`; returns the plan it carried out.
 
     Raises InputError (exit 2) if `out` exists without `force` or lies inside the checkpoint, IntegrityError
-    (exit 3) for a damaged or inconsistent checkpoint; either way nothing is left behind."""
+    (exit 3) for a damaged or inconsistent checkpoint, or a download of a pinned revision whose files differ from
+    the pins (unless check_pins is false); either way nothing is left behind."""
     plan = plan_convert(model, out, dtype, max_shard_bytes)
+    if check_pins:
+        from gptoss_convert import pins
+        from gptoss_convert.manifest import read_manifest
+
+        pins.check_checkpoint(plan.checkpoint.root, read_manifest(plan.checkpoint.root), progress=progress)
     out = plan.out
     if (out.exists() or out.is_symlink()) and not force:
         raise InputError(f"--out {out} already exists; pass --force to replace it")
@@ -152,13 +157,12 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def _write(plan: ConvertPlan, directory: Path, progress: bool) -> None:
-    from tqdm import tqdm
+def _write(plan: ConvertPlan, directory: Path, progress: bool | None) -> None:
+    from gptoss_convert.progress import progress_bar
 
     ckpt = plan.checkpoint
     tensors = iter_tensors(ckpt, dtype=None, source_map=plan.source_map)  # checkpoint dtype; cast below in row chunks
-    with tqdm(total=plan.total_size, unit="B", unit_scale=True, desc="convert", file=sys.stderr,
-              disable=not progress) as bar:
+    with progress_bar(total=plan.total_size, unit="B", desc="convert", enabled=progress) as bar:
         for shard in plan.shards:
             with ShardWriter(directory / shard.file, shard.tensors) as writer:
                 for spec in shard.tensors:

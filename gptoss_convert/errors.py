@@ -7,6 +7,10 @@ class GptossConvertError(Exception):
 
     exit_code = 2
 
+    def __init__(self, message: str = "", *args):
+        # Names read from files (tensor names, config keys) may hold line breaks; the message stays one line.
+        super().__init__(str(message).replace("\r", "\\r").replace("\n", "\\n"), *args)
+
 
 class ParityError(GptossConvertError):
     """The implementation under test does not match the reference (verify's gate failed)."""

@@ -10,20 +10,21 @@ huggingface_hub reads HF_ENDPOINT and HF_HUB_OFFLINE once, at import. We read th
 `endpoint=` explicitly, so the environment of the call wins.
 
 Resume: huggingface_hub (2.x) resumes a cut transfer inside one run with HTTP `Range` requests; across runs it keeps
-every file that completed (its local_dir metadata makes them no-ops), but a half-fetched file is started again
-(its temporary file is per-process and removed on failure).
+every file that completed (its local_dir metadata makes them no-ops). A file half-fetched by a killed process is
+continued from its leftover temporary file by resume.py. Official revisions are also checked against pins.py.
 """
 
 import hashlib
 import os
 import re
 import shutil
-import sys
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 
 from gptoss_model.io import format_bytes
+from gptoss_convert import pins, resume
+from gptoss_convert import progress as progress_lines
 from gptoss_convert.errors import InputError, IntegrityError
 from gptoss_convert.hub_errors import hub_errors
 from gptoss_convert.manifest import (
@@ -118,6 +119,8 @@ class DownloadResult:
     verified: bool
     offline: bool = False
     replaced: tuple[str, ...] = ()  # files found damaged on disk and fetched again
+    pinned: int = 0  # files also checked against the pinned official sha256 (pins.py)
+    resumed: tuple[str, ...] = ()  # files a killed earlier run left half-fetched, continued (resume.py)
 
     @property
     def total_bytes(self) -> int:
@@ -219,7 +222,8 @@ def _free_bytes(directory: Path) -> int | None:
 # Download, verify, record
 
 
-def download(model, *, revision=None, layout="hf", local_dir=None, cache_dir=None, verify=True, max_workers=8):
+def download(model, *, revision=None, layout="hf", local_dir=None, cache_dir=None, verify=True, max_workers=8,
+             progress=None):
     """Download `layout` of `model` at `revision`, check it, record it. Returns a DownloadResult.
 
     Raises InputError (hub unreachable, access refused, unknown repo/revision, no disk space) or IntegrityError
@@ -232,6 +236,7 @@ def download(model, *, revision=None, layout="hf", local_dir=None, cache_dir=Non
         raise InputError(f"--local-dir {plan.directory}: {blocker} is a file, not a directory; "
                          "expected a directory to download into")
     check_disk_space(plan)
+    pins.check_listing(plan.repo_id, plan.commit, {f.remote.path: f.remote.sha256 for f in plan.files}, plan.endpoint)
     previous = read_manifest_quietly(plan.directory)
     recorded = {e["path"]: e for e in (previous or {}).get("files", [])}
     entries = {f.remote.path: recorded[f.remote.path] for f in plan.files if f.state == "verified"}
@@ -243,15 +248,18 @@ def download(model, *, revision=None, layout="hf", local_dir=None, cache_dir=Non
     # Files already here but never verified (an interrupted run, a manifest-less copy): check them first, so a
     # damaged one is simply fetched again in this run. Files of the wrong size are removed up front.
     here = [f.remote for f in plan.files if f.state == "here"]
-    good, damaged = _check_files(plan.directory, here, verify)
+    good, damaged = _check_files(plan.directory, here, verify, progress)
     entries.update(good)
     for f in plan.files:
         if f.remote.path not in entries:
             (plan.directory / f.remote.path).unlink(missing_ok=True)
 
     todo = [f.remote for f in plan.files if f.remote.path not in entries]
+    resumed = []
     if todo:
-        entries.update(_fetch(plan, todo, cache_dir, verify, max_workers))
+        fetched, resumed = _fetch(plan, todo, cache_dir, verify, max_workers, progress)
+        entries.update(fetched)
+    pinned = pins.check_download(plan.repo_id, plan.commit, entries, plan.directory, plan.endpoint)
 
     manifest = merged_manifest(plan, [entries[f.remote.path] for f in plan.files], previous, verify)
     manifest_path = plan.directory / MANIFEST_NAME
@@ -261,25 +269,32 @@ def download(model, *, revision=None, layout="hf", local_dir=None, cache_dir=Non
     return DownloadResult(
         plan.repo_id, plan.revision, plan.commit, manifest["layout"], plan.directory, manifest_path, files,
         incoming_files=len(todo), incoming_bytes=sum(f.size for f in todo), verified=verify,
-        replaced=tuple(path for path, _ in damaged),
+        replaced=tuple(path for path, _ in damaged), pinned=pinned, resumed=tuple(resumed),
     )
 
 
-def _fetch(plan: DownloadPlan, todo: list, cache_dir, verify: bool, max_workers: int) -> dict:
-    """Fetch `todo` at the plan's commit and check each file; {path: manifest entry}, or IntegrityError."""
+def _fetch(plan: DownloadPlan, todo: list, cache_dir, verify: bool, max_workers: int, progress=None):
+    """Fetch `todo` at the plan's commit (continuing what a killed run left half-fetched) and check each file;
+    ({path: manifest entry}, [paths resumed]), or IntegrityError."""
     from huggingface_hub import snapshot_download
 
     with hub_errors(plan.repo_id, plan.revision, plan.endpoint):
-        snapshot_download(
-            plan.repo_id,
-            revision=plan.commit,
-            local_dir=plan.directory,
-            cache_dir=cache_dir,
-            allow_patterns=[_fnmatch_escape(f.path) for f in todo],
-            endpoint=plan.endpoint,
-            max_workers=max_workers,
-        )
-    fetched, bad = _check_files(plan.directory, todo, verify)
+        resumed = resume.resume_leftovers(plan, todo)
+        rest = [f for f in todo if f.path not in resumed]
+        with progress_lines.hub_bars(progress), progress_lines.watch(
+                total=sum(f.size for f in rest), measure=lambda: _bytes_arrived(plan.directory, rest),
+                desc="download", enabled=progress):
+            if rest:
+                snapshot_download(
+                    plan.repo_id,
+                    revision=plan.commit,
+                    local_dir=plan.directory,
+                    cache_dir=cache_dir,
+                    allow_patterns=[_fnmatch_escape(f.path) for f in rest],
+                    endpoint=plan.endpoint,
+                    max_workers=max_workers,
+                )
+    fetched, bad = _check_files(plan.directory, todo, verify, progress)
     if bad:
         path, problem = bad[0]
         more = f" (and {len(bad) - 1} more: {', '.join(p for p, _ in bad[1:4])})" if len(bad) > 1 else ""
@@ -287,17 +302,22 @@ def _fetch(plan: DownloadPlan, todo: list, cache_dir, verify: bool, max_workers:
             f"{plan.directory / path}: {problem} per {plan.endpoint} at commit {plan.commit}{more}; "
             "the damaged file was removed; re-run the same command to fetch it again"
         )
-    return fetched
+    return fetched, resumed
 
 
-def _check_files(directory: Path, files: list[RemoteFile], verify: bool):
+def _bytes_arrived(directory: Path, files) -> int:
+    """Bytes of `files` on disk so far: finished files plus huggingface_hub's temporary `.incomplete` files."""
+    done = sum(f.size for f in files if (directory / f.path).is_file())
+    partial = directory / ".cache" / "huggingface" / "download"
+    return done + sum(p.stat().st_size for p in partial.rglob("*" + resume.INCOMPLETE) if p.is_file())
+
+
+def _check_files(directory: Path, files: list[RemoteFile], verify: bool, progress=None):
     """Check local copies against the hub's listing: the size always; with `verify`, the sha256 of LFS files and
     the git blob id of plain files. Returns ({path: manifest entry} of good files, [(path, problem)] of bad ones);
     bad files are deleted so nothing that looks complete stays behind.
 
     A missing file is an InputError: huggingface_hub gave up on it (most likely the hub became unreachable)."""
-    from tqdm.auto import tqdm
-
     missing = [f.path for f in files if not (directory / f.path).is_file()]
     if missing:
         raise InputError(
@@ -307,8 +327,7 @@ def _check_files(directory: Path, files: list[RemoteFile], verify: bool):
     good, bad = {}, []
     to_hash = {f.path for f in files if (directory / f.path).stat().st_size == f.size and (verify or f.sha256 is None)}
     total = sum(f.size for f in files if f.path in to_hash)
-    bar_style = dict(unit="B", unit_scale=True, desc="Checking sha256", file=sys.stderr)
-    with tqdm(total=total, disable=None if total else True, **bar_style) as bar:  # None: hidden when not a terminal
+    with progress_lines.progress_bar(total=total, desc="Checking sha256", enabled=progress if total else False) as bar:
         for remote in files:
             local = directory / remote.path
             size = local.stat().st_size

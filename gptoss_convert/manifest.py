@@ -26,10 +26,28 @@ def read_manifest(directory) -> dict | None:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise IntegrityError(f"{path}: unreadable download manifest ({error}); re-run `gptoss-convert download`")
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise IntegrityError(f"{path}: download manifest {problem}; re-run `gptoss-convert download`")
+    return manifest
+
+
+def _manifest_problem(manifest) -> str | None:
+    """What is wrong with a parsed manifest (types included: its fields reach paths and messages), or None."""
+    if not isinstance(manifest, dict):
+        return f"must be a JSON object, found {type(manifest).__name__}"
     missing = [k for k in ("repo_id", "revision", "commit", "layout", "files") if k not in manifest]
     if missing:
-        raise IntegrityError(f"{path}: download manifest lacks {', '.join(missing)}; re-run `gptoss-convert download`")
-    return manifest
+        return f"lacks {', '.join(missing)}"
+    wrong = [k for k in ("repo_id", "revision", "commit", "layout") if not isinstance(manifest[k], str)]
+    if wrong:
+        return f"has a non-string {', '.join(wrong)}"
+    files = manifest["files"]
+    if not isinstance(files, list) or not all(
+            isinstance(f, dict) and isinstance(f.get("path"), str) and isinstance(f.get("size"), int)
+            and not isinstance(f.get("size"), bool) and isinstance(f.get("sha256"), (str, type(None))) for f in files):
+        return "has a 'files' entry that is not {path: string, size: integer, sha256: string}"
+    return None
 
 
 def read_manifest_quietly(directory: Path) -> dict | None:

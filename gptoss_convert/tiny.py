@@ -12,8 +12,15 @@ from pathlib import Path
 from gptoss_model.config import GPTOssConfig
 from gptoss_convert.errors import InputError
 
-# Special tokens sit at the top ids, in the hub's order (<|startoftext|> < <|endoftext|> < <|return|>; the hub's tokenizer_config.json).
-TINY_SPECIAL_TOKENS = {"<|startoftext|>": 509, "<|endoftext|>": 510, "<|return|>": 511}
+# bos, pad and eos sit at the top ids, in the hub's order (<|startoftext|> < <|endoftext|>
+# < <|return|>; the hub's tokenizer_config.json).
+# The other harmony tokens (for the chat template) take the ids of the byte-level tokens of bytes 0xF5..0xFA, which
+# never occur in UTF-8 text: every text still tokenizes to the same ids, and the vocabulary keeps its 512 rows.
+TINY_SPECIAL_TOKENS = {
+    "<|constrain|>": 177, "<|channel|>": 178, "<|start|>": 179, "<|end|>": 180, "<|message|>": 181, "<|call|>": 182,
+    "<|startoftext|>": 509, "<|endoftext|>": 510, "<|return|>": 511,
+}
+UNUSED_BYTES_FOR_SPECIAL_TOKENS = bytes(range(0xF5, 0xFB))  # bytes no UTF-8 text contains (RFC 3629)
 
 # Every structural feature of the real model at toy size: alternating sliding/full (layer 0 sliding), GQA,
 # sinks, top-k MoE, YaRN with the real parameters; dims multiples of 32 for MXFP4.

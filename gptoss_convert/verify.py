@@ -25,7 +25,7 @@ from gptoss_convert import __version__
 from gptoss_convert.compare import router_agreement
 from gptoss_convert.gate import COMPONENTS, Thresholds, check, check_logits, judge, row_ratios
 from gptoss_convert.options import DTYPES, resolve_device_option
-from gptoss_convert.prompts import load_tokenizer, parse_prompts
+from gptoss_convert.prompts import all_prompts, load_tokenizer
 from gptoss_convert.sources import read_manifest, resolve_source
 
 SCHEMA_VERSION = 2
@@ -124,9 +124,10 @@ def _maybe(metrics):
 
 
 def run_verify(source, thresholds: Thresholds, device="auto", prompts=None, token_ids_file=None, progress=True,
-               candidate="gptoss_model", reference="transformers"):
+               candidate="gptoss_model", reference="transformers", check_pins=True, chats=(), messages_file=None):
     """Verify `candidate` (a SPEC, docs/candidates.md) against `reference` on checkpoint `source` (tiny | a
-    downloaded name | a directory). Returns a VerifyResult with its verdict."""
+    downloaded name | a directory). `progress`: True / False / None (a bar on a terminal, plain lines elsewhere).
+    Returns a VerifyResult with its verdict."""
     from gptoss_convert.candidates import load_candidate, load_reference
     from gptoss_convert.candidates.protocol import Context
     from gptoss_convert.checkpoint import open_checkpoint
@@ -144,21 +145,27 @@ def run_verify(source, thresholds: Thresholds, device="auto", prompts=None, toke
     ckpt = open_checkpoint(path)
     plan = audit(ckpt)
     config = ckpt.config.replace(implementation="eager")
-    prompt_list = parse_prompts(prompts, token_ids_file, config, load_tokenizer(path, ckpt.side_files))  # prompts.py
+    tokenizer = load_tokenizer(path, ckpt.side_files)
+    prompt_list = all_prompts(ckpt, config, tokenizer, prompts, token_ids_file, chats, messages_file)  # prompts.py
     context = Context(path, config, dtype, device)
     ref.setup(context)
     cand.setup(context)
     result = VerifyResult(thresholds, device, describe_checkpoint(path, ckpt), prompt_list,
                           candidate=describe_implementation(cand), reference=describe_implementation(ref),
                           window=config.sliding_window)
+    if check_pins:  # a download of a pinned official revision: its files against the pins (weights hashed above)
+        from gptoss_convert import pins
+
+        hashed = {f["path"]: f["sha256"] for f in result.checkpoint["files"]}
+        pins.check_checkpoint(ckpt.root, result.checkpoint["provenance"], known=hashed, progress=progress)
     with torch.no_grad():
         streams = Streams(config, prompt_list, device, Weights(ckpt, plan, dtype, device))
         embed_stage(result, streams, cand, ref, thresholds)
         layer_range = range(config.num_hidden_layers)
-        if progress:
-            from tqdm import tqdm
+        if progress is not False:
+            from gptoss_convert.progress import progress_bar
 
-            layer_range = tqdm(layer_range, desc="verify", unit="layer", leave=False)
+            layer_range = progress_bar(layer_range, desc="verify", unit="layer", enabled=progress, leave=False)
         for i in layer_range:
             result.layers.append(layer_stage(i, streams, cand, ref, thresholds))
         final_stage(result, streams, cand, ref, thresholds)

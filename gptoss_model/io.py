@@ -80,6 +80,23 @@ def atomic_write_text(target, text: str) -> None:
         raise
 
 
+def atomic_write_with(target, write) -> Path:
+    """Replace `target` with the file `write(temp_path)` produces (a library writer: safetensors, an image): temp
+    file beside it, fsync, rename. On any error the temporary file is removed and `target` is untouched."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = target.parent / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    try:
+        write(str(temp))
+        with open(temp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return target
+
+
 @contextlib.contextmanager
 def atomic_directory(target):
     """Yield a fresh temporary directory `.NAME.tmp-PID-*` beside `target`; when the block ends without error its
@@ -259,9 +276,10 @@ def index_json(shards: list[Shard], metadata: dict | None = None) -> dict:
     return {"metadata": {**total, **(metadata or {})}, "weight_map": dict(sorted(weight_map.items()))}
 
 
-def encode_header(specs: list[TensorSpec], metadata: dict | None = None) -> bytes:
-    """The 8-byte length + padded JSON header for tensors stored contiguously in the given order."""
-    header: dict = {"__metadata__": {"format": "pt", **(metadata or {})}}
+def encode_header(specs: list[TensorSpec], metadata: dict | None = None, *, with_metadata: bool = True) -> bytes:
+    """The 8-byte length + padded JSON header for tensors stored contiguously in the given order (without
+    `__metadata__` when with_metadata is false, as the hub's gpt-oss shards are)."""
+    header: dict = {"__metadata__": {"format": "pt", **(metadata or {})}} if with_metadata else {}
     offset = 0
     for spec in specs:
         header[spec.name] = {"dtype": spec.dtype, "shape": list(spec.shape), "data_offsets": [offset, offset + spec.nbytes]}
@@ -283,11 +301,12 @@ class ShardWriter:
     """Writes one safetensors file from a plan. Use as a context manager; call `write(name, chunk)` for the planned
     tensors in order, each as one tensor or as several chunks of leading-dimension rows."""
 
-    def __init__(self, path: str | Path, specs: list[TensorSpec] | tuple[TensorSpec, ...], metadata: dict | None = None):
+    def __init__(self, path: str | Path, specs: list[TensorSpec] | tuple[TensorSpec, ...], metadata: dict | None = None,
+                 *, with_metadata: bool = True):
         self.path = Path(path)
         self.specs = list(specs)
         self._file = open(self.path, "wb")
-        self._file.write(encode_header(self.specs, metadata))
+        self._file.write(encode_header(self.specs, metadata, with_metadata=with_metadata))
         self._current = 0  # index of the tensor being written
         self._written = 0  # bytes of it written so far
 

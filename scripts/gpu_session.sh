@@ -5,6 +5,7 @@
 #   bash scripts/gpu_session.sh bench      # bench_gpu.py: ours vs Transformers eager/flex, 20b shape, bf16
 #   bash scripts/gpu_session.sh offload    # bench_offload.py: 120b-shaped, layers in pinned host memory
 #   bash scripts/gpu_session.sh tests      # only tests/test_gpu.py
+#   bash scripts/gpu_session.sh grpo       # bench_grpo_gpu.py: one GRPO step with LoRA, 20b shape, G = 8, 256 tokens
 set -uo pipefail
 export PYTHONPATH=. PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
 OUT=${OUT:-gpu-out}; mkdir -p "$OUT"
@@ -25,6 +26,9 @@ verify)
   ;;
 bench)
   python3 scripts/bench_gpu.py --json "$OUT/bench_gpu.json" 2>&1 | grep -v Warning | tee "$OUT/bench_gpu.log"
+  ;;
+grpo)
+  python3 scripts/bench_grpo_gpu.py --out "$OUT/bench_grpo.json" 2>&1 | tee "$OUT/bench_grpo.log"
   ;;
 offload)
   python3 scripts/bench_offload.py --checkpoint /tmp/ckpt120b --layers 8 2>&1 | tee "$OUT/offload.json"

@@ -45,19 +45,19 @@ from gptoss_model.io import (
     plan_shards,
     zero_based_shard_names,
 )
-from gptoss_convert import mxfp4
-from gptoss_convert.config_files import MXFP4_QUANTIZATION_CONFIG
+from gptoss_convert import mxfp4, official
+from gptoss_convert.official import generation_config_json, hf_config_json, pretty_json
+from gptoss_convert.prompts import CHAT_TEMPLATE_FILE, harmony_template_path
 from gptoss_convert.remap import Part, expected_tensors, name_template, param_shape, sources
-from gptoss_convert.tiny import TINY_CONFIG, TINY_SPECIAL_TOKENS
+from gptoss_convert.tiny import TINY_CONFIG, TINY_SPECIAL_TOKENS, UNUSED_BYTES_FOR_SPECIAL_TOKENS
 
 SHAPES = {"tiny": TINY_CONFIG, "20b": GPTOss_20B(), "120b": GPTOss_120B()}
-HF_SHARD_BYTES = 4_800_000_000  # the conversion script's cap; gives the hub's 3 (20b) and 15 (120b) files
+HF_SHARD_BYTES = official.HUB_SHARD_BYTES  # the conversion script's cap; gives the hub's 3 (20b) and 15 (120b) files
 TINY_SHARD_BYTES = 150_000  # the tiny checkpoint still gets several shards
 ORIGINAL_SINGLE_FILE_MAX = 20_000_000_000  # 20b's original/ is one file; 120b's is sharded
 ORIGINAL_SHARD_BYTES = 10_000_000_000
 QUANTIZE_MAX_ELEMENTS = 1 << 22  # above this, expert weights get random FP4 codes instead of a real quantization
 CHUNK_ELEMENTS = 1 << 24  # rows are generated in chunks of about this many values
-TRANSFORMERS_VERSION = "4.55.0.dev0"  # what the hub's 20b config.json says
 
 
 def shape_config(shape: str, layers: int | None = None) -> GPTOssConfig:
@@ -72,61 +72,66 @@ def shape_config(shape: str, layers: int | None = None) -> GPTOssConfig:
 @dataclass(frozen=True)
 class CheckpointPlan:
     layout: str  # "hf" | "original"
-    files: tuple[tuple[str, Shard], ...]  # (path relative to --out, shard)
+    files: tuple[tuple[str, Shard], ...]  # (path relative to --out, shard; its tensors in write order)
     index: dict | None  # model.safetensors.index.json content, when sharded
+    hub: bool = True  # the hub's order, headers and index spelling; False: the frozen tiny checkpoint's own
 
     @property
     def total_size(self) -> int:
         return sum(shard.nbytes for _, shard in self.files)
 
+    def index_text(self) -> str:
+        return official.index_text(self.index) if self.hub else pretty_json(self.index)
 
-def plan_checkpoint(config: GPTOssConfig, layout: str, max_shard_bytes: int | None = None) -> CheckpointPlan:
-    """Which files hold which tensors, for the HF root layout or `original/`. Headers only: nothing is written."""
-    specs = list(expected_tensors(config, layout, "mxfp4").values())
+
+def plan_checkpoint(config: GPTOssConfig, layout: str, max_shard_bytes: int | None = None,
+                    hub: bool = True) -> CheckpointPlan:
+    """Which files hold which tensors, for the HF root layout or `original/`. Headers only: nothing is written.
+
+    hub=True follows the hub (gptoss_convert/official.py): its tensor order for the index and the shard split,
+    safetensors' order inside each file. hub=False is the order the tiny checkpoint was made with (model order,
+    sorted index), kept so that its files stay byte for byte what other work computed goldens from."""
+    specs = expected_tensors(config, layout, "mxfp4")
+    if hub:
+        order = official.hf_tensor_order(config) if layout == "hf" else official.original_tensor_order(config)
+        specs = {name: specs[name] for name in order}
+    specs = list(specs.values())
     if layout == "hf":
         shards = plan_shards(specs, max_shard_bytes or HF_SHARD_BYTES, zero_based_shard_names)
-        return CheckpointPlan("hf", tuple((s.file, s) for s in shards), index_json(shards))
+        return _plan("hf", [(s.file, s) for s in shards], shards, hub)
     if sum(s.nbytes for s in specs) <= ORIGINAL_SINGLE_FILE_MAX:  # --max-shard-bytes applies to the HF layout only
-        return CheckpointPlan("original", (("original/model.safetensors", Shard("model.safetensors", tuple(specs))),), None)
-    shards = plan_shards(specs, ORIGINAL_SHARD_BYTES, one_based_shard_names)
-    return CheckpointPlan("original", tuple((f"original/{s.file}", s) for s in shards), index_json(shards))
+        return _plan("original", [("original/model.safetensors", Shard("model.safetensors", tuple(specs)))], None, hub)
+    naming = official.original_shard_names if hub else one_based_shard_names
+    shards = plan_shards(specs, ORIGINAL_SHARD_BYTES, naming)
+    return _plan("original", [(f"original/{s.file}", s) for s in shards], shards, hub)
 
 
-# The keys of the hub's 20b config.json, no more (the hub's openai/gpt-oss-20b config.json): no bos_token_id (generation_config.json has
-# it), no torch_dtype.
-HUB_CONFIG_KEYS = (
-    "architectures", "attention_bias", "attention_dropout", "eos_token_id", "experts_per_token", "head_dim",
-    "hidden_act", "hidden_size", "initial_context_length", "initializer_range", "intermediate_size", "layer_types",
-    "max_position_embeddings", "model_type", "num_attention_heads", "num_experts_per_tok", "num_hidden_layers",
-    "num_key_value_heads", "num_local_experts", "output_router_logits", "pad_token_id", "quantization_config",
-    "rms_norm_eps", "rope_scaling", "rope_theta", "router_aux_loss_coef", "sliding_window", "swiglu_limit",
-    "tie_word_embeddings", "transformers_version", "use_cache", "vocab_size",
-)
+def _plan(layout: str, files: list, shards: list | None, hub: bool) -> CheckpointPlan:
+    index = None
+    if shards is not None:
+        index = index_json(shards)
+        if hub:  # the hub's index keeps the planning order
+            index["weight_map"] = {t.name: s.file for s in shards for t in s.tensors}
+    if hub:  # inside each file, the safetensors library's order
+        files = [(path, Shard(s.file, tuple(official.safetensors_data_order(s.tensors)))) for path, s in files]
+    return CheckpointPlan(layout, tuple(files), index, hub)
 
 
-def hf_config_json(config: GPTOssConfig) -> dict:
-    """config.json as on the hub: its keys exactly, with quantization_config (written with sorted keys)."""
-    body = config.to_hf_config()
-    body["quantization_config"] = MXFP4_QUANTIZATION_CONFIG
-    body["transformers_version"] = TRANSFORMERS_VERSION
-    if float(body["rope_theta"]).is_integer():
-        body["rope_theta"] = int(body["rope_theta"])  # the hub writes 150000
-    return {key: body[key] for key in HUB_CONFIG_KEYS}
-
-
-def generation_config_json(config: GPTOssConfig) -> dict:
-    eos = [config.eos_token_id, config.pad_token_id] + ([200012] if config.vocab_size > 200012 else [])  # <|call|>
-    return {"bos_token_id": config.bos_token_id, "do_sample": True, "eos_token_id": eos,
-            "pad_token_id": config.pad_token_id, "transformers_version": TRANSFORMERS_VERSION}
-
-
-def dtypes_json(plan: CheckpointPlan) -> dict:
-    """original/dtypes.json: BF16, except FP4 blocks and UE8 scales (stored as U8 in the headers)."""
-    kinds = {}
-    for _, shard in plan.files:
-        for t in shard.tensors:
-            kinds[t.name] = "FP4" if t.name.endswith(".blocks") else "UE8" if t.name.endswith(".scales") else "BF16"
-    return kinds
+def metadata_files(config: GPTOssConfig, plan: CheckpointPlan) -> dict[str, str]:
+    """Every non-weight file of one layout: path relative to --out -> text."""
+    if plan.layout == "hf":
+        files = {"config.json": pretty_json(hf_config_json(config)),
+                 "generation_config.json": pretty_json(generation_config_json(config)),
+                 CHAT_TEMPLATE_FILE: harmony_template_path().read_text()}
+        if plan.index is not None:
+            files[INDEX_NAME] = plan.index_text()
+        return files
+    names = official.original_tensor_order(config)
+    files = {"original/config.json": json.dumps(official.original_config_json(original_config_dict(config)), indent=2) + "\n",
+             "original/dtypes.json": json.dumps(official.dtypes_json(names), indent=2) + "\n"}
+    if plan.index is not None:
+        files[f"original/{INDEX_NAME}"] = plan.index_text()
+    return files
 
 
 # ---- deterministic values --------------------------------------------------------------------------------------------
@@ -221,11 +226,15 @@ def tensor_chunks(values: Values, config: GPTOssConfig, layout: str):
 
 # ---- writing ---------------------------------------------------------------------------------------------------------
 
-def write_checkpoint(config: GPTOssConfig, out: Path, layout: str = "both", seed: int = 0,
-                     max_shard_bytes: int | None = None, tokenizer: bool = False, progress: bool = True) -> Path:
-    """Write the checkpoint into `out` (which must not exist, or be empty) via a temporary directory."""
-    from tqdm import tqdm
+def layouts_of(layout: str) -> tuple[str, ...]:
+    return ("hf", "original") if layout == "both" else (layout,)
 
+
+def write_checkpoint(config: GPTOssConfig, out: Path, layout: str = "both", seed: int = 0,
+                     max_shard_bytes: int | None = None, tokenizer: bool = False, progress: bool | None = True,
+                     metadata_only: bool = False, hub: bool = True) -> Path:
+    """Write the checkpoint into `out` (which must not exist, or be empty) via a temporary directory.
+    metadata_only: every file but the weights (configs, index, tokenizer files, chat template, original/ json)."""
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise SystemExit(f"error: {out} exists and is not empty; remove it or pick another --out")
@@ -235,15 +244,15 @@ def write_checkpoint(config: GPTOssConfig, out: Path, layout: str = "both", seed
     os.umask(_umask)
     tmp.chmod(0o777 & ~_umask)  # mkdtemp makes it private; the result should look like a normal directory
     try:
-        layouts = ("hf", "original") if layout == "both" else (layout,)
-        plans = [plan_checkpoint(config, name, max_shard_bytes) for name in layouts]
-        values = Values(config, seed)
-        total = sum(p.total_size for p in plans)
-        with tqdm(total=total, unit="B", unit_scale=True, desc="writing", file=sys.stderr, disable=not progress) as bar:
-            for plan in plans:
-                _write_layout(plan, config, tmp, values, bar)
-        if tokenizer:
-            write_tokenizer(tmp, config)
+        plans = [plan_checkpoint(config, name, max_shard_bytes, hub) for name in layouts_of(layout)]
+        files = {path: text for plan in plans for path, text in metadata_files(config, plan).items()}
+        if "hf" in layouts_of(layout):
+            files.update(tokenizer_files(config, tokenizer))
+        for relative, text in files.items():
+            (tmp / relative).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / relative).write_text(text)
+        if not metadata_only:
+            _write_weights(plans, config, tmp, Values(config, seed), progress)
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)
@@ -253,36 +262,38 @@ def write_checkpoint(config: GPTOssConfig, out: Path, layout: str = "both", seed
     return out
 
 
-def _write_layout(plan: CheckpointPlan, config: GPTOssConfig, root: Path, values: Values, bar) -> None:
-    chunks = tensor_chunks(values, config, plan.layout)
-    base = root if plan.layout == "hf" else root / "original"
-    base.mkdir(exist_ok=True)
-    for relative, shard in plan.files:
-        with ShardWriter(root / relative, shard.tensors) as writer:
-            for spec in shard.tensors:
-                for chunk in chunks[spec.name]():
-                    writer.write(spec.name, chunk)
-                    bar.update(chunk.numel() * chunk.element_size())
-    if plan.index is not None:
-        _write_json(base / INDEX_NAME, plan.index)
-    if plan.layout == "hf":
-        _write_json(root / "config.json", hf_config_json(config))
-        _write_json(root / "generation_config.json", generation_config_json(config))
+def _write_weights(plans: list[CheckpointPlan], config: GPTOssConfig, root: Path, values: Values, progress) -> None:
+    from gptoss_convert.progress import progress_bar
+
+    total = sum(p.total_size for p in plans)
+    with progress_bar(total=total, unit="B", desc="writing", enabled=progress) as bar:
+        for plan in plans:
+            chunks = tensor_chunks(values, config, plan.layout)
+            for relative, shard in plan.files:
+                (root / relative).parent.mkdir(parents=True, exist_ok=True)
+                with ShardWriter(root / relative, shard.tensors, with_metadata=not plan.hub) as writer:
+                    for spec in shard.tensors:
+                        for chunk in chunks[spec.name]():
+                            writer.write(spec.name, chunk)
+                            bar.update(chunk.numel() * chunk.element_size())
+
+
+def tokenizer_files(config: GPTOssConfig, tiny_tokenizer: bool) -> dict[str, str]:
+    """tokenizer_config.json and special_tokens_map.json in the hub's spelling: o200k_harmony's added tokens for the
+    real vocabulary (its tokenizer.json cannot be generated here, so there is none), or the tiny tokenizer's, with
+    its tokenizer.json."""
+    if config.vocab_size > max(official.harmony_added_tokens()):
+        added = official.harmony_added_tokens()
+        files = {}
+    elif tiny_tokenizer:
+        added = {i: t for t, i in TINY_SPECIAL_TOKENS.items()}
+        files = {"tokenizer.json": build_tokenizer(config).to_str(pretty=True)}
     else:
-        _write_json(base / "config.json", _original_config_spelling(original_config_dict(config)), sort_keys=False)
-        _write_json(base / "dtypes.json", dtypes_json(plan), sort_keys=False)
-
-
-def _original_config_spelling(body: dict) -> dict:
-    # The hub file writes rope_theta and the NTK betas as integers, the factor and swiglu_limit as floats.
-    for key in ("rope_theta", "rope_ntk_alpha", "rope_ntk_beta"):
-        if float(body[key]).is_integer():
-            body[key] = int(body[key])
-    return body
-
-
-def _write_json(path: Path, body: dict, sort_keys: bool = True) -> None:
-    path.write_text(json.dumps(body, indent=2, sort_keys=sort_keys) + "\n")
+        return {}
+    body = official.tokenizer_config_json(added, config, official.HUB_MODEL_MAX_LENGTH)
+    files["tokenizer_config.json"] = pretty_json(body)
+    files["special_tokens_map.json"] = pretty_json(official.special_tokens_map_json(added, config))
+    return files
 
 
 # ---- the tiny tokenizer ----------------------------------------------------------------------------------------------
@@ -312,10 +323,12 @@ leaves nothing half written behind when it stops.
 
 
 def build_tokenizer(config: GPTOssConfig):
-    """Byte-level BPE trained on CORPUS to vocab_size − 3 entries; the 3 special tokens take the top ids."""
+    """Byte-level BPE trained on CORPUS to vocab_size − 3 entries; bos, pad and eos take the top ids, the other
+    harmony tokens the ids of byte tokens that no UTF-8 text produces (gptoss_convert/tiny.py says why)."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    regular = config.vocab_size - len(TINY_SPECIAL_TOKENS)
+    top = {t: i for t, i in TINY_SPECIAL_TOKENS.items() if i >= config.vocab_size - 3}
+    regular = config.vocab_size - len(top)
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
@@ -324,26 +337,34 @@ def build_tokenizer(config: GPTOssConfig):
     tokenizer.train_from_iterator(CORPUS.splitlines(), trainer)
     if tokenizer.get_vocab_size() != regular:
         raise RuntimeError(f"BPE training gave {tokenizer.get_vocab_size()} tokens, expected {regular}")
-    for token, token_id in sorted(TINY_SPECIAL_TOKENS.items(), key=lambda kv: kv[1]):
+    for token, token_id in sorted(top.items(), key=lambda kv: kv[1]):
         tokenizer.add_special_tokens([AddedToken(token, special=True, normalized=False)])
         if tokenizer.token_to_id(token) != token_id:
             raise RuntimeError(f"{token} got id {tokenizer.token_to_id(token)}, expected {token_id}")
+    return _harmony_tokens_on_unused_bytes(tokenizer, {t: i for t, i in TINY_SPECIAL_TOKENS.items() if t not in top})
+
+
+def _harmony_tokens_on_unused_bytes(tokenizer, tokens: dict):
+    """Give each of `tokens` the id of a byte token of UNUSED_BYTES_FOR_SPECIAL_TOKENS: the vocab entry is renamed
+    (no merge reaches it from text) and the token added as special, matched before BPE runs."""
+    from tokenizers import Tokenizer
+
+    body = json.loads(tokenizer.to_str())
+    vocab, merges = body["model"]["vocab"], body["model"]["merges"]
+    # the byte-level alphabet writes bytes 0xAE..0xFF as the character of the same code point (GPT-2's byte map)
+    for byte, (token, token_id) in zip(UNUSED_BYTES_FOR_SPECIAL_TOKENS, sorted(tokens.items(), key=lambda kv: kv[1])):
+        char = chr(byte)
+        if vocab.get(char) != token_id or any(char in "".join(m) for m in merges):
+            raise RuntimeError(f"byte 0x{byte:02X} has id {vocab.get(char)} or a merge; expected id {token_id}, none")
+        vocab[token] = vocab.pop(char)  # in the model's vocab, so the added token below keeps this id
+        body["added_tokens"].append({"id": token_id, "content": token, "single_word": False, "lstrip": False,
+                                     "rstrip": False, "normalized": False, "special": True})
+    body["added_tokens"].sort(key=lambda entry: entry["id"])
+    tokenizer = Tokenizer.from_str(json.dumps(body))
+    wrong = {t: tokenizer.token_to_id(t) for t, i in tokens.items() if tokenizer.token_to_id(t) != i}
+    if wrong:
+        raise RuntimeError(f"special tokens got other ids than planned: {wrong}")
     return tokenizer
-
-
-def write_tokenizer(root: Path, config: GPTOssConfig) -> None:
-    build_tokenizer(config).save(str(root / "tokenizer.json"))
-    names = {v: k for k, v in TINY_SPECIAL_TOKENS.items()}
-    special = {"bos_token": names[config.bos_token_id], "eos_token": names[config.eos_token_id],
-               "pad_token": names[config.pad_token_id]}
-    decoder = {str(i): {"content": t, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False,
-                        "special": True} for t, i in TINY_SPECIAL_TOKENS.items()}
-    _write_json(root / "tokenizer_config.json", {
-        "added_tokens_decoder": decoder, **special, "clean_up_tokenization_spaces": False,
-        "model_input_names": ["input_ids", "attention_mask"], "model_max_length": config.max_position_embeddings,
-        "tokenizer_class": "PreTrainedTokenizerFast",
-    })
-    _write_json(root / "special_tokens_map.json", special)
 
 
 # ---- command line ----------------------------------------------------------------------------------------------------
@@ -356,17 +377,23 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--layout", choices=("hf", "original", "both"), default="both")
     parser.add_argument("--max-shard-bytes", type=int, help="override the shard cap")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--metadata-only", action="store_true",
+                        help="every file but the weights: configs, index, tokenizer files, chat template, original/ json")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="force the progress bar on or off  [default: a bar on a terminal, else a line per ~10 s]")
+    parser.add_argument("--quiet", action="store_true", help="no progress output (same as --no-progress)")
     args = parser.parse_args(argv)
     if args.layers is not None and args.layers < 1:
         parser.error("--layers must be at least 1")
     config = shape_config(args.shape, args.layers)
-    max_shard = args.max_shard_bytes or (TINY_SHARD_BYTES if args.shape == "tiny" else None)
-    out = write_checkpoint(config, args.out, args.layout, args.seed, max_shard, tokenizer=args.shape == "tiny",
-                           progress=not args.quiet)
-    total = sum(plan_checkpoint(config, name, max_shard).total_size
-                for name in (("hf", "original") if args.layout == "both" else (args.layout,)))
-    print(f"wrote {out} ({args.shape}, {config.num_hidden_layers} layers, {args.layout} layout, {total:,} bytes of tensors)")
+    tiny = args.shape == "tiny"
+    max_shard = args.max_shard_bytes or (TINY_SHARD_BYTES if tiny else None)
+    out = write_checkpoint(config, args.out, args.layout, args.seed, max_shard, tokenizer=tiny,
+                           progress=False if args.quiet else args.progress, metadata_only=args.metadata_only,
+                           hub=not tiny)
+    total = sum(plan_checkpoint(config, name, max_shard, hub=not tiny).total_size for name in layouts_of(args.layout))
+    what = "metadata only, no tensor data" if args.metadata_only else "bytes of tensors"
+    print(f"wrote {out} ({args.shape}, {config.num_hidden_layers} layers, {args.layout} layout, {total:,} {what})")
     return 0
 
 

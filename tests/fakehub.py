@@ -13,6 +13,10 @@ listed as LFS files with their sha256. Knobs for the failure cases:
 
     hub.faults[path] = ["cut:100", "status:500"]  successive GETs of that file: send 100 bytes then drop the
                                                   connection; answer 500; afterwards normal again
+    hub.faults[path] = ["stall:100"]              send 100 bytes, then hold the connection until hub.release()
+                                                  (or 60 s): a process can be killed mid-file
+    FakeHub(repos, commits={repo_id: sha})        serve a repo under a given commit sha (a pinned revision)
+    hub.bytes_served(path)                        body bytes sent for that file so far
     hub.corrupt.add(path)                         serve the file with one byte flipped (listing keeps the true sha256)
     hub.auth_token = "hf_x"                       every request without `Authorization: Bearer hf_x` gets 401
     hub.requests                                  log of (method, url path, Range header) for counting
@@ -42,10 +46,10 @@ def lfs_pointer(data: bytes) -> bytes:
 
 
 class _Repo:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, commit: str | None = None):
         self.files = {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
         listing = "".join(f"{path}:{git_blob_id(data)}\n" for path, data in self.files.items())
-        self.commit = hashlib.sha1(listing.encode()).hexdigest()
+        self.commit = commit or hashlib.sha1(listing.encode()).hexdigest()
 
     def is_lfs(self, path: str) -> bool:
         return path.endswith(LFS_SUFFIXES)
@@ -72,8 +76,11 @@ class _Repo:
 
 
 class FakeHub:
-    def __init__(self, repos: dict[str, Path], *, tags: dict[str, str] | None = None):
-        self.repos = {repo_id: _Repo(Path(root)) for repo_id, root in repos.items()}
+    def __init__(self, repos: dict[str, Path], *, tags: dict[str, str] | None = None,
+                 commits: dict[str, str] | None = None):
+        self.repos = {repo_id: _Repo(Path(root), (commits or {}).get(repo_id)) for repo_id, root in repos.items()}
+        self.served: dict[str, int] = {}
+        self._release = threading.Event()
         self.tags = dict(tags or {})  # extra revision names -> "main" (all revisions point at the one commit)
         self.faults: dict[str, list[str]] = {}
         self.corrupt: set[str] = set()
@@ -94,7 +101,12 @@ class FakeHub:
         threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         return self.url
 
+    def release(self) -> None:
+        """Let stalled transfers finish (their clients may be gone)."""
+        self._release.set()
+
     def stop(self) -> None:
+        self._release.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -122,6 +134,14 @@ class FakeHub:
             log = list(self.requests)
         wanted = [r for r in log if r[0] == method and "/resolve/" in r[1]]
         return [r for r in wanted if path is None or r[1].endswith("/" + path)]
+
+    def bytes_served(self, path: str) -> int:
+        with self._lock:
+            return self.served.get(path, 0)
+
+    def _count(self, path: str, n: int) -> None:
+        with self._lock:
+            self.served[path] = self.served.get(path, 0) + n
 
     def _log(self, method, url_path, range_header):
         with self._lock:
@@ -211,12 +231,20 @@ class _Handler(BaseHTTPRequestHandler):
         status = 206 if start else 200
         if start:
             headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
-        if fault and fault.startswith("cut:"):  # promise the whole body, send part of it, drop the connection
-            self._send(status, headers, len(body), body[: int(fault.split(":")[1])])
+        if fault and fault.startswith(("cut:", "stall:")):  # promise the whole body, send part of it
+            part = body[: int(fault.split(":")[1])]
+            self._send(status, headers, len(body), part)
+            self.fake._count(path, len(part))
+            if fault.startswith("stall:"):  # hold the connection open, as a slow server would
+                self.fake._release.wait(60)
             self.close_connection = True
-            self.connection.shutdown(2)
+            try:
+                self.connection.shutdown(2)
+            except OSError:
+                pass
             return
         self._send(status, headers, len(body), body)
+        self.fake._count(path, len(body))
 
     # -- responses -------------------------------------------------------------------------------------------------
     def _send(self, status: int, headers: dict, length: int, body: bytes):

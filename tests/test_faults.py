@@ -242,10 +242,10 @@ def test_download_interrupted_while_checking_writes_no_manifest_and_resumes(case
     target = tmp_path / "home" / "models" / "openai--gpt-oss-20b"
     real = hub._check_files
 
-    def interrupted(directory, files, verify):
+    def interrupted(directory, files, verify, *progress):
         if files:  # the check after fetching (the one before it has nothing to check on a first run)
             raise KeyboardInterrupt
-        return real(directory, files, verify)
+        return real(directory, files, verify, *progress)
 
     monkeypatch.setattr(hub, "_check_files", interrupted)
     line = error_line(CliRunner().invoke(cli, ["download", "--model", "20b"]), 130)

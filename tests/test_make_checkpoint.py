@@ -46,7 +46,15 @@ def test_20b_plan_matches_the_hub(make):
     assert specs["model.layers.0.mlp.experts.down_proj_blocks"] == ("U8", (32, 2880, 90, 16))
     assert specs["model.layers.0.mlp.experts.down_proj_bias"] == ("BF16", (32, 2880))
     assert specs["lm_head.weight"] == ("BF16", (201088, 2880))
-    assert list(plan.index["weight_map"]) == sorted(specs)
+    names = list(plan.index["weight_map"])
+    assert names[:2] == ["model.layers.0.input_layernorm.weight", "model.layers.0.self_attn.o_proj.bias"]
+    assert names[19 * 2] == "model.layers.10.input_layernorm.weight"  # layers in lexicographic order of the index
+    assert names[-3:] == ["model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"]
+    # the hub's split (hub-metadata/README.md): 196 tensors in shard 0, shard 1 from layer 18's q_proj.weight,
+    # shard 2 from layer 6's gate_up_proj_blocks
+    assert [len(shard.tensors) for _, shard in plan.files] == [196, 197, 66]
+    assert names[196] == "model.layers.18.self_attn.q_proj.weight"
+    assert names[393] == "model.layers.6.mlp.experts.gate_up_proj_blocks"
 
 
 def test_120b_plan_matches_the_hub(make):
@@ -67,6 +75,19 @@ def test_original_plans(make):
     assert specs["unembedding.weight"] == ("BF16", (201088, 2880)) and len(specs) == 3 + 24 * 15
     big = make.plan_checkpoint(make.shape_config("120b"), "original")
     assert len(big.files) == 7 and big.total_size == 65_248_815_744  # original/ of 120b is sharded (7 files)
+    assert [name for name, _ in big.files] == [f"original/model--0000{i}-of-00007.safetensors" for i in range(1, 8)]
+
+
+def test_20b_shard_files_have_the_hubs_sizes(make):
+    """Headers like the safetensors library's (no __metadata__, BF16 before U8, then by name): the three 20b
+    shards total 13,761,316,904 bytes on the hub, 52,136 of them headers."""
+    from gptoss_model.io import encode_header
+
+    plan = make.plan_checkpoint(make.shape_config("20b"), "hf")
+    headers = sum(len(encode_header(shard.tensors, with_metadata=False)) for _, shard in plan.files)
+    assert headers == 52_136 and plan.total_size + headers == 13_761_316_904
+    first = plan.files[0][1].tensors
+    assert [t.dtype for t in first] == sorted((t.dtype for t in first), key=lambda d: d != "BF16")
 
 
 def test_layers_override(make):
@@ -122,6 +143,76 @@ def test_tiny_tokenizer():
     assert max(ids) < 509 and tokenizer.decode(ids) == "The experts are stored in a compact format."
     special = json.loads((root / "special_tokens_map.json").read_text())
     assert special == {"bos_token": "<|startoftext|>", "eos_token": "<|return|>", "pad_token": "<|endoftext|>"}
+
+
+def test_tiny_tokenizer_has_the_harmony_tokens_on_ids_no_text_reaches():
+    """The harmony tokens sit on the ids of byte tokens for bytes 0xF5..0xFA, which UTF-8 never contains: every
+    text (all of Unicode's planes sampled here) tokenizes to ids other than those, and decodes back."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tiny_checkpoint_dir() / "tokenizer.json"))
+    harmony = {"<|constrain|>": 177, "<|channel|>": 178, "<|start|>": 179, "<|end|>": 180, "<|message|>": 181,
+               "<|call|>": 182, "<|return|>": 511}
+    assert {t: tokenizer.token_to_id(t) for t in harmony} == harmony
+    assert tokenizer.encode("<|start|>user<|message|>hi<|end|>").ids[:2] == [179, tokenizer.encode("user").ids[0]]
+    text = "".join(chr(c) for c in range(1, 0x30000, 37) if not 0xD800 <= c < 0xE000) + " ÿõöúùø"
+    ids = tokenizer.encode(text).ids
+    assert not set(ids) & set(TINY_SPECIAL_TOKENS.values()) and tokenizer.decode(ids) == text
+
+
+def test_tiny_chat_template_renders_harmony_through_transformers():
+    """Transformers' own chat templating (AutoTokenizer.apply_chat_template) reads the tiny checkpoint's
+    chat_template.jinja; the text is the harmony format written out by hand here."""
+    transformers = pytest.importorskip("transformers")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_checkpoint_dir())
+    messages = [{"role": "system", "content": "Answer in one word."}, {"role": "user", "content": "Sky colour?"},
+                {"role": "assistant", "thinking": "It is blue.", "content": "Blue"}]
+    header = ("<|start|>system<|message|>You are a helpful assistant.\n\nReasoning: low\n\n# Valid channels: "
+              "analysis, commentary, final. Channel must be included for every message.<|end|>")
+    text = tokenizer.apply_chat_template(messages, tokenize=False, reasoning_effort="low")
+    assert text == (header + "<|start|>developer<|message|># Instructions\n\nAnswer in one word.<|end|>"
+                    "<|start|>user<|message|>Sky colour?<|end|>"
+                    "<|start|>assistant<|channel|>analysis<|message|>It is blue.<|end|>"
+                    "<|start|>assistant<|channel|>final<|message|>Blue<|return|>")
+    prompt = tokenizer.apply_chat_template(messages[:2], tokenize=False, add_generation_prompt=True,
+                                           reasoning_effort="low")
+    assert prompt.endswith("<|start|>user<|message|>Sky colour?<|end|><|start|>assistant")
+    ids = tokenizer.apply_chat_template(messages, tokenize=True, reasoning_effort="low")["input_ids"]
+    assert ids[0] == 179 and ids[-1] == 511 and ids.count(181) == 5 and tokenizer.decode(ids) == text
+
+
+def test_chat_template_tool_calls_and_earlier_thinking():
+    transformers = pytest.importorskip("transformers")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_checkpoint_dir())
+    tools = [{"type": "function", "function": {"name": "get_weather", "description": "Current weather",
+                                               "parameters": {"type": "object"}}}]
+    messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "thinking": "old", "content": "Hello"},
+                {"role": "user", "content": [{"type": "text", "text": "Weather in Paris?"}]},
+                {"role": "assistant", "tool_calls": [{"type": "function", "function": {
+                    "name": "get_weather", "arguments": {"city": "Paris"}}}]},
+                {"role": "tool", "content": "20 C"}]
+    text = tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=True)
+    assert "Calls to these tools must go to the commentary channel: 'functions'.<|end|>" in text
+    assert "type get_weather = (_: {\"type\": \"object\"}) => any;" in text
+    assert "old" not in text  # analysis of an earlier turn is dropped
+    assert text.endswith("<|start|>user<|message|>Weather in Paris?<|end|>"
+                         "<|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json"
+                         "<|message|>{\"city\": \"Paris\"}<|call|>"
+                         "<|start|>functions.get_weather to=assistant<|channel|>commentary<|message|>20 C<|end|>"
+                         "<|start|>assistant")
+    with pytest.raises(Exception, match="unknown role narrator"):
+        tokenizer.apply_chat_template([{"role": "narrator", "content": "x"}], tokenize=False)
+
+
+def test_generated_checkpoints_carry_our_template_not_openais(make, tmp_path):
+    import hashlib
+
+    from gptoss_convert.prompts import harmony_template_path
+
+    ours = harmony_template_path().read_bytes()
+    assert (tiny_checkpoint_dir() / "chat_template.jinja").read_bytes() == ours
+    # the hub's chat_template.jinja of openai/gpt-oss-20b (its sha256: ../shared/reference/hub-metadata/README.md)
+    assert hashlib.sha256(ours).hexdigest() != "a4c9919cbbd4acdd51ccffe22da049264b1b73e59055fa58811a99efbd7c8146"
 
 
 def test_tiny_is_reproducible_byte_for_byte(make, tmp_path):

@@ -40,6 +40,7 @@ def test_tiny_passes_with_table_and_reports(tmp_path):
     window = report["checkpoint"]["config"]["sliding_window"]
     assert min(lengths) < window < lengths[1] < 4096 < lengths[2], "default prompts: both sides of the window, and " \
         "past the original context (YaRN)"
+    assert report["prompts"][3]["text"].startswith("<|start|>system") and lengths[3] > window  # the harmony chat
     assert report["heatmap"]["prompts"][2]["bucket"] > 1  # the long prompt is drawn in buckets of positions
     assert "PASSED: gptoss_model against transformers" in result.output
     assert report["logits"]["max_abs"] <= 1e-3 and report["logits"]["top1_agreement"] == 1.0
