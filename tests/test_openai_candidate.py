@@ -4,6 +4,7 @@ and be usable as the reference."""
 
 import json
 import math
+import shutil
 
 import pytest
 import torch
@@ -14,7 +15,6 @@ from gptoss_convert.candidates.openai_torch import model_config, openai_model_mo
 from gptoss_convert.candidates.protocol import LAYER_COMPONENTS, Context
 from gptoss_convert.checkpoint import open_checkpoint
 from gptoss_convert.cli import cli
-from gptoss_convert.errors import CandidateError
 from gptoss_convert.remap import audit, layer_tensors
 from gptoss_convert.tiny import TINY_CONFIG, tiny_checkpoint_dir
 from gptoss_model.config import FULL, SLIDING, GPTOss_20B
@@ -91,7 +91,7 @@ def test_bfloat16_keeps_openais_declared_dtypes(tiny):
 
 def test_positions_other_than_0_to_t_are_refused(tiny):
     _, layer, _, _ = built(tiny)
-    with pytest.raises(CandidateError, match="positions 0..T-1"):
+    with pytest.raises(ValueError, match="positions 0..T-1"):
         layer.run(torch.randn(1, 4, TINY_CONFIG.hidden_size), torch.arange(4)[None] + 3)
 
 
@@ -105,12 +105,28 @@ def test_positions_other_than_0_to_t_are_refused(tiny):
         (dict(attention_bias=False), "biases"),
     ],
 )
-def test_what_openai_hard_codes_is_refused_in_one_line(change, fragment):
-    with pytest.raises(CandidateError) as caught:
+def test_what_openai_hard_codes_is_refused(change, fragment):
+    with pytest.raises(ValueError, match="gpt_oss.torch cannot express this checkpoint: .*" + fragment):
         model_config(TINY_CONFIG.replace(**change))
-    message = str(caught.value)
-    assert caught.value.exit_code == 2 and "\n" not in message
-    assert message.startswith("candidate openai: gpt_oss.torch cannot express") and fragment in message
+
+
+def test_a_checkpoint_openai_cannot_express_exits_2_in_one_line(tmp_path):
+    checkpoint = tmp_path / "tiny-truncated"
+    shutil.copytree(tiny_checkpoint_dir(), checkpoint)
+    config = json.loads((checkpoint / "config.json").read_text())
+    config["rope_scaling"]["truncate"] = True
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    result = CliRunner().invoke(cli, ["verify", "--model", str(checkpoint), "--candidate", "openai", "--token-ids",
+                                      str(write_ids(tmp_path)), "--quiet", "--report", str(tmp_path / "r")])
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert "candidate openai" in line and "cannot express this checkpoint: YaRN with truncate: true" in line
+
+
+def write_ids(tmp_path):
+    path = tmp_path / "ids.json"
+    path.write_text(json.dumps([list(range(1, 21))]))
+    return path
 
 
 @pytest.mark.parametrize("config", [TINY_CONFIG, GPTOss_20B()], ids=["tiny", "20b"])
@@ -140,14 +156,14 @@ def test_reference_openai_provides_everything():
     assert all(callable(getattr(reference, m)) for m in ("build_layer", "embed", "final_norm", "head"))
 
 
-def test_missing_package_exits_2_with_the_install_command(monkeypatch):
+def test_missing_package_exits_2_with_the_install_command(monkeypatch, tmp_path):
     import sys
 
     monkeypatch.setitem(sys.modules, "gpt_oss.torch.model", None)  # as if gpt-oss were not installed
-    with pytest.raises(CandidateError) as caught:
-        load_candidate("openai")
-    assert caught.value.exit_code == 2 and "\n" not in str(caught.value)
-    assert "pip install --no-deps --ignore-requires-python gpt-oss==0.0.9" in str(caught.value)
+    result = CliRunner().invoke(cli, ["verify", "--candidate", "openai", "--quiet", "--report", str(tmp_path / "r")])
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert "candidate openai" in line and "pip install --no-deps --ignore-requires-python gpt-oss==0.0.9" in line
 
 
 # ---- through the CLI, at the default float32 gate ------------------------------------------------------------------

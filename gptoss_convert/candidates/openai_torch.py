@@ -12,18 +12,19 @@ unembedding of `Transformer`) and hands them the layer's tensors under OpenAI's 
 - parameters are declared bfloat16 (norm scales float32) and filled with `copy_` there; in float32 mode every
   parameter is assigned in float32 instead, so no weight is rounded through bf16 on the way in.
 
-What OpenAI's code fixes rather than reads, and so what this candidate cannot express (a checkpoint that needs it
-is refused at setup with a one-line error): the window on even layers only, YaRN without `truncate`, SwiGLU's
-alpha 1.702, RMSNorm's eps 1e-5, biases on every attention projection. Its rotary embedding always covers
-positions 0..T-1 of one sequence and it keeps no KV cache, so it runs each batch row on its own, refuses other
-positions, and has no cached-decoding column. It runs on the CPU in float32 as it is: its sdpa, rotary embedding
-and swiglu take the dtype and device of their inputs.
+What OpenAI's code fixes rather than reads, and so what this candidate cannot express (a checkpoint that needs any
+other value is refused at setup, which verify reports in one line, exit 2): the window on even layers only, YaRN
+without `truncate`, SwiGLU's alpha 1.702, RMSNorm's eps 1e-5, biases on every attention projection. Its rotary
+embedding always covers positions 0..T-1 of one sequence and it keeps no KV cache, so it runs each batch row on its
+own, refuses other positions, and has no cached-decoding column. It runs on the CPU in float32 as it is: its sdpa,
+rotary embedding and swiglu take the dtype and device of their inputs.
 
 Components: the attention output is the `attn.out` projection's output and the router logits the `mlp.gate`
 output (forward hooks); the MoE output is `MLPBlock`'s output minus its input (the block adds its own residual);
 the selected experts and their weights are recomputed from the captured router logits by the two calls
 `MLPBlock.forward` makes (`torch.topk(..., sorted=True)`, then a softmax over the k values), because the block
-does not return them.
+does not return them. The adapter calls `attn` then `mlp` itself (TransformerBlock.forward's two steps) so
+that the MLP, which gathers each token's expert matrices, gets the tokens a bounded chunk at a time.
 """
 
 import importlib
@@ -31,7 +32,6 @@ from importlib import metadata
 
 import torch
 
-from gptoss_convert.errors import CandidateError
 
 NAME = "openai"
 PACKAGE = "gpt-oss"
@@ -42,12 +42,12 @@ MLP_GATHER_BYTES = 4 * 1024**3  # at most this much of gathered expert weights p
 
 
 def openai_model_module():
-    """`gpt_oss.torch.model`, imported on first use (exit 2 with the install command when it is missing)."""
+    """`gpt_oss.torch.model`, imported on first use (an ImportError naming the install command when it is missing;
+    verify reports it in one line, exit 2)."""
     try:
         return importlib.import_module("gpt_oss.torch.model")
     except ImportError as error:
-        raise CandidateError(f"candidate {NAME}: cannot import gpt_oss.torch ({error}); install it with: "
-                             f"{INSTALL}") from None
+        raise ImportError(f"cannot import gpt_oss.torch ({error}); install it with: {INSTALL}") from None
 
 
 def package_version() -> str:
@@ -78,7 +78,7 @@ def model_config(config):
     """OpenAI's ModelConfig (the 16 keys of the original/ config.json) for a GPTOssConfig."""
     problems = unsupported(config)
     if problems:
-        raise CandidateError(f"candidate {NAME}: gpt_oss.torch cannot express this checkpoint: {'; '.join(problems)}")
+        raise ValueError(f"gpt_oss.torch cannot express this checkpoint: {'; '.join(problems)}")
     return openai_model_module().ModelConfig(
         num_hidden_layers=config.num_hidden_layers,
         num_experts=config.num_local_experts,
@@ -140,10 +140,10 @@ class OpenAILayer:
     def run(self, hidden: torch.Tensor, position_ids: torch.Tensor, cache=None) -> dict:
         """hidden [B, T, H], position_ids [B, T] (each row 0..T-1) -> every component, [B, T, ...]."""
         if cache is not None:
-            raise CandidateError(f"candidate {NAME}: gpt_oss.torch keeps no KV cache")
+            raise ValueError("gpt_oss.torch keeps no KV cache")
         expected = torch.arange(hidden.shape[1], device=position_ids.device).expand_as(position_ids)
         if not torch.equal(position_ids, expected):
-            raise CandidateError(f"candidate {NAME}: gpt_oss.torch rotates positions 0..T-1 only")
+            raise ValueError("gpt_oss.torch rotates positions 0..T-1 only")
         rows = [self._run_row(x) for x in hidden]  # OpenAI's blocks take one sequence [T, H]
         return {name: torch.stack([row[name] for row in rows]) for name in rows[0]}
 
