@@ -272,6 +272,8 @@ def layer_stage(i, streams, cand, ref, thresholds) -> LayerResult:
     streams.ref_x = [out["layer_output"] for out in ref_out]
     if outputs["accumulated"] and all("layer_output" in o for o in outputs["accumulated"]):
         streams.cand_x = [o["layer_output"] for o in outputs["accumulated"]]
+    else:  # no layer output to carry on: the next layer's accumulated input is the reference's
+        streams.cand_x = streams.ref_x
     return result
 
 
