@@ -352,7 +352,7 @@ def test_heatmap_shows_the_window_edge():
 
     assert not over & set(row(0)[:16]) and row(0)[16] in over
     assert not over & set(row(1)) and not over & set(row(3))
-    assert colour(-12) == "#ffffff" and colour(0.5) in over
+    assert colour(-12) == "#eaeef2" and colour(0.5) in over
     assert "positions" not in grid["cells"][0]["title"] and "position 0:" in grid["cells"][0]["title"]
 
 

@@ -10,7 +10,7 @@ from gptoss_convert.report.render import render
 WIDTH = 860
 LEFT, TOP, ROW_HEIGHT = 64, 18, 14
 # (upper bound of log10 ratio, colour, meaning): > 0 fails the float32 gate
-BANDS = ((-9.0, "#ffffff", "exact or < 1e-9 of the tolerance"), (-3.0, "#dafbe1", "< 1e-3 of the tolerance"),
+BANDS = ((-9.0, "#eaeef2", "exact or < 1e-9 of the tolerance"), (-3.0, "#aceebb", "< 1e-3 of the tolerance"),
          (0.0, "#fff8c5", "within the tolerance"), (1.0, "#ffb8b0", "over, up to 10x"),
          (3.0, "#fa4549", "10x - 1000x over"), (99.0, "#82071e", "more than 1000x over"))
 
