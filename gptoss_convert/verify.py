@@ -143,7 +143,7 @@ def run_verify(source, thresholds: Thresholds, device="auto", prompts=None, toke
     ref = Implementation("reference", *load_reference(reference), dtype)
     path = resolve_source(source)
     ckpt = open_checkpoint(path)
-    plan = audit(ckpt)
+    source_map = audit(ckpt)
     config = ckpt.config.replace(implementation="eager")
     tokenizer = load_tokenizer(path, ckpt.side_files)
     prompt_list = all_prompts(ckpt, config, tokenizer, prompts, token_ids_file, chats, messages_file)  # prompts.py
@@ -159,7 +159,7 @@ def run_verify(source, thresholds: Thresholds, device="auto", prompts=None, toke
         hashed = {f["path"]: f["sha256"] for f in result.checkpoint["files"]}
         pins.check_checkpoint(ckpt.root, result.checkpoint["provenance"], known=hashed, progress=progress)
     with torch.no_grad():
-        streams = Streams(config, prompt_list, device, Weights(ckpt, plan, dtype, device))
+        streams = Streams(config, prompt_list, device, Weights(ckpt, source_map, dtype, device))
         embed_stage(result, streams, cand, ref, thresholds)
         layer_range = range(config.num_hidden_layers)
         if progress is not False:
@@ -201,20 +201,20 @@ def describe_checkpoint(path: Path, ckpt) -> dict:
 class Weights:
     """One layer's (or one global) tensors at a time, under the checkpoint's HF names, on the compute device."""
 
-    def __init__(self, ckpt, plan, dtype, device):
-        self.ckpt, self.plan, self.dtype, self.device = ckpt, plan, dtype, device
+    def __init__(self, ckpt, source_map, dtype, device):
+        self.ckpt, self.source_map, self.dtype, self.device = ckpt, source_map, dtype, device
 
     def layer(self, i: int) -> dict:
         from gptoss_convert.remap import layer_tensors
 
         dequantize_on = self.device if self.device != "cpu" else None  # MXFP4 experts unpack on the GPU if any
-        tensors = layer_tensors(self.ckpt, i, self.dtype, self.plan, device=dequantize_on)
+        tensors = layer_tensors(self.ckpt, i, self.dtype, self.source_map, device=dequantize_on)
         return {k: v.to(self.device) for k, v in tensors.items()}
 
     def named(self, name: str) -> dict:
         from gptoss_convert.remap import global_tensors
 
-        return {name: global_tensors(self.ckpt, self.dtype, self.plan, names=(name,))[name].to(self.device)}
+        return {name: global_tensors(self.ckpt, self.dtype, self.source_map, names=(name,))[name].to(self.device)}
 
 
 class Streams:
