@@ -5,7 +5,11 @@
 Speed: both commands on the tiny checkpoint, each in a fresh interpreter (import time included: not importing
 Transformers is the point), alternating, `--runs` times each; the median wall times and their ratio (goal <= 0.5).
 Both check the same prompts (the shipped goldens' prompts, passed to the Transformers run with --token-ids) with
-the same candidate and gate, so the difference is the reference's cost.
+the same candidate (gptoss_model) and gate. What each does beyond that is what each command does by default: the
+Transformers run imports Transformers and runs the reference beside the candidate, with the accumulated and
+cached-decoding columns; the goldens run reads the recorded outputs and runs the isolated column only.
+On a shared machine, set OMP_NUM_THREADS=1 (recorded in the output) so OpenMP spinning under others' load does not
+dominate either side.
 Size: goldens computed analytically from each preset's config and the default prompt lengths (goal 20b < 100 MB),
 and the estimate next to the real size of the shipped tiny goldens.
 """
@@ -83,7 +87,8 @@ def machine() -> dict:
     import torch
 
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(), "load_average": os.getloadavg(), "python": platform.python_version(),
+            "cpus": os.cpu_count(), "load_average_before": os.getloadavg(), "python": platform.python_version(),
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
             "torch": torch.__version__}
 
 
@@ -95,6 +100,7 @@ def main():
     with tempfile.TemporaryDirectory() as scratch:
         results = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
                    "speed": speed(args.runs, Path(scratch)), "size": sizes()}
+        results["machine"]["load_average_after"] = os.getloadavg()
     text = json.dumps(results, indent=1)
     if args.out:
         args.out.write_text(text + "\n")

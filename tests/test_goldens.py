@@ -86,13 +86,17 @@ MUTANTS = sorted(p.name for p in (Path(__file__).parent / "mutants").glob("*.py"
 @pytest.mark.parametrize("mutant", MUTANTS)
 def test_real_bugs_fail_against_the_shipped_goldens_where_verify_says(mutant):
     """Every mutant of tests/mutants (real bugs re-enacted) fails against goldens as it fails against Transformers:
-    same layer kind, component and first failing position (window bugs: position W); the control passes."""
+    same layer kind, component and first failing position (window bugs: position W); the control passes. Goldens
+    have no cached-decoding column: a bug only in a KV cache is out of their reach (docs/goldens.md says so)."""
     path = Path(__file__).parent / "mutants" / mutant
     spec = importlib.util.spec_from_file_location(f"goldens_mutant_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     _, verdict = verify_goldens("tiny", None, f"{path}:CANDIDATE", Thresholds(atol=3e-5), progress=False)
     expect = getattr(module, "EXPECT", None)
+    if expect is not None and expect.column == "cached":  # goldens replay full prefills: a KV-cache-only bug passes
+        assert verdict.passed, verdict.failures
+        return
     if expect is None:
         assert verdict.passed, verdict.failures
         return
