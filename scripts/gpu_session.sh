@@ -6,6 +6,11 @@
 #   bash scripts/gpu_session.sh offload    # bench_offload.py: 120b-shaped, layers in pinned host memory
 #   bash scripts/gpu_session.sh tests      # only tests/test_gpu.py
 #   bash scripts/gpu_session.sh grpo       # bench_grpo_gpu.py: one GRPO step with LoRA, 20b shape, G = 8, 256 tokens
+#   bash scripts/gpu_session.sh calibrate [float32|bfloat16]
+#                                          # calibrate_gates.py: gptoss_model, OpenAI's gpt_oss.torch and Transformers
+#                                          # against each other on a 20b-shaped checkpoint. The machine has no internet:
+#                                          # carry the gpt-oss wheel in .whl/ (pip download --no-deps
+#                                          # --ignore-requires-python gpt-oss==0.0.9 -d .whl); it is unpacked onto PYTHONPATH.
 set -uo pipefail
 export PYTHONPATH=. PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
 OUT=${OUT:-gpu-out}; mkdir -p "$OUT"
@@ -32,5 +37,11 @@ grpo)
   ;;
 offload)
   python3 scripts/bench_offload.py --checkpoint /tmp/ckpt120b --layers 8 2>&1 | tee "$OUT/offload.json"
+  ;;
+calibrate)
+  python3 -c "import gpt_oss.torch.model" 2>/dev/null || {
+    python3 -m zipfile -e .whl/gpt_oss-0.0.9-py3-none-any.whl /tmp/gpt-oss-pkg && export PYTHONPATH=.:/tmp/gpt-oss-pkg; }
+  python3 scripts/calibrate_gates.py --make 20b --checkpoint /tmp/ckpt20b --device cuda --dtype "${2:-float32}" \
+    --out "$OUT/calibration-${2:-float32}" 2>&1 | tail -40 | tee "$OUT/calibration-${2:-float32}.log"
   ;;
 esac
