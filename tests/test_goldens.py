@@ -209,3 +209,16 @@ def test_goldens_command_records_given_prompts(tmp_path):
     assert goldens.expected["layers.1.attention"].shape == (23, 64)
     again = CliRunner().invoke(cli, ["goldens", "--out", str(out), "-q"])
     assert again.exit_code == 2 and "already exists (use --force" in again.stderr
+
+
+def test_bfloat16_goldens_are_stored_as_computed_and_gate_on_the_logits(tmp_path):
+    out = record_goldens("tiny", tmp_path / "bf16", dtype="bfloat16", progress=False)
+    goldens = load_goldens(out)
+    assert goldens.expected["layers.0.attention"].dtype == torch.bfloat16
+    assert goldens.inputs["layers.2.input"].dtype == torch.bfloat16
+    lengths = [len(p["token_ids"]) for p in goldens.manifest["prompts"]]
+    size = sum(goldens.manifest["files"][name]["size"] for name in (INPUTS, EXPECTED))
+    estimate = estimate_bytes(goldens.manifest["checkpoint"]["config"], lengths, "bfloat16")["total"]
+    assert estimate <= size <= estimate + 8_000
+    report, verdict = verify_goldens(out, None, "gptoss_model", Thresholds(dtype="bfloat16"), progress=False)
+    assert verdict.passed and report["logits"]["top1_agreement"] == 1.0
