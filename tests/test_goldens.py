@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from gptoss_convert.errors import InputError, IntegrityError
 from gptoss_convert.gate import Thresholds
