@@ -17,8 +17,8 @@ from gptoss_convert import __version__
 from gptoss_convert.errors import CandidateError
 from gptoss_convert.goldens_files import FORMAT, FORMAT_VERSION, aliases, meaning, output_names, write_goldens
 from gptoss_convert.goldens_run import Session, run_adapter
+from gptoss_convert.options import DTYPES
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 LOGIT_BUDGET = 2**21  # logit elements kept (rows × vocabulary): all rows for small vocabularies, a sample for 20b
 
 
@@ -75,10 +75,9 @@ def record_goldens(model, out, dtype="float32", device="auto", prompts=None, tok
                    reference="transformers", progress=True) -> Path:
     """Run the reference over the prompts, layer by layer (each fed its own previous output), and write goldens."""
     from gptoss_convert.candidates import load_reference
-
-    session, checkpoint, prompt_list = open_session(model, dtype, device, prompts, token_ids_file)
     from gptoss_convert.columns import Implementation
 
+    session, checkpoint, prompt_list = open_session(model, dtype, device, prompts, token_ids_file)
     adapter, described = load_reference(reference)
     implementation = Implementation("reference", adapter, described, session.dtype)
     inputs, outputs = run_adapter(implementation, session, progress=progress)
@@ -100,10 +99,10 @@ def record_goldens(model, out, dtype="float32", device="auto", prompts=None, tok
 def open_session(model, dtype, device, prompts=None, token_ids_file=None, prompt_list=None):
     """Open the checkpoint `model` and lay the prompts out as rows -> (Session, checkpoint description, prompts)."""
     from gptoss_convert.checkpoint import open_checkpoint
-    from gptoss_convert.sources import resolve_source
-    from gptoss_convert.remap import audit
     from gptoss_convert.options import resolve_device_option as resolve_device
     from gptoss_convert.prompts import load_tokenizer, parse_prompts
+    from gptoss_convert.remap import audit
+    from gptoss_convert.sources import resolve_source
     from gptoss_convert.verify import describe_checkpoint
 
     path = resolve_source(model)
