@@ -107,7 +107,7 @@ def open_session(model, dtype, device, prompts=None, token_ids_file=None, prompt
 
     path = resolve_source(model)
     ckpt = open_checkpoint(path)
-    plan = audit(ckpt)
+    source_map = audit(ckpt)
     config = ckpt.config.replace(implementation="eager")
     if prompt_list is None:
         tokenizer = load_tokenizer(path, ckpt.side_files)
@@ -117,7 +117,7 @@ def open_session(model, dtype, device, prompts=None, token_ids_file=None, prompt
             prompt_list = default_prompts(config, tokenizer)
     lengths = [len(p["token_ids"]) for p in prompt_list]
     session = Session(
-        path, ckpt, plan, config,
+        path, ckpt, source_map, config,
         token_ids=torch.tensor([t for p in prompt_list for t in p["token_ids"]], dtype=torch.int64),
         positions=torch.cat([torch.arange(n) for n in lengths]),
         prompt=torch.cat([torch.full((n,), p, dtype=torch.int64) for p, n in enumerate(lengths)]),

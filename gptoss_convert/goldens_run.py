@@ -18,8 +18,8 @@ EMBED, NORM, HEAD = "model.embed_tokens.weight", "model.norm.weight", "lm_head.w
 class Session:
     """The checkpoint, its config and the prompts' rows, shared by every stage."""
 
-    def __init__(self, checkpoint_dir, ckpt, plan, config, token_ids, positions, prompt, dtype, device):
-        self.checkpoint_dir, self.ckpt, self.plan, self.config = checkpoint_dir, ckpt, plan, config
+    def __init__(self, checkpoint_dir, ckpt, source_map, config, token_ids, positions, prompt, dtype, device):
+        self.checkpoint_dir, self.ckpt, self.source_map, self.config = checkpoint_dir, ckpt, source_map, config
         self.dtype, self.device = dtype, device
         self.token_ids, self.positions, self.prompt = token_ids, positions, prompt  # [T] int64 each
         self.spans = []  # (start, end) rows of each prompt
@@ -36,7 +36,7 @@ class Session:
     def global_tensor(self, name: str) -> torch.Tensor:
         from gptoss_convert.remap import global_tensors
 
-        return global_tensors(self.ckpt, self.dtype, self.plan, names=(name,))[name].to(self.device)
+        return global_tensors(self.ckpt, self.dtype, self.source_map, names=(name,))[name].to(self.device)
 
 
 def stacked(tensors: list) -> torch.Tensor:
@@ -80,7 +80,7 @@ def _run_layer(impl, s: Session, i: int, hidden: list, outputs: dict) -> list:
     """Layer i on every prompt; its components go to outputs; returns its outputs (or its inputs if it gave none)."""
     from gptoss_convert.remap import layer_tensors
 
-    tensors = layer_tensors(s.ckpt, i, s.dtype, s.plan, device=s.device if s.device != "cpu" else None)
+    tensors = layer_tensors(s.ckpt, i, s.dtype, s.source_map, device=s.device if s.device != "cpu" else None)
     layer = impl.build_layer(i, {name: t.to(s.device) for name, t in tensors.items()})
     per_prompt = [impl.run(layer, i, x, s.positions[a:b][None].to(s.device)) for (a, b), x in zip(s.spans, hidden)]
     del layer, tensors
