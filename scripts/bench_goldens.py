@@ -1,6 +1,7 @@
 """`verify --goldens` against the Transformers-based `verify`, and the size of goldens (docs/benchmarks.md).
 
     PYTHONPATH=. python scripts/bench_goldens.py [--runs 5] [--out bench-goldens.json]
+    PYTHONPATH=. python scripts/bench_goldens.py --skip-speed --checkpoint /tmp/ckpt20b --dtype bfloat16 --device cuda
 
 Speed: both commands on the tiny checkpoint, each in a fresh interpreter (import time included: not importing
 Transformers is the point), alternating, `--runs` times each; the median wall times and their ratio (goal <= 0.5).
@@ -83,6 +84,26 @@ def sizes() -> dict:
     return table
 
 
+def recorded(checkpoint: Path, dtype: str, device: str, scratch: Path) -> dict:
+    """Record goldens of a real (e.g. 20b-shaped) checkpoint, check their size against the estimate, replay them."""
+    from gptoss_convert.goldens import estimate_bytes
+    from gptoss_convert.goldens_files import EXPECTED, INPUTS, read_manifest
+
+    out = scratch / "goldens"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    cli = [sys.executable, "-m", "gptoss_convert.cli"]
+    record = timed(cli + ["goldens", "--model", str(checkpoint), "--out", str(out), "--dtype", dtype,
+                          "--device", device, "-q"], env)
+    manifest = read_manifest(out)
+    lengths = [len(p["token_ids"]) for p in manifest["prompts"]]
+    replay = timed(cli + ["verify", "--goldens", str(out), "--model", str(checkpoint), "--dtype", dtype,
+                          "--device", device, "-q", "--report", str(scratch / "report-recorded")], env)
+    return {"checkpoint": str(checkpoint), "dtype": dtype, "device": device, "prompt_lengths": lengths,
+            "bytes": sum(manifest["files"][f]["size"] for f in (INPUTS, EXPECTED)),
+            "estimate": estimate_bytes(manifest["checkpoint"]["config"], lengths, dtype),
+            "record_seconds": round(record, 3), "verify_goldens_seconds": round(replay, 3), "verify_goldens_passed": True}
+
+
 def machine() -> dict:
     import torch
 
@@ -96,10 +117,19 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="runs of each command (median taken)")
     parser.add_argument("--out", type=Path, help="write the JSON here (default: stdout)")
+    parser.add_argument("--checkpoint", type=Path, help="also record goldens of this checkpoint (e.g. 20b-shaped from "
+                        "scripts/make_checkpoint.py), measure their real size and replay them")
+    parser.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"], help="for --checkpoint")
+    parser.add_argument("--device", default="auto", help="for --checkpoint")
+    parser.add_argument("--skip-speed", action="store_true", help="skip the tiny speed comparison")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         results = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
-                   "speed": speed(args.runs, Path(scratch)), "size": sizes()}
+                   "size": sizes()}
+        if not args.skip_speed:
+            results["speed"] = speed(args.runs, Path(scratch))
+        if args.checkpoint:
+            results["recorded"] = recorded(args.checkpoint, args.dtype, args.device, Path(scratch))
         results["machine"]["load_average_after"] = os.getloadavg()
     text = json.dumps(results, indent=1)
     if args.out:
