@@ -547,11 +547,17 @@ def _code_lines(path: Path):
     return {n: line for n, line in lines.items() if n not in docstrings}
 
 
+# Importing code is the feature of `verify --candidate SPEC` (the implementation the user names on the command line,
+# docs/candidates.md) and of the `openai` built-in (OpenAI's installed gpt-oss package): those two modules, and only
+# for that rule. Nothing a checkpoint holds is ever imported or run.
+ALLOWED = {"dynamic import": {"gptoss_convert/candidates/__init__.py", "gptoss_convert/candidates/openai_torch.py"}}
+
+
 @pytest.mark.parametrize("rule", list(FORBIDDEN))
 def test_source_never_unpickles_or_runs_checkpoint_code(rule):
     assert len(SOURCES) > 15
     hits = [f"{p.relative_to(REPO_ROOT)}:{n}: {line}" for p in SOURCES for n, line in _code_lines(p).items()
-            if FORBIDDEN[rule].search(line)]
+            if FORBIDDEN[rule].search(line) and p.relative_to(REPO_ROOT).as_posix() not in ALLOWED.get(rule, ())]
     assert hits == [], f"{rule} in the product code: {hits}"
 
 
