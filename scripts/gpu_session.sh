@@ -11,6 +11,8 @@
 #                                          # against each other on a 20b-shaped checkpoint. The machine has no internet:
 #                                          # carry the gpt-oss wheel in .whl/ (pip download --no-deps
 #                                          # --ignore-requires-python gpt-oss==0.0.9 -d .whl); it is unpacked onto PYTHONPATH.
+#   bash scripts/gpu_session.sh goldens    # bench_goldens.py: bfloat16 goldens of a 20b-shaped checkpoint (24 layers):
+#                                          # real size (goal < 100 MB) against the estimate, replayed by verify --goldens
 set -uo pipefail
 export PYTHONPATH=. PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
 OUT=${OUT:-gpu-out}; mkdir -p "$OUT"
@@ -43,5 +45,10 @@ calibrate)
     python3 -m zipfile -e .whl/gpt_oss-0.0.9-py3-none-any.whl /tmp/gpt-oss-pkg && export PYTHONPATH=.:/tmp/gpt-oss-pkg; }
   python3 scripts/calibrate_gates.py --make 20b --checkpoint /tmp/ckpt20b --device cuda --dtype "${2:-float32}" \
     --out "$OUT/calibration-${2:-float32}" 2>&1 | tail -40 | tee "$OUT/calibration-${2:-float32}.log"
+  ;;
+goldens)
+  python3 scripts/make_checkpoint.py --shape 20b --layout hf --out /tmp/ckpt20b 2>&1 | tail -1
+  python3 scripts/bench_goldens.py --skip-speed --checkpoint /tmp/ckpt20b --dtype bfloat16 --device cuda \
+    --out "$OUT/goldens20b.json" 2>&1 | tail -30 | tee "$OUT/goldens20b.log"
   ;;
 esac
