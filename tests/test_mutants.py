@@ -1,4 +1,4 @@
-"""verify catches the real bugs: every mutant in tests/mutants/ (a real-world parity bug of real-bugs.md, or one of
+"""verify catches the real bugs: every mutant in tests/mutants/ (a parity bug that shipped in a real gpt-oss implementation, or one of
 the nine sabotage bugs of tests/sabotage.py, put back into gptoss_model) run through
 `verify --candidate tests/mutants/NAME.py:CANDIDATE` must exit 1 naming the layer kind, the component and, where
 the bug has one, the first failing token position; the control, gptoss_model and openai must pass.
@@ -9,7 +9,6 @@ default --atol 1e-3), so all run at 3e-5, 1000x above a correct implementation's
 the default gate (the smallest, YaRN's truncate, by ~8e-3).
 """
 
-import dataclasses
 import importlib.util
 import json
 from pathlib import Path
@@ -29,14 +28,15 @@ MUTANTS_DIR = Path(__file__).parent / "mutants"
 MUTANTS = sorted(p for p in MUTANTS_DIR.glob("*.py") if p.stem not in ("base", "__init__"))
 TIGHT = "3e-5"
 WINDOW = TINY_CONFIG.sliding_window
-PROMPT_LENGTH = WINDOW + 8  # crosses the window: positions on both sides of W (real-bugs.md, must-do 1)
+PROMPT_LENGTH = WINDOW + 8  # crosses the window: positions on both sides of W (checklist item 1)
 
 
-def load_expect(path: Path):
-    spec = importlib.util.spec_from_file_location(f"expect_{path.stem}", path)
+def load_mutant(path: Path):
+    """The mutant's module, imported on its own (verify imports it again from the path, as a user's file)."""
+    spec = importlib.util.spec_from_file_location(f"mutant_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.EXPECT
+    return module
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,8 @@ def test_the_suite_covers_15_real_bugs_and_the_nine_sabotage_bugs():
 
 @pytest.mark.parametrize("path", MUTANTS, ids=lambda p: p.stem)
 def test_mutant_fails_where_its_bug_is(path, token_ids, tmp_path):
-    expect = load_expect(path)
+    mutant = load_mutant(path)
+    expect = mutant.EXPECT
     result, report = verify(f"{path}:CANDIDATE", token_ids, tmp_path / "r")
     if expect is None:  # the control
         assert result.exit_code == 0, result.output
@@ -73,18 +74,11 @@ def test_mutant_fails_where_its_bug_is(path, token_ids, tmp_path):
     assert (first["attention_type"], first["component"]) == (expect.attention_type, expect.component), first
     assert first["column"] == expect.column, first
     assert f"({expect.attention_type}) {expect.component}" in result.output  # the one-line error names it too
-    assert report["candidate"]["name"] == f"mutant:{type(load_candidate_object(path)).__name__}"
+    assert report["candidate"]["name"] == f"mutant:{type(mutant.CANDIDATE).__name__}"
     if expect.position is not None:
         assert first["first_position"]["position"] == expect.position, first
         assert first["window_signature"] == (expect.position == WINDOW)
         assert f"position {expect.position}" in result.output
-
-
-def load_candidate_object(path: Path):
-    spec = importlib.util.spec_from_file_location(f"object_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.CANDIDATE
 
 
 @pytest.mark.parametrize("candidate", ["gptoss_model", "openai"])
@@ -104,7 +98,7 @@ def test_a_mutant_fails_against_the_openai_reference_too(token_ids, tmp_path):
     assert report["reference"]["name"] == "openai"
 
 
-# ---- the fixture can show every bug above (real-bugs.md, "what a verifier must do") --------------------------------
+# ---- the fixture can show every bug above (docs/mutants.md, "The fixture shows them": the checklist) ---------------
 
 
 class Probe(Mutant):
@@ -152,4 +146,4 @@ def test_tiny_checkpoint_and_prompt_meet_the_verifier_checklist(token_ids):
     gate_up = torch.cat(probe.seen)
     gate, up, limit = gate_up[:, 0::2], gate_up[:, 1::2], config.swiglu_limit
     assert float(gate.max()) > limit and float(gate.min()) < -limit and float(up.abs().max()) > limit
-    assert dataclasses.is_dataclass(load_expect(MUTANTS_DIR / "b18_no_swiglu_clamp.py"))
+    assert load_mutant(MUTANTS_DIR / "b18_no_swiglu_clamp.py").EXPECT.component == "moe"

@@ -131,7 +131,7 @@ def write_ids(tmp_path):
 
 @pytest.mark.parametrize("config", [TINY_CONFIG, GPTOss_20B()], ids=["tiny", "20b"])
 def test_yarn_tables_agree_with_openais_directly(config):
-    """real-bugs.md "what a verifier must do" 5: inverse frequencies and the attention factor compared as numbers,
+    """docs/mutants.md's checklist, item 5: inverse frequencies and the attention factor compared as numbers,
     and the rotation itself at positions well past the original context (4096), against OpenAI's RotaryEmbedding."""
     modeling = openai_model_module()
     openai_config = model_config(config)

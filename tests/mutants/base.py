@@ -36,7 +36,7 @@ class Expect:
 
 
 class Mutant(GptossModelCandidate):
-    bug = ""  # the catalog entry it re-enacts (shared/reference/real-bugs.md), for the report and the test ids
+    bug = ""  # the bug it re-enacts (its row in docs/mutants.md)
 
     def __init__(self):
         super().__init__("eager")

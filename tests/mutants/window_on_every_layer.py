@@ -1,4 +1,4 @@
-"""A window on the wrong layers, the other way round (real-bugs.md, "what a verifier must do", items 1 and 2): the
+"""A window on the wrong layers, the other way round (docs/mutants.md, the checklist, items 1 and 2): the
 sliding window applied to every layer. The sliding layers are right; the first full-attention layer (1) goes wrong
 at position W, and only a verifier that checks both layer kinds sees it."""
 

@@ -1,4 +1,4 @@
-"""A window on the wrong layers (real-bugs.md, "what a verifier must do", item 1): the window put on the odd
+"""A window on the wrong layers (docs/mutants.md, the checklist, item 1): the window put on the odd
 layers instead of the even ones. Layer 0 then attends to everything and fails at position W."""
 
 from gptoss_model.config import FULL, SLIDING
