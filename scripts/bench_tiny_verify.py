@@ -1,5 +1,6 @@
 """What the default prompts cost: `gptoss-convert verify` on the embedded tiny checkpoint with the default prompts
-(8, 48 and 4,128 tokens: the last one past the 4,096-token original context) against the two short ones only.
+(8, 48 and 4,128 tokens, the last one past the 4,096-token original context, and the harmony conversation) against
+the two short ones only.
 Each run is a child process; CPU time is the child's user + system time (getrusage of the children), which a busy
 machine inflates less than wall time.
 
