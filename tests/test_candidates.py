@@ -200,3 +200,10 @@ def test_unreadable_baseline_exits_2_before_running(tmp_path, token_ids):
 def test_unknown_reference_exits_2(tmp_path, token_ids):
     result, _ = verify(tmp_path, token_ids, "--reference", "numpy")
     assert result.exit_code == 2 and "--reference numpy: expected one of" in error_line(result)
+
+
+def test_goldens_refuse_options_that_only_a_live_reference_can_honour(tmp_path):
+    result = CliRunner().invoke(cli, ["verify", "--goldens", "tiny", "--chat", "Hi", "--report", str(tmp_path / "r")])
+    assert result.exit_code == 2
+    assert error_line(result).startswith("error: --chat does not apply with --goldens")
+    assert not (tmp_path / "r").exists()
