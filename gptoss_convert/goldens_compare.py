@@ -19,21 +19,16 @@ from gptoss_convert import __version__
 from gptoss_convert.errors import InputError, ParityError
 from gptoss_convert.goldens_files import LAYER_OUTPUTS, Goldens, layer_name, load_goldens, output_names
 
-# goldens name -> the report's component name (gate.COMPONENTS); expert_indices are judged through the router
-REPORTED = {"attention": "attention", "router_logits": "router_logits", "moe": "moe", "layer_output": "layer_output",
-            "expert_weights": "expert_weights"}
-
-
 class _Layer:
     """What gate.judge reads of a layer (the fields of verify's LayerResult). One column is filled: isolated (each
     layer ran on its recorded input) or, for a whole-model candidate, accumulated (its own end-to-end states)."""
 
-    def __init__(self, index, attention_type, column, metrics, router, not_provided, profile):
+    def __init__(self, index, attention_type, column, metrics, router, missing, profile):
         self.index, self.attention_type, self.profile = index, attention_type, profile
         self.isolated, self.accumulated, self.cached = {}, {}, {}
         getattr(self, column).update(metrics)
         self.router = {column: router} if router is not None else {}
-        self.not_provided = not_provided
+        self.not_provided = missing
 
     def to_dict(self) -> dict:
         columns = ("isolated", "accumulated", "cached")
@@ -69,7 +64,7 @@ def check_names_and_shapes(goldens: Goldens, outputs: dict, source: str) -> None
         want = tuple(goldens.expected[name].shape)
         if tuple(value.shape) != want:
             raise ParityError(f"{source}: {name} has shape {list(value.shape)}, expected {list(want)}")
-        if name == "expert_indices" and value.is_floating_point():
+        if name.endswith(".expert_indices") and value.is_floating_point():
             raise ParityError(f"{source}: {name} has dtype {value.dtype}, expected an integer dtype")
 
 
@@ -88,7 +83,7 @@ def compare_outputs(goldens: Goldens, outputs: dict, thresholds, candidate: dict
               for i in range(goldens.num_layers)]
     head = {name: _measure(goldens, outputs, name, rows, t) for name in ("embedding", "final_norm")}
     logits = _compare_logits(goldens, outputs, rows, t)
-    verdict = judge(layers, logits, thresholds, window=config["sliding_window"])
+    verdict = judge(layers, logits, thresholds, window=config["sliding_window"], model_parts=head)
     report = _report(goldens, layers, head, logits, verdict, t, candidate)
     report["timing"] = {"seconds": round(time.time() - started, 3),
                         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
@@ -111,15 +106,15 @@ def _flat(tensor: torch.Tensor) -> torch.Tensor:
 def _compare_layer(goldens, outputs, i, attention_type, rows, t, column) -> _Layer:
     from gptoss_convert.compare import router_agreement
 
-    isolated, missing = {}, []
+    metrics, missing = {}, []
     for component in LAYER_OUTPUTS:
         name = layer_name(i, component)
         if name not in outputs:
             missing.append(component)
         elif component == "expert_weights":
-            isolated[component] = _measure_weights(goldens, outputs, i, rows, t)
-        elif component in REPORTED:
-            isolated[component] = _measure(goldens, outputs, name, rows, t)
+            metrics[component] = _measure_weights(goldens, outputs, i, rows, t)
+        elif component != "expert_indices":  # the selected experts are judged through the router agreement
+            metrics[component] = _measure(goldens, outputs, name, rows, t)
     profile = _profile(goldens, outputs, i, t)
     router = None
     indices = outputs.get(layer_name(i, "expert_indices"))
@@ -128,7 +123,7 @@ def _compare_layer(goldens, outputs, i, attention_type, rows, t, column) -> _Lay
         dtype = torch.float32 if goldens.manifest["dtype"] == "float32" else torch.bfloat16
         ref_indices = goldens.expected[layer_name(i, "expert_indices")].long()
         router = router_agreement(indices.long(), ref_indices, ref_logits, dtype, rows)
-    return _Layer(i, attention_type, column, isolated, router, missing, profile)
+    return _Layer(i, attention_type, column, metrics, router, missing, profile)
 
 
 def _profile(goldens, outputs, i, t) -> list:
@@ -149,9 +144,8 @@ def _measure_weights(goldens, outputs, i, rows, t):
     """Routing weights, compared expert by expert: both sides sorted by expert index (any order is allowed)."""
     from gptoss_convert.gate import check
 
-    def by_expert(indices_name, weights):
-        order = weights.new_zeros(weights.shape, dtype=torch.long) + indices_name.long().argsort(dim=-1)
-        return weights.double().gather(-1, order)
+    def by_expert(indices, weights):
+        return weights.double().gather(-1, indices.long().argsort(dim=-1))
 
     ours = by_expert(outputs.get(layer_name(i, "expert_indices"), goldens.expected[layer_name(i, "expert_indices")]),
                      outputs[layer_name(i, "expert_weights")])

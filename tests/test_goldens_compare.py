@@ -156,3 +156,15 @@ def test_reports_follow_the_report_schema_and_take_a_baseline(tmp_path, referenc
     summary = json.loads((report / "report.json").read_text())
     jsonschema.validate(summary, report_module.schema())
     assert summary["baseline"]
+
+
+def test_routing_weights_are_compared_per_expert_in_any_order(tmp_path, reference_outputs):
+    outputs = dict(reference_outputs)
+    for i in range(4):  # the same experts and weights, listed in the other order
+        outputs[f"layers.{i}.expert_indices"] = outputs[f"layers.{i}.expert_indices"].flip(-1).contiguous()
+        outputs[f"layers.{i}.expert_weights"] = outputs[f"layers.{i}.expert_weights"].flip(-1).contiguous()
+    result, _ = _compare(tmp_path, outputs)
+    assert result.exit_code == 0, result.output
+    outputs["layers.0.expert_indices"] = outputs["layers.0.expert_indices"].float()
+    result, _ = _compare(tmp_path, outputs)
+    assert result.exit_code == 1 and "layers.0.expert_indices has dtype" in result.stderr
