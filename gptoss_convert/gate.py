@@ -115,7 +115,8 @@ class Failure:
     window_signature: bool = False  # the failure starts exactly at position W (the sliding window)
 
     def describe(self) -> str:
-        names = {"logits": "final logits", "final_norm": "final norm", "head": "LM head", "embedding": "embedding"}
+        names = {"logits": "final logits", "final_norm": "final norm", "head": "LM head", "embedding": "embedding",
+                 "layer_output": "every layer"}
         where = names.get(self.component, self.component) if self.layer is None else \
             f"layer {self.layer} ({self.attention_type}) {self.component}"
         if self.column != "isolated" and self.layer is not None:
@@ -157,6 +158,8 @@ def judge(layers: list, logits, thresholds: Thresholds, window: int | None = Non
     or None (not provided)}, judged like a component in float32."""
     t = thresholds.resolved()
     failures = []
+    if layers and not any(_judged_columns(layer) for layer in layers):  # "not provided" is never "passed"
+        failures.append(Failure(None, None, "layer_output", "layers that returned any component", 0, 1))
     if t.dtype == "float32":
         for name, metrics in (model_parts or {}).items():
             if metrics is not None and not metrics.tolerance_ratio <= 1.0:

@@ -308,7 +308,7 @@ def _measure_column(outs, ref_out, streams, thresholds):
     if not outs:
         return {}, None
     pairs = [(o, r, p) for p, (o, r) in enumerate(zip(outs, ref_out)) if o is not None]
-    lengths = [next(iter(o.values())).shape[1] for o, _, _ in pairs]
+    lengths = [next((v.shape[1] for v in o.values()), 0) for o, _, _ in pairs]
     rows = [(p, t) for (_, _, p), n in zip(pairs, lengths) for t in range(n)]
     metrics, router = {}, None
     names = set.intersection(*(set(o) for o, _, _ in pairs))

@@ -56,6 +56,11 @@ class NaNFromPosition5(_Wrapped):
         return {**outputs, "attention": attention}
 
 
+class ReturnsNothing(_Wrapped):
+    def edit(self, index, outputs, position_ids):
+        return {}
+
+
 class OnlyLayerOutput(_Wrapped):
     def edit(self, index, outputs, position_ids):
         return {"layer_output": outputs["layer_output"]}

@@ -18,6 +18,7 @@ HERE = Path(__file__).parent
 USER_PORT = HERE / "data" / "candidates" / "user_port.py"
 FIXTURES = "tests.candidate_fixtures"
 WINDOW = 16  # the tiny checkpoint's sliding window
+LAYER_NAMES = ("attention", "router_logits", "expert_indices", "expert_weights", "moe", "layer_output")
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +154,13 @@ def test_missing_components_are_not_provided_never_passed(tmp_path, token_ids):
         assert set(layer["isolated"]) == {"layer_output"} and "attention" in layer["not_provided"]
     junit_cases = [f for f in report["verdict"]["failures"]]
     assert junit_cases == []
+
+
+def test_a_candidate_that_returns_nothing_does_not_pass(tmp_path, token_ids):
+    result, report = verify(tmp_path, token_ids, "--candidate", f"{FIXTURES}:ReturnsNothing")
+    assert result.exit_code == 1
+    assert "every layer: layers that returned any component = 0, limit 1" in error_line(result)
+    assert all(layer["not_provided"] == list(LAYER_NAMES) for layer in report["layers"])
 
 
 def test_window_off_by_one_starts_at_the_window(tmp_path, token_ids):
