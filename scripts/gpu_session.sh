@@ -11,6 +11,9 @@
 #                                          # against each other on a 20b-shaped checkpoint. The machine has no internet:
 #                                          # carry the gpt-oss wheel in .whl/ (pip download --no-deps
 #                                          # --ignore-requires-python gpt-oss==0.0.9 -d .whl); it is unpacked onto PYTHONPATH.
+#   bash scripts/gpu_session.sh candidates # verify --candidate on CUDA, tiny checkpoint: gptoss_model:fast (its compiled
+#                                          # pieces), transformers:flex_attention and :sdpa against eager, and the
+#                                          # candidate tests (tests/test_candidates.py); reports in $OUT/candidates/
 #   bash scripts/gpu_session.sh goldens    # bench_goldens.py: bfloat16 goldens of a 20b-shaped checkpoint (24 layers):
 #                                          # real size (goal < 100 MB) against the estimate, replayed by verify --goldens
 set -uo pipefail
@@ -45,6 +48,14 @@ calibrate)
     python3 -m zipfile -e .whl/gpt_oss-0.0.9-py3-none-any.whl /tmp/gpt-oss-pkg && export PYTHONPATH=.:/tmp/gpt-oss-pkg; }
   python3 scripts/calibrate_gates.py --make 20b --checkpoint /tmp/ckpt20b --device cuda --dtype "${2:-float32}" \
     --out "$OUT/calibration-${2:-float32}" 2>&1 | tail -40 | tee "$OUT/calibration-${2:-float32}.log"
+  ;;
+candidates)
+  mkdir -p "$OUT/candidates"
+  for spec in gptoss_model gptoss_model:fast transformers:flex_attention transformers:sdpa; do
+    python3 -m gptoss_convert.cli verify --device cuda --candidate "$spec" --report "$OUT/candidates/${spec//:/-}" \
+      2>&1 | tail -12 | tee "$OUT/candidates/${spec//:/-}.log"
+  done
+  python3 -m pytest -q -p no:cacheprovider tests/test_candidates.py 2>&1 | tail -15 | tee "$OUT/candidates/tests.log"
   ;;
 goldens)
   python3 scripts/make_checkpoint.py --shape 20b --layout hf --out /tmp/ckpt20b 2>&1 | tail -1
