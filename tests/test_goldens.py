@@ -107,16 +107,21 @@ def test_real_bugs_fail_against_the_shipped_goldens_where_verify_says(mutant):
         assert first.first_position["position"] == expect.position
 
 
-def test_verify_goldens_does_not_import_transformers(tmp_path):
+def test_verify_goldens_command_passes_without_importing_transformers(tmp_path):
+    """`gptoss-convert verify --goldens tiny` (the shipped goldens, gptoss_model) passes in a fresh interpreter that
+    never imports Transformers (nor huggingface_hub, nor tokenizers)."""
+    report = tmp_path / "report"
     code = (
         "import sys\n"
-        "from gptoss_convert.gate import Thresholds\n"
-        "from gptoss_convert.goldens_compare import not_provided, verify_goldens\n"
-        "report, verdict = verify_goldens('tiny', None, 'gptoss_model', Thresholds(), progress=False)\n"
-        "print(verdict.passed, 'transformers' in sys.modules)\n"
+        "from gptoss_convert.cli import cli\n"
+        f"cli(['verify', '--goldens', 'tiny', '-q', '--report', {str(report)!r}])\n"
+        "print([m for m in ('transformers', 'huggingface_hub', 'tokenizers') if m in sys.modules])\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip().splitlines()[-1] == "True False"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+    summary = json.loads((report / "report.json").read_text())
+    assert summary["passed"] and summary["reference"]["settings"]["goldens"].endswith("goldens-tiny")
 
 
 # ---- integrity: exit 3, one line naming the file ------------------------------------------------------------------
