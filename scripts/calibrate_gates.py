@@ -5,7 +5,8 @@ process (so one pair's memory is gone before the next starts), reads each report
 component, the worst *tolerance ratio*: measured error / gate limit (max |diff| / (atol + rtol·|ref|) in float32;
 KL mean / --max-kl and the top-1 shortfall / (1 - --min-top1) for the logits in bfloat16). A ratio of 0.05 is a
 20x margin; anything near 1 means the default gate would fail a correct implementation at that scale. The gated
-(isolated) column decides; the accumulated (end-to-end) column is recorded beside it.
+(isolated) column decides; the accumulated (end-to-end) column is recorded beside it. It also suggests the float32
+--atol that would keep every pair 10x inside the gate (10 x the largest max |diff| seen).
 
     python scripts/calibrate_gates.py --checkpoint tiny --out /tmp/calibration            # CPU, minutes
     python scripts/calibrate_gates.py --make 20b --checkpoint /tmp/ckpt20b --device cuda \
@@ -31,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PAIRS = ("gptoss_model/transformers", "openai/transformers", "gptoss_model/openai")
 COLUMNS = ("isolated", "accumulated")
+MARGIN = 10.0  # how far inside the gate a correct implementation should sit for the suggested float32 --atol
 
 
 def main():
@@ -59,9 +61,11 @@ def main():
         "device": args.device,
         "runs": runs,
         "worst": worst_overall(runs),
+        "float32_atol_for_10x_margin": float32_atol_for_margin(runs),
     }
     (args.out / "calibration.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({"worst": result["worst"], "runs": [summary_line(r) for r in runs]}, indent=2))
+    print(json.dumps({"worst": result["worst"], "float32_atol_for_10x_margin": result["float32_atol_for_10x_margin"],
+                      "runs": [summary_line(r) for r in runs]}, indent=2))
     sys.exit(0 if all(r["exit_code"] in (0, 1) for r in runs) else 2)
 
 
@@ -146,6 +150,21 @@ def worst_overall(runs: list) -> dict:
                 if name not in slot or logits[key] > slot[name]["ratio"]:
                     slot[name] = {"ratio": logits[key], "pair": f"{run['candidate']}/{run['reference']}"}
     return worst
+
+
+def float32_atol_for_margin(runs: list, margin: float = MARGIN) -> dict | None:
+    """The smallest --atol (rtol 0) that keeps every float32 pair `margin` times inside the gate: margin x the
+    largest max |diff| of any gated component or of the logits."""
+    worst = None
+    for run in runs:
+        if run["dtype"] != "float32":
+            continue
+        seen = [(e.get("max_abs"), component) for component, e in run.get("worst", {}).get("isolated", {}).items()]
+        seen.append((run.get("logits", {}).get("max_abs"), "logits"))
+        for value, component in seen:
+            if value is not None and (worst is None or value > worst["max_abs"]):
+                worst = {"max_abs": value, "component": component, "pair": f"{run['candidate']}/{run['reference']}"}
+    return worst and {**worst, "margin": margin, "atol": worst["max_abs"] * margin}
 
 
 def summary_line(run: dict) -> str:

@@ -27,3 +27,5 @@ def test_calibration_records_worst_tolerance_ratios(tmp_path):
     assert 0 < isolated["moe"]["ratio"] == isolated["moe"]["max_abs"] / entry["gates"]["atol"]
     assert result["worst"]["float32"]["moe"]["pair"] == "openai/transformers"
     assert (tmp_path / "cal" / "openai-vs-transformers-float32" / "report.json").is_file()
+    suggestion = result["float32_atol_for_10x_margin"]
+    assert suggestion["atol"] == 10 * suggestion["max_abs"] and suggestion["max_abs"] >= isolated["moe"]["max_abs"]
