@@ -147,8 +147,8 @@ def _manifest(checkpoint, prompt_list, dtype, device, described, inputs, expecte
     tensors = {}
     for file, group in (("inputs.safetensors", inputs), ("expected.safetensors", expected)):
         for name, tensor in group.items():
-            tensors[name] = {"file": file, "shape": list(tensor.shape), "dtype": str(tensor.dtype).removeprefix("torch."),
-                             "meaning": meaning(name)}
+            dtype = str(tensor.dtype).removeprefix("torch.")
+            tensors[name] = {"file": file, "shape": list(tensor.shape), "dtype": dtype, "meaning": meaning(name)}
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

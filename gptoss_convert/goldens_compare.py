@@ -58,8 +58,9 @@ def check_names_and_shapes(goldens: Goldens, outputs: dict, source: str) -> None
     known = set(output_names(goldens.num_layers))
     for name in outputs:
         if name not in known:
-            hint = f"; expected names like {layer_name(0, 'attention')!r} (see {goldens.directory}/manifest.json \"outputs\")"
-            raise InputError(f"{source}: unknown tensor {name!r}{hint}")
+            where = f"{goldens.directory}/manifest.json \"outputs\""
+            raise InputError(f"{source}: unknown tensor {name!r}; expected names like "
+                             f"{layer_name(0, 'attention')!r} (see {where})")
     for name, value in outputs.items():
         want = tuple(goldens.expected[name].shape)
         if tuple(value.shape) != want:
@@ -69,10 +70,11 @@ def check_names_and_shapes(goldens: Goldens, outputs: dict, source: str) -> None
 
 
 def compare_outputs(goldens: Goldens, outputs: dict, thresholds, candidate: dict, source: str,
-                    column: str = "isolated") -> tuple[dict, object]:
+                    column: str = "isolated", head_logits=None) -> tuple[dict, object]:
     """-> (the report dict in verify's schema, the Verdict). `column`: where the layer metrics go ("accumulated"
-    for a whole-model candidate's end-to-end hidden states)."""
-    from gptoss_convert.gate import judge
+    for a whole-model candidate's end-to-end hidden states). head_logits [R, V]: the candidate's head fed the
+    reference's final norm (verify's "head"), where known."""
+    from gptoss_convert.gate import check, judge
 
     started = time.time()
     check_names_and_shapes(goldens, outputs, source)
@@ -82,6 +84,8 @@ def compare_outputs(goldens: Goldens, outputs: dict, thresholds, candidate: dict
     layers = [_compare_layer(goldens, outputs, i, config["layer_types"][i], rows, t, column)
               for i in range(goldens.num_layers)]
     head = {name: _measure(goldens, outputs, name, rows, t) for name in ("embedding", "final_norm")}
+    kept = [rows[r] for r in goldens.inputs["logits.rows"].tolist()]
+    head["head"] = None if head_logits is None else check(_flat(head_logits), _flat(goldens.expected["logits"]), kept, t)
     logits = _compare_logits(goldens, outputs, rows, t)
     verdict = judge(layers, logits, thresholds, window=config["sliding_window"], model_parts=head)
     report = _report(goldens, layers, head, logits, verdict, t, candidate)
@@ -182,7 +186,7 @@ def _report(goldens, layers, head, logits, verdict, t, candidate) -> dict:
         "embedding": head["embedding"].to_dict() if head["embedding"] else None,
         "layers": [layer.to_dict() for layer in layers],
         "final_norm": head["final_norm"].to_dict() if head["final_norm"] else None,
-        "head": None,
+        "head": head["head"].to_dict() if head["head"] else None,
         "logits": logits.to_dict() if logits else None,
         "logits_path": "the candidate's head on its final norm of the recorded final_norm.input",
         "heatmap": heatmap(layers, manifest["prompts"]),
@@ -238,7 +242,21 @@ def verify_goldens(goldens_dir, model, candidate_spec, thresholds, device="auto"
         outputs["logits"] = outputs["logits"][goldens.inputs["logits.rows"]]
     column = "isolated" if implementation.has("build_layer") else "accumulated"
     candidate = dict(described.to_dict(), provides=implementation.capabilities())
-    report, verdict = compare_outputs(goldens, outputs, thresholds, candidate, f"candidate {candidate_spec}", column)
+    report, verdict = compare_outputs(goldens, outputs, thresholds, candidate, f"candidate {candidate_spec}", column,
+                                      _head_on_recorded_norm(implementation, session, goldens))
     report["device"] = session.device
     report["timing"]["seconds"] = round(time.time() - started, 3)
     return report, verdict
+
+
+def _head_on_recorded_norm(implementation, session, goldens):
+    """The candidate's LM head fed the reference's final norm at the kept rows -> [R, V], or None without a head."""
+    from gptoss_convert.goldens_run import HEAD
+
+    if not implementation.has("head"):
+        return None
+    normed = goldens.expected["final_norm"][goldens.inputs["logits.rows"]]
+    x = normed[None].to(device=session.device, dtype=session.dtype)
+    with torch.no_grad():
+        logits = implementation.model_part("head", {HEAD: session.global_tensor(HEAD)}, x, x.shape[1])
+    return logits[0].cpu()

@@ -38,7 +38,8 @@ LAYER_MEANINGS = {
     "input": "[T, H]: the layer's recorded input hidden states (the reference's previous layer output)",
     "attention": "[T, H]: self-attention output after o_proj, before the residual add",
     "router_logits": "[T, E]: router logits, before top-k",
-    "expert_indices": "[T, K] int64: the K selected experts (compared as a set; the reference lists them by descending logit)",
+    "expert_indices": "[T, K] int64: the K selected experts (compared as a set; the reference lists them by "
+                      "descending logit)",
     "expert_weights": "[T, K]: softmax over the top-k router logits, in the order of expert_indices",
     "moe": "[T, H]: mixture-of-experts output, before the residual add",
     "layer_output": "[T, H]: the decoder layer's output (= the next layer's input)",
@@ -97,9 +98,9 @@ def write_goldens(out: Path, inputs: dict, expected: dict, manifest: dict, force
         save_file(expected, str(temp / EXPECTED))
         for name in (INPUTS, EXPECTED):
             (temp / name).chmod(0o644)  # safetensors creates them private; goldens are meant to be shared
-        manifest = dict(manifest, files={
-            name: {"sha256": sha256_file(temp / name), "size": (temp / name).stat().st_size} for name in (INPUTS, EXPECTED)
-        })
+        files = {name: {"sha256": sha256_file(temp / name), "size": (temp / name).stat().st_size}
+                 for name in (INPUTS, EXPECTED)}
+        manifest = dict(manifest, files=files)
         (temp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     return out
 
@@ -162,8 +163,8 @@ def load_goldens(directory) -> Goldens:
             raise IntegrityError(f"{path}: missing (listed in {directory / MANIFEST})")
         actual = sha256_file(path)
         if actual != recorded:
-            raise IntegrityError(f"{path}: sha256 {actual[:12]}... does not match manifest.json ({str(recorded)[:12]}...); "
-                                 "the goldens were modified or truncated")
+            raise IntegrityError(f"{path}: sha256 {actual[:12]}... does not match manifest.json "
+                                 f"({str(recorded)[:12]}...); the goldens were modified or truncated")
     try:
         inputs, expected = load_file(str(directory / INPUTS)), load_file(str(directory / EXPECTED))
     except Exception as error:  # noqa: BLE001 - a file whose sha256 matches but does not parse: corrupt at writing

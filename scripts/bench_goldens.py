@@ -101,7 +101,8 @@ def recorded(checkpoint: Path, dtype: str, device: str, scratch: Path) -> dict:
     return {"checkpoint": str(checkpoint), "dtype": dtype, "device": device, "prompt_lengths": lengths,
             "bytes": sum(manifest["files"][f]["size"] for f in (INPUTS, EXPECTED)),
             "estimate": estimate_bytes(manifest["checkpoint"]["config"], lengths, dtype),
-            "record_seconds": round(record, 3), "verify_goldens_seconds": round(replay, 3), "verify_goldens_passed": True}
+            "record_seconds": round(record, 3), "verify_goldens_seconds": round(replay, 3),
+            "verify_goldens_passed": True}
 
 
 def machine() -> dict:

@@ -8,9 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jsonschema
 import pytest
 import torch
 
+from gptoss_convert import report as report_module
 from gptoss_convert.errors import InputError, IntegrityError
 from gptoss_convert.gate import Thresholds
 from gptoss_convert.goldens import estimate_bytes, record_goldens
@@ -77,6 +79,8 @@ def test_gptoss_model_passes_the_shipped_goldens():
     assert not_provided(report) == []
     assert report["layers"][0]["isolated"]["attention"]["max_abs"] < 1e-5
     assert report["logits"]["top1_agreement"] == 1.0
+    assert report["head"]["max_abs"] < 1e-5  # its head fed the reference's final norm, as verify's "head"
+    jsonschema.validate(report, report_module.schema())
 
 
 MUTANTS = sorted(p.name for p in (Path(__file__).parent / "mutants").glob("*.py") if p.name not in ("base.py",))
