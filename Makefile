@@ -8,9 +8,12 @@ BIN     = $(VENV)/bin
 .PHONY: setup verify test
 setup: $(VENV)/.installed
 
+# gpt-oss: OpenAI's reference gpt_oss.torch (the `openai` candidate and reference). Its torch model needs only torch
+# and safetensors, while the package declares Python >= 3.12 and serving dependencies: hence --no-deps.
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -c constraints.txt torch==2.13.0 -e '.[test]'
+	$(BIN)/pip install -q --no-deps --ignore-requires-python -c constraints.txt gpt-oss
 	touch $@
 
 verify: setup

@@ -194,12 +194,19 @@ def _fraction(ctx, param, value):
 @click.option("--model", "-m", default="tiny", show_default=True, metavar="tiny|20b|120b|PATH",
               help="tiny (embedded, no download), 20b / 120b (fetched by `gptoss-convert download`) or a checkpoint "
                    "directory (HF layout, original/, or our own format).")
+@click.option("--candidate", "-c", default="gptoss_model", show_default=True, metavar="SPEC",
+              help="The implementation under test: gptoss_model, gptoss_model:fast, openai, transformers:sdpa, "
+                   "transformers:flex_attention, path/to/file.py:OBJECT or package.module:OBJECT "
+                   "(docs/candidates.md).")
+@click.option("--reference", "-r", default="transformers", show_default=True, metavar="transformers|openai",
+              help="What the candidate is compared with: Transformers' eager gpt-oss, or OpenAI's gpt_oss.torch.")
 @click.option("--atol", type=float, default=1e-3, show_default=True, callback=_non_negative,
-              help="float32 gate: allowed |ours - reference| per element, every component of every layer and logits.")
+              help="float32 gate: allowed |candidate - reference| per element, every component of every layer and "
+                   "logits.")
 @click.option("--rtol", type=float, default=0.0, show_default=True, callback=_non_negative,
               help="float32 gate: relative part of the tolerance (allclose: atol + rtol·|reference|).")
 @click.option("--max-kl", type=float, default=None, callback=_non_negative, metavar="K",
-              help="Gate on the mean KL(reference || ours) of the final logits, in nats.  "
+              help="Gate on the mean KL(reference || candidate) of the final logits, in nats.  "
                    "[default: off for float32, 1e-2 for bfloat16]")
 @click.option("--min-top1", type=float, default=None, callback=_fraction, metavar="F",
               help="Gate on top-1 agreement of the final logits.  [default: off for float32, 0.95 for bfloat16]")
@@ -211,7 +218,8 @@ def _fraction(ctx, param, value):
 @click.option("--prompt", "prompts", multiple=True, metavar="TEXT",
               help="A prompt (repeatable), tokenized with the checkpoint's tokenizer.json, or token ids '1 2 3' "
                    "when it has none.  [default: one prompt shorter than the sliding window, one crossing it, and "
-                   "a harmony conversation longer than it when the checkpoint has a chat template]")
+                   "for small checkpoints one past the original 4,096-token context, and a harmony conversation "
+                   "longer than the window when the checkpoint has a chat template]")
 @click.option("--token-ids", type=click.Path(dir_okay=False), metavar="FILE",
               help="JSON file with a list of token ids, or a list of such lists (one per prompt).")
 @click.option("--chat", "chats", multiple=True, metavar="TEXT",
@@ -220,6 +228,11 @@ def _fraction(ctx, param, value):
 @click.option("--messages", "messages_file", metavar="FILE.json",
               help="A conversation ([{\"role\": ..., \"content\": ...}, ...]) or a list of them, rendered through the "
                    "chat template.")
+@click.option("--goldens", metavar="DIR|tiny",
+              help="Compare with recorded goldens (`gptoss-convert goldens`; tiny: the shipped ones) instead of "
+                   "running the reference; Transformers is not imported.")
+@click.option("--baseline", type=click.Path(dir_okay=False, path_type=Path), metavar="OLD/report.json",
+              help="An earlier run's report.json: every report gains per-layer deltas against it.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path), default="verify-report",
               show_default=True, metavar="DIR", help="Where report.json, report.md and report.html are written.")
 @click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
@@ -227,38 +240,73 @@ def _fraction(ctx, param, value):
 @click.option("--quiet", "-q", is_flag=True, help="No table and no progress bar; only errors and the verdict line.")
 @_pins_option
 @_progress_option
-def verify(model, atol, rtol, max_kl, min_top1, dtype, device, prompts, token_ids, chats, messages_file, report_dir,
-           junit, quiet, no_verify, progress):
-    """Verify gptoss_model against Transformers on a checkpoint, layer by layer, streaming one layer at a time.
+@click.pass_context
+def verify(ctx, model, candidate, reference, atol, rtol, max_kl, min_top1, dtype, device, prompts, token_ids, chats,
+           messages_file, goldens, baseline, report_dir, junit, quiet, no_verify, progress):
+    """Verify an implementation of gpt-oss (the candidate, default gptoss_model) against a reference (default
+    Transformers) on a checkpoint, layer by layer, streaming one layer at a time.
 
-    Each layer runs twice on our side: fed the reference's input (isolated: a bug shows at its own layer) and fed
-    our own previous output (accumulated: end-to-end drift). Exit codes: 0 pass, 1 parity failure, 2 usage or
-    input error, 3 checkpoint integrity error.
+    Each candidate layer runs fed the reference's input (isolated: a bug shows at its own layer), fed its own
+    previous output (accumulated: end-to-end drift), and, where it has a KV cache, token by token (cached). Exit
+    codes: 0 pass, 1 parity failure (or a candidate that fails while running), 2 usage or input error (or a
+    candidate that cannot be loaded or built), 3 checkpoint integrity error.
 
     \b
     Examples:
       gptoss-convert verify
-      gptoss-convert verify --model 20b --atol 1e-3 --junit verify-report/junit.xml
+      gptoss-convert verify --candidate my_port.py:MyPort --baseline last-run/report.json
+      gptoss-convert verify --model 20b --candidate openai --atol 1e-3 --junit verify-report/junit.xml
       gptoss-convert verify --model ./gpt-oss-20b --dtype bfloat16 --device cuda --prompt "Hello there"
     """
     from gptoss_convert import report
+    from gptoss_convert.baseline import baseline_deltas, load_baseline
     from gptoss_convert.errors import ParityError
     from gptoss_convert.gate import Thresholds
     from gptoss_convert.verify import run_verify
 
+    earlier = load_baseline(baseline) if baseline else None  # a bad file fails before the run, not after
     thresholds = Thresholds(dtype=dtype, atol=atol, rtol=rtol, max_kl=max_kl, min_top1=min_top1)
-    result = run_verify(model, thresholds, device=device, prompts=prompts, token_ids_file=token_ids,
-                        progress=False if quiet else progress, check_pins=not no_verify, chats=chats,
-                        messages_file=messages_file)
-    summary = result.to_dict()
+    if goldens:
+        summary, verdict = _verify_goldens(ctx, goldens, model, candidate, thresholds, device, quiet)
+    else:
+        result = run_verify(model, thresholds, device=device, prompts=prompts, token_ids_file=token_ids,
+                            progress=False if quiet else progress, candidate=candidate, reference=reference,
+                            check_pins=not no_verify, chats=chats, messages_file=messages_file)
+        summary, verdict = result.to_dict(), result.verdict
+    if earlier is not None:
+        summary["baseline"] = baseline_deltas(summary, earlier)
     written = report.write_reports(summary, report_dir, junit)
     if not quiet:
         click.echo(report.terminal_table(summary))
         click.echo(f"reports: {', '.join(str(p) for p in written)}", err=True)
-    if not result.passed:
-        raise ParityError(f"parity failure, first at {result.verdict.first.describe()}")
-    click.echo(f"PASSED: {len(result.layers)} layers, {result.checkpoint['path']} ({dtype}, {result.device}), "
-               f"{result.seconds:.1f} s")
+    pair = f"{summary['candidate']['name']} against {summary['reference']['name']}"
+    if not verdict.passed:
+        raise ParityError(f"parity failure of {pair}, first at {verdict.first.describe()}")
+    click.echo(f"PASSED: {pair}, {len(summary['layers'])} layers, {summary['checkpoint']['path']} ({dtype}, "
+               f"{summary['device']}), {summary['timing']['seconds']:.1f} s")
+
+
+def _verify_goldens(ctx, goldens, model, candidate, thresholds, device, quiet):
+    """verify --goldens: the candidate against recorded reference outputs (12c's goldens_compare)."""
+    from click.core import ParameterSource
+
+    from gptoss_convert.goldens_compare import verify_goldens
+
+    for name, option in (("reference", "--reference"), ("prompts", "--prompt"), ("token_ids", "--token-ids"),
+                         ("chats", "--chat"), ("messages_file", "--messages")):
+        if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None):
+            raise click.UsageError(f"{option} does not apply with --goldens: the goldens hold their reference's "
+                                   "outputs for their own prompts")
+    explicit_model = ctx.get_parameter_source("model") != ParameterSource.DEFAULT
+    return verify_goldens(goldens, model if explicit_model else None, candidate, thresholds, device,
+                          progress=not quiet)
+
+
+# ---- goldens and compare: the commands live in goldens_cli.py (docs/goldens.md) ----------------------------------
+from gptoss_convert.goldens_cli import compare as _compare_command, goldens as _goldens_command  # noqa: E402
+
+cli.add_command(_goldens_command)
+cli.add_command(_compare_command)
 
 
 def main():

@@ -18,10 +18,11 @@ class Metrics:
     mean_abs: float  # mean |d|
     rel_l2: float  # ||d|| / ||ref||
     nmse_db: float  # 10·log10(mean d² / var(ref)); -inf when identical
+    nonfinite: int = 0  # NaN/Inf elements in ours
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        for key in ("nmse_db", "rel_l2"):
+        for key in ("nmse_db", "rel_l2", "max_abs", "mean_abs"):
             d[key] = json_number(d[key])
         return d
 
@@ -31,6 +32,15 @@ def json_number(value: float):
     if math.isinf(value):
         return None if value < 0 else "inf"
     return value
+
+
+def earliest_row(flags: torch.Tensor, rows: list) -> dict | None:
+    """flags [N] bool -> the earliest flagged {"prompt", "position"} (lowest position, then prompt), or None."""
+    flagged = [rows[n] for n in torch.nonzero(flags).flatten().tolist()]
+    if not flagged:
+        return None
+    prompt, position = min(flagged, key=lambda r: (r[1], r[0]))
+    return {"prompt": int(prompt), "position": int(position)}
 
 
 def measure(ours: torch.Tensor, ref: torch.Tensor, rows: list) -> Metrics:
@@ -55,6 +65,7 @@ def measure(ours: torch.Tensor, ref: torch.Tensor, rows: list) -> Metrics:
         mean_abs=float(diff.mean()),
         rel_l2=rel_l2,
         nmse_db=nmse_db,
+        nonfinite=int(nonfinite.sum()),
     )
 
 
@@ -65,6 +76,7 @@ class RouterAgreement:
     near_tie: int  # tokens that differ, but where the reference's k-th and (k+1)-th logits are within eps
     mismatched: int  # tokens that differ for real
     eps: float
+    first_mismatch: dict | None = None  # the earliest {"prompt", "position"} routed differently for real
 
     @property
     def agreement(self) -> float:
@@ -81,8 +93,8 @@ def near_tie_eps(dtype: torch.dtype, logits: torch.Tensor) -> float:
     return 4 * ulp
 
 
-def router_agreement(ours_idx, ref_idx, ref_logits, dtype) -> RouterAgreement:
-    """ours_idx/ref_idx [N, K] selected experts, ref_logits [N, E]."""
+def router_agreement(ours_idx, ref_idx, ref_logits, dtype, rows: list | None = None) -> RouterAgreement:
+    """ours_idx/ref_idx [N, K] selected experts, ref_logits [N, E]; rows[n] = (prompt, position) of row n."""
     k = ref_idx.shape[1]
     same = (ours_idx.sort(dim=1).values == ref_idx.sort(dim=1).values).all(dim=1)  # [N]
     eps = near_tie_eps(dtype, ref_logits)
@@ -91,12 +103,14 @@ def router_agreement(ours_idx, ref_idx, ref_logits, dtype) -> RouterAgreement:
         tie = (top[:, k - 1] - top[:, k]).abs() <= eps
     else:
         tie = torch.zeros_like(same)
+    real = ~same & ~tie
     return RouterAgreement(
         tokens=int(same.numel()),
         same_set=int(same.sum()),
         near_tie=int((~same & tie).sum()),
-        mismatched=int((~same & ~tie).sum()),
+        mismatched=int(real.sum()),
         eps=eps,
+        first_mismatch=earliest_row(real, rows) if rows is not None else None,
     )
 
 

@@ -28,3 +28,12 @@ class IntegrityError(GptossConvertError):
     """A checkpoint or download is damaged or inconsistent: truncated file, bad header, wrong shape, bad checksum."""
 
     exit_code = 3
+
+
+class CandidateError(GptossConvertError):
+    """An implementation under test (a --candidate or --reference) failed: it cannot be imported or built (exit 2),
+    or it raised or returned something unusable while running (exit 1: wrong numbers, naming the component)."""
+
+    def __init__(self, message: str, exit_code: int = 2):
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -10,10 +10,13 @@ the final logits gate on KL(ref‖ours) mean ≤ max_kl and top-1 agreement ≥ 
 import math
 from dataclasses import asdict, dataclass, field
 
-from gptoss_convert.compare import LogitMetrics, Metrics, json_number, measure, measure_logits
+import torch
 
-# The components recorded inside each layer, in forward order.
-COMPONENTS = ("attention", "router_logits", "experts_selected", "moe", "layer_output")
+from gptoss_convert.compare import LogitMetrics, Metrics, earliest_row, json_number, measure, measure_logits
+
+# The components recorded inside each layer, in forward order (candidates/protocol.py LAYER_COMPONENTS).
+COMPONENTS = ("attention", "router_logits", "expert_indices", "expert_weights", "moe", "layer_output")
+GATED_COLUMNS = ("isolated", "cached")  # accumulated drift is gated through the final logits only
 
 BF16_DEFAULT_MAX_KL = 1e-2  # nats, mean over positions
 BF16_DEFAULT_MIN_TOP1 = 0.95
@@ -39,6 +42,16 @@ class Thresholds:
         return self
 
 
+def row_ratios(ours, ref, atol: float, rtol: float) -> torch.Tensor:
+    """ours/ref [N, C] -> [N]: per row (token), max |ours - ref| / (atol + rtol·|ref|), inf where ours is NaN/Inf.
+    The per-position profile behind the first failing position and the report's heat-map."""
+    ours, ref = ours.double(), ref.double()
+    diff = (ours - ref).abs().masked_fill(~ours.isfinite(), math.inf)
+    if not atol + rtol > 0:
+        return torch.where(diff.amax(dim=1) > 0, math.inf, 0.0)
+    return (diff / (atol + rtol * ref.abs())).nan_to_num(nan=math.inf).amax(dim=1)
+
+
 def tolerance_ratio(ours, ref, atol: float, rtol: float) -> float:
     """max |ours - ref| / (atol + rtol·|ref|) over all elements (ours/ref [N, C]): ≤ 1 means allclose holds
     everywhere. A NaN or Inf in ours counts as infinitely far."""
@@ -58,23 +71,35 @@ class Checked:
 
     metrics: Metrics | LogitMetrics
     tolerance_ratio: float
+    first_over: dict | None = None  # the earliest {"prompt", "position"} with an element over the tolerance
 
     @property
     def max_abs(self) -> float:
-        return self.metrics.max_abs if isinstance(self.metrics, Metrics) else self.metrics.diff.max_abs
+        return self.diff.max_abs
+
+    @property
+    def diff(self) -> Metrics:
+        return self.metrics if isinstance(self.metrics, Metrics) else self.metrics.diff
 
     def to_dict(self) -> dict:
-        return {**self.metrics.to_dict(), "tolerance_ratio": json_number(self.tolerance_ratio)}
+        return {**self.metrics.to_dict(), "tolerance_ratio": json_number(self.tolerance_ratio),
+                "first_over": self.first_over}
 
 
 def check(ours, ref, rows: list, thresholds: "Thresholds") -> Checked:
-    """Measure ours against ref (compare.measure) and place it against atol/rtol."""
-    return Checked(measure(ours, ref, rows), tolerance_ratio(ours, ref, thresholds.atol, thresholds.rtol))
+    """Measure ours against ref (compare.measure) and place it against atol/rtol, position by position."""
+    return _placed(measure(ours, ref, rows), ours, ref, rows, thresholds)
 
 
 def check_logits(ours, ref, rows: list, thresholds: "Thresholds") -> Checked:
     """compare.measure_logits, placed against atol/rtol."""
-    return Checked(measure_logits(ours, ref, rows), tolerance_ratio(ours, ref, thresholds.atol, thresholds.rtol))
+    return _placed(measure_logits(ours, ref, rows), ours, ref, rows, thresholds)
+
+
+def _placed(metrics, ours, ref, rows, thresholds) -> Checked:
+    ratios = row_ratios(ours, ref, thresholds.atol, thresholds.rtol)
+    return Checked(metrics, tolerance_ratio(ours, ref, thresholds.atol, thresholds.rtol),
+                   earliest_row(ratios > 1, rows))
 
 
 @dataclass(frozen=True)
@@ -85,10 +110,25 @@ class Failure:
     metric: str
     value: float
     limit: float
+    column: str = "isolated"
+    first_position: dict | None = None  # {"prompt", "position"}: the earliest position over the limit
+    window_signature: bool = False  # the failure starts exactly at position W (the sliding window)
 
     def describe(self) -> str:
-        where = "final logits" if self.layer is None else f"layer {self.layer} ({self.attention_type}) {self.component}"
-        return f"{where}: {self.metric} = {self.value:.4g}, limit {self.limit:.4g}"
+        names = {"logits": "final logits", "final_norm": "final norm", "head": "LM head", "embedding": "embedding",
+                 "layer_output": "every layer"}
+        where = names.get(self.component, self.component) if self.layer is None else \
+            f"layer {self.layer} ({self.attention_type}) {self.component}"
+        if self.column != "isolated" and self.layer is not None:
+            where += f" ({self.column})"
+        text = f"{where}: {self.metric} = {self.value:.4g}, limit {self.limit:.4g}"
+        if self.first_position is not None:
+            position = self.first_position["position"]
+            if self.window_signature:
+                text += f"; starts at position {position} (the sliding window): window bug signature"
+            else:
+                text += f"; first failing position {position} (prompt {self.first_position['prompt']})"
+        return text
 
 
 @dataclass(frozen=True)
@@ -108,36 +148,73 @@ class Verdict:
         }
 
 
-def judge(layers: list, logits, thresholds: Thresholds) -> Verdict:
-    """layers: LayerResult-like objects (index, attention_type, isolated {component: Checked}, router_isolated);
-    logits: the Checked LogitMetrics of the end-to-end run."""
-    limits = thresholds.resolved()
+def judge(layers: list, logits, thresholds: Thresholds, window: int | None = None,
+          model_parts: dict | None = None) -> Verdict:
+    """layers: LayerResult-like objects (index, attention_type, isolated / cached {component: Metrics}, router
+    {column: RouterAgreement | None}); a component missing from a column was not provided and is not judged. A layer
+    with no isolated column (a whole-model candidate) is judged on its accumulated one. logits: LogitMetrics of the
+    end-to-end run, or None when the candidate gives no logits. `window`: the sliding window, to name the window-bug
+    signature (errors starting exactly at position W). model_parts: {"embedding" | "final_norm" | "head": Metrics
+    or None (not provided)}, judged like a component in float32."""
+    t = thresholds.resolved()
     failures = []
-    if limits.dtype == "float32":
+    if layers and not any(_judged_columns(layer) for layer in layers):  # "not provided" is never "passed"
+        failures.append(Failure(None, None, "layer_output", "layers that returned any component", 0, 1))
+    if t.dtype == "float32":
+        for name, metrics in (model_parts or {}).items():
+            if metrics is not None and not metrics.tolerance_ratio <= 1.0:
+                failures.append(_tolerance_failure(None, None, name, metrics, t))
         for layer in layers:
-            for component in COMPONENTS:
-                if component == "experts_selected":
-                    router = layer.router_isolated
-                    if router.mismatched:
-                        failures.append(
-                            Failure(layer.index, layer.attention_type, component, "tokens routed differently "
-                                    "(not near-ties)", router.mismatched, 0)
-                        )
-                    continue
-                checked = layer.isolated[component]
-                if not checked.tolerance_ratio <= 1.0:
-                    failures.append(_tolerance_failure(layer.index, layer.attention_type, component, checked, limits))
-        if not logits.tolerance_ratio <= 1.0:
-            failures.append(_tolerance_failure(None, None, "logits", logits, limits))
-    kl_mean, top1 = logits.metrics.kl_mean, logits.metrics.top1_agreement
-    if limits.max_kl is not None and not kl_mean <= limits.max_kl:
-        failures.append(Failure(None, None, "logits", "KL(ref||ours) mean", kl_mean, limits.max_kl))
-    if limits.min_top1 is not None and not top1 >= limits.min_top1:
-        failures.append(Failure(None, None, "logits", "top-1 agreement", top1, limits.min_top1))
+            for column in _judged_columns(layer):
+                failures += _layer_failures(layer, column, t, window)
+        if logits is not None and not logits.tolerance_ratio <= 1.0:
+            failures.append(_tolerance_failure(None, None, "logits", logits, t, "accumulated", window))
+    if logits is not None and t.max_kl is not None and not logits.metrics.kl_mean <= t.max_kl:
+        failures.append(Failure(None, None, "logits", "KL(ref||ours) mean", logits.metrics.kl_mean, t.max_kl))
+    if logits is not None and t.min_top1 is not None and not logits.metrics.top1_agreement >= t.min_top1:
+        failures.append(Failure(None, None, "logits", "top-1 agreement", logits.metrics.top1_agreement,
+                                t.min_top1))
     return Verdict(passed=not failures, failures=failures)
 
 
-def _tolerance_failure(layer, attention_type, component, checked: Checked, limits: Thresholds) -> Failure:
-    if limits.rtol == 0:
-        return Failure(layer, attention_type, component, "max |diff|", checked.max_abs, limits.atol)
-    return Failure(layer, attention_type, component, "max |diff| / (atol + rtol·|ref|)", checked.tolerance_ratio, 1.0)
+def _judged_columns(layer) -> list:
+    columns = [c for c in GATED_COLUMNS if getattr(layer, c, None)]
+    return columns or (["accumulated"] if getattr(layer, "accumulated", None) else [])
+
+
+def _layer_failures(layer, column, t: Thresholds, window) -> list:
+    failures = []
+    metrics_by_component = getattr(layer, column)
+    router = (getattr(layer, "router", None) or {}).get(column)
+    for component in COMPONENTS:
+        if component == "expert_indices":
+            if router is not None and router.mismatched:
+                failures.append(Failure(layer.index, layer.attention_type, component, "tokens routed differently "
+                                        "(not near-ties)", router.mismatched, 0, column, router.first_mismatch,
+                                        _at_window(router.first_mismatch, window)))
+            continue
+        checked = metrics_by_component.get(component)
+        if checked is None:
+            continue  # not provided
+        if checked.diff.nonfinite:
+            failures.append(Failure(layer.index, layer.attention_type, component, "NaN/Inf values",
+                                    checked.diff.nonfinite, 0, column, checked.first_over,
+                                    _at_window(checked.first_over, window)))
+        elif not checked.tolerance_ratio <= 1.0:
+            failures.append(_tolerance_failure(layer.index, layer.attention_type, component, checked, t, column,
+                                               window))
+    return failures
+
+
+def _at_window(position: dict | None, window: int | None) -> bool:
+    return position is not None and window is not None and position["position"] == window
+
+
+def _tolerance_failure(layer, attention_type, component, checked: Checked, t: Thresholds, column="isolated",
+                       window=None) -> Failure:
+    where = dict(column=column, first_position=checked.first_over,
+                 window_signature=layer is not None and _at_window(checked.first_over, window))
+    if t.rtol == 0:
+        return Failure(layer, attention_type, component, "max |diff|", checked.max_abs, t.atol, **where)
+    return Failure(layer, attention_type, component, "max |diff| / (atol + rtol·|ref|)", checked.tolerance_ratio, 1.0,
+                   **where)

@@ -1,57 +1,60 @@
-"""`verify`: streamed, layer-by-layer parity of gptoss_model against Transformers on one checkpoint.
+"""`verify`: streamed, layer-by-layer parity of a candidate implementation against a reference on one checkpoint.
 
-Neither full model is ever built. For each decoder layer: read that layer's weights (dequantising only its experts),
-build Transformers' layer and ours around the same tensors, run every prompt through
-  - the reference, fed the reference's own input        -> the next reference input
-  - ours, fed the same reference input   ("isolated")   -> a local bug shows at its own layer
-  - ours, fed our own previous output    ("accumulated") -> end-to-end drift
-record each component (attention, router, MoE, layer output) on both sides through forward hooks, measure, free.
-The embedding, final norm and LM head are handled the same way before and after the layers.
+Both sides are adapters behind one protocol (candidates/protocol.py, docs/candidates.md): the default pair is
+gptoss_model against Transformers. Neither full model is ever built. For each decoder layer: read that layer's
+weights (dequantising only its experts), have both sides build their layer from the same tensors, run every prompt
+through
+  - the reference, fed the reference's own input           -> the next reference input
+  - the candidate, fed the same reference input ("isolated") -> a local bug shows at its own layer
+  - the candidate, fed its own previous output ("accumulated") -> end-to-end drift
+  - the candidate's KV cache, token by token ("cached")     -> where the layer has new_cache()
+measure each component the candidate returns (columns.py runs, gate.check measures and places), free. The embedding, final
+norm and LM head are handled the same way before and after the layers; the gate (gate.py) judges.
 """
 
+import math
 import platform
 import resource
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from gptoss_convert import __version__
 from gptoss_convert.compare import router_agreement
-from gptoss_convert.errors import InputError
-from gptoss_convert.gate import COMPONENTS, Thresholds, check, check_logits, judge
+from gptoss_convert.gate import COMPONENTS, Thresholds, check, check_logits, judge, row_ratios
 from gptoss_convert.options import DTYPES, resolve_device_option
+from gptoss_convert.prompts import all_prompts, load_tokenizer
 from gptoss_convert.sources import read_manifest, resolve_source
 
-SCHEMA_VERSION = 1
-
-# Used when --prompt/--token-ids are not given. Tokenized with the checkpoint's tokenizer.json when there is one.
-DEFAULT_TEXT = (
-    "The quick brown fox jumps over the lazy dog. A verification tool compares two implementations of one model, "
-    "layer by layer, and says exactly where they part ways. Attention sinks, sliding windows, rotary embeddings "
-    "and routed experts all have to agree before the logits can. "
-)
-
+SCHEMA_VERSION = 2
+COLUMNS = ("isolated", "accumulated", "cached")
+HEATMAP_MAX_BUCKETS = 256  # positions per prompt drawn in the report's layer x position heat-map
 
 @dataclass
 class LayerResult:
     index: int
     attention_type: str
-    isolated: dict  # component -> gate.Checked (ours fed the reference input)
-    accumulated: dict  # component -> gate.Checked (ours fed its own previous output)
-    router_isolated: object  # RouterAgreement
-    router_accumulated: object
+    isolated: dict  # component -> gate.Checked (candidate fed the reference input); a missing component: not provided
+    accumulated: dict  # component -> gate.Checked (candidate fed its own previous output)
+    cached: dict  # component -> gate.Checked (KV cache, token by token); empty: no cache
+    router: dict  # column -> RouterAgreement | None
+    not_provided: list  # components the candidate did not return
+    profile: list = field(default_factory=list, repr=False)  # per prompt: [T] max tolerance ratio (heat-map)
+
+    # the isolated column's router agreement, under its earlier name (gate and goldens use .router)
+    @property
+    def router_isolated(self):
+        return self.router.get("isolated")
 
     def to_dict(self) -> dict:
         return {
             "index": self.index,
             "attention_type": self.attention_type,
-            "isolated": {k: v.to_dict() for k, v in self.isolated.items()},
-            "accumulated": {k: v.to_dict() for k, v in self.accumulated.items()},
-            "router": {"isolated": self.router_isolated.to_dict(), "accumulated": self.router_accumulated.to_dict()},
+            **{column: {k: v.to_dict() for k, v in getattr(self, column).items()} for column in COLUMNS},
+            "router": {c: (r.to_dict() if r is not None else None) for c, r in self.router.items()},
+            "not_provided": self.not_provided,
         }
 
 
@@ -61,10 +64,15 @@ class VerifyResult:
     device: str
     checkpoint: dict
     prompts: list  # [{"text": str | None, "token_ids": [...]}]
+    candidate: dict = field(default_factory=dict)  # name, version, source, provides
+    reference: dict = field(default_factory=dict)
+    window: int = 0
     layers: list = field(default_factory=list)
-    embedding: object = None
+    embedding: object = None  # gate.Checked | None (not provided)
     final_norm: object = None
-    logits: object = None
+    head: object = None
+    logits: object = None  # gate.Checked (of LogitMetrics) | None
+    logits_path: str = ""
     verdict: object = None
     seconds: float = 0.0
     peak_rss_bytes: int = 0
@@ -76,9 +84,7 @@ class VerifyResult:
 
     def to_dict(self) -> dict:
         t = self.thresholds.resolved()
-        from gptoss_convert.reference import ATTENTION_IMPLEMENTATION, EXPERTS_IMPLEMENTATION, transformers_version
-
-        return {
+        report = {
             "schema_version": SCHEMA_VERSION,
             "passed": self.passed,
             "atol": t.atol,
@@ -87,19 +93,19 @@ class VerifyResult:
             "min_top1": t.min_top1,
             "dtype": t.dtype,
             "device": self.device,
+            "candidate": self.candidate,
+            "reference": self.reference,
             "checkpoint": self.checkpoint,
-            "versions": {
-                "gptoss_convert": __version__,
-                "torch": torch.__version__,
-                "transformers": transformers_version(),
-                "python": platform.python_version(),
-            },
-            "reference": {"attn_implementation": ATTENTION_IMPLEMENTATION, "experts_implementation": EXPERTS_IMPLEMENTATION},
+            "versions": {"gptoss_convert": __version__, "torch": torch.__version__, "python": platform.python_version()},
             "prompts": self.prompts,
-            "embedding": self.embedding.to_dict(),
+            "sliding_window": self.window,
+            "embedding": _maybe(self.embedding),
             "layers": [layer.to_dict() for layer in self.layers],
-            "final_norm": self.final_norm.to_dict(),
-            "logits": self.logits.to_dict(),
+            "final_norm": _maybe(self.final_norm),
+            "head": _maybe(self.head),
+            "logits": _maybe(self.logits),
+            "logits_path": self.logits_path,
+            "heatmap": heatmap(self.layers, self.prompts),
             "verdict": self.verdict.to_dict(),
             "timing": {
                 "seconds": round(self.seconds, 3),
@@ -107,130 +113,25 @@ class VerifyResult:
                 "peak_gpu_bytes": self.peak_gpu_bytes,
             },
         }
+        return report  # the verify command adds "baseline" (baseline.baseline_deltas) when asked
 
 
-# ---- inputs ---------------------------------------------------------------------------------------------------
-
-
-def load_tokenizer(root: Path, side_files):
-    candidates = [p for p in side_files if Path(p).name == "tokenizer.json"] + [root / "tokenizer.json"]
-    for path in candidates:
-        if Path(path).is_file():
-            from tokenizers import Tokenizer
-
-            return Tokenizer.from_file(str(path))
-    return None
-
-
-def default_prompts(config, tokenizer) -> list:
-    """Two prompts: one shorter than the sliding window, one crossing it twice (window bugs only show there)."""
-    short_len, long_len = max(4, config.sliding_window // 2), 2 * config.sliding_window + 16
-    if tokenizer is not None:
-        ids = tokenizer.encode(DEFAULT_TEXT).ids
-        while len(ids) < long_len:
-            ids = ids + ids
-        ids = [i for i in ids if i < config.vocab_size] or [0]
-        return [{"text": None, "token_ids": ids[:short_len]}, {"text": None, "token_ids": (ids * long_len)[:long_len]}]
-    generator = torch.Generator().manual_seed(0)
-    top = min(config.vocab_size, 199998)  # plain text ids, below the special tokens
-    return [{"text": None, "token_ids": torch.randint(0, top, (n,), generator=generator).tolist()}
-            for n in (short_len, long_len)]
-
-
-def _all_prompts(ckpt, config, tokenizer, texts, token_ids_file, chats, messages_file) -> list:
-    """--prompt/--token-ids, then --chat/--messages rendered through the chat template (gptoss_convert/prompts.py);
-    with none of them, the default prompts plus the default harmony conversation."""
-    from gptoss_convert import prompts as chat
-
-    rendered = chat.chat_prompts(ckpt.root, ckpt.side_files, chats, messages_file)
-    if rendered and not (texts or token_ids_file):
-        return parse_prompts((), None, config, tokenizer, given=rendered)
-    plain = parse_prompts(texts, token_ids_file, config, tokenizer, given=rendered)
-    if not (texts or token_ids_file or rendered):
-        plain += parse_prompts((), None, config, tokenizer, given=chat.default_chat_prompt(ckpt.root, ckpt.side_files))
-    return plain
-
-
-def parse_prompts(texts, token_ids_file, config, tokenizer, given=()) -> list:
-    prompts = []
-    for text in texts or ():
-        if tokenizer is not None:
-            prompts.append({"text": text, "token_ids": tokenizer.encode(text).ids})
-        else:
-            try:
-                prompts.append({"text": None, "token_ids": [int(t) for t in text.replace(",", " ").split()]})
-            except ValueError:
-                raise InputError(
-                    f"--prompt {text!r}: this checkpoint has no tokenizer.json, so prompts must be token ids "
-                    "(e.g. --prompt '1 2 3')"
-                ) from None
-    if token_ids_file:
-        prompts += _read_token_ids(Path(token_ids_file))
-    if not prompts and not given:
-        return default_prompts(config, tokenizer)
-    prompts += list(given)
-    for i, prompt in enumerate(prompts):
-        ids = prompt["token_ids"]
-        if not ids:
-            raise InputError(f"prompt {i} is empty")
-        bad = [t for t in ids if not 0 <= t < config.vocab_size]
-        if bad:
-            raise InputError(f"prompt {i}: token id {bad[0]} is outside the vocabulary 0..{config.vocab_size - 1}")
-    return prompts
-
-
-def _read_token_ids(path: Path) -> list:
-    import json
-
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise InputError(f"--token-ids {path}: cannot read a JSON list of token ids ({error})") from None
-    rows = data if isinstance(data, list) and data and isinstance(data[0], list) else [data]
-    if not all(isinstance(r, list) and r and all(isinstance(t, int) for t in r) for r in rows):
-        raise InputError(f"--token-ids {path}: expected a JSON list of ints, or a list of such lists")
-    return [{"text": None, "token_ids": r} for r in rows]
-
-
-# ---- capturing components through forward hooks ----------------------------------------------------------------
-
-
-@contextmanager
-def capture(layer):
-    """Record attention, router logits/indices and MoE output of one decoder layer (ours or Transformers')."""
-    seen = {}
-
-    def first(output):
-        return output[0] if isinstance(output, tuple) else output
-
-    def on_attention(module, args, output):
-        seen["attention"] = first(output)
-
-    def on_router(module, args, output):
-        seen["router_logits"], seen["router_indices"] = output[0], output[2]
-
-    def on_mlp(module, args, output):
-        seen["moe"] = first(output)
-
-    handles = [
-        layer.self_attn.register_forward_hook(on_attention),
-        layer.mlp.router.register_forward_hook(on_router),
-        layer.mlp.register_forward_hook(on_mlp),
-    ]
-    try:
-        yield seen
-    finally:
-        for h in handles:
-            h.remove()
+def _maybe(metrics):
+    return metrics.to_dict() if metrics is not None else None
 
 
 # ---- the pipeline -----------------------------------------------------------------------------------------------
 
 
 def run_verify(source, thresholds: Thresholds, device="auto", prompts=None, token_ids_file=None, progress=True,
-               check_pins=True, chats=(), messages_file=None):
-    """Verify checkpoint `source` (tiny | a downloaded name | a directory). Returns a VerifyResult with its verdict."""
+               candidate="gptoss_model", reference="transformers", check_pins=True, chats=(), messages_file=None):
+    """Verify `candidate` (a SPEC, docs/candidates.md) against `reference` on checkpoint `source` (tiny | a
+    downloaded name | a directory). `progress`: True / False / None (a bar on a terminal, plain lines elsewhere).
+    Returns a VerifyResult with its verdict."""
+    from gptoss_convert.candidates import load_candidate, load_reference
+    from gptoss_convert.candidates.protocol import Context
     from gptoss_convert.checkpoint import open_checkpoint
+    from gptoss_convert.columns import Implementation
     from gptoss_convert.remap import audit
 
     started = time.time()
@@ -238,35 +139,49 @@ def run_verify(source, thresholds: Thresholds, device="auto", prompts=None, toke
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     dtype = DTYPES[thresholds.dtype]
+    cand = Implementation("candidate", *load_candidate(candidate), dtype)
+    ref = Implementation("reference", *load_reference(reference), dtype)
     path = resolve_source(source)
     ckpt = open_checkpoint(path)
     source_map = audit(ckpt)
     config = ckpt.config.replace(implementation="eager")
     tokenizer = load_tokenizer(path, ckpt.side_files)
-    prompt_list = _all_prompts(ckpt, config, tokenizer, prompts, token_ids_file, chats, messages_file)
-    result = VerifyResult(thresholds, device, describe_checkpoint(path, ckpt), prompt_list)
+    prompt_list = all_prompts(ckpt, config, tokenizer, prompts, token_ids_file, chats, messages_file)  # prompts.py
+    context = Context(path, config, dtype, device)
+    ref.setup(context)
+    cand.setup(context)
+    result = VerifyResult(thresholds, device, describe_checkpoint(path, ckpt), prompt_list,
+                          candidate=describe_implementation(cand), reference=describe_implementation(ref),
+                          window=config.sliding_window)
     if check_pins:  # a download of a pinned official revision: its files against the pins (weights hashed above)
         from gptoss_convert import pins
 
         hashed = {f["path"]: f["sha256"] for f in result.checkpoint["files"]}
         pins.check_checkpoint(ckpt.root, result.checkpoint["provenance"], known=hashed, progress=progress)
     with torch.no_grad():
-        streams = Streams(config, prompt_list, device, dtype)
-        embed_stage(result, streams, ckpt, source_map, thresholds)
+        streams = Streams(config, prompt_list, device, Weights(ckpt, source_map, dtype, device))
+        embed_stage(result, streams, cand, ref, thresholds)
         layer_range = range(config.num_hidden_layers)
         if progress is not False:
             from gptoss_convert.progress import progress_bar
 
             layer_range = progress_bar(layer_range, desc="verify", unit="layer", enabled=progress, leave=False)
         for i in layer_range:
-            result.layers.append(layer_stage(i, streams, ckpt, source_map, thresholds))
-        final_stage(result, streams, ckpt, source_map, thresholds)
-    result.verdict = judge(result.layers, result.logits, thresholds)
+            result.layers.append(layer_stage(i, streams, cand, ref, thresholds))
+        final_stage(result, streams, cand, ref, thresholds)
+    parts = {"embedding": result.embedding, "final_norm": result.final_norm, "head": result.head}
+    result.verdict = judge(result.layers, result.logits, thresholds, window=config.sliding_window, model_parts=parts)
     result.seconds = time.time() - started
     result.peak_rss_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     if device == "cuda":
         result.peak_gpu_bytes = torch.cuda.max_memory_allocated()
     return result
+
+
+def describe_implementation(impl) -> dict:
+    settings = getattr(impl.obj, "settings", None)
+    return {**impl.described.to_dict(), "provides": impl.capabilities(),
+            **({"settings": dict(settings)} if isinstance(settings, dict) else {})}
 
 
 def describe_checkpoint(path: Path, ckpt) -> dict:
@@ -283,126 +198,204 @@ def describe_checkpoint(path: Path, ckpt) -> dict:
     }
 
 
+class Weights:
+    """One layer's (or one global) tensors at a time, under the checkpoint's HF names, on the compute device."""
+
+    def __init__(self, ckpt, source_map, dtype, device):
+        self.ckpt, self.source_map, self.dtype, self.device = ckpt, source_map, dtype, device
+
+    def layer(self, i: int) -> dict:
+        from gptoss_convert.remap import layer_tensors
+
+        dequantize_on = self.device if self.device != "cpu" else None  # MXFP4 experts unpack on the GPU if any
+        tensors = layer_tensors(self.ckpt, i, self.dtype, self.source_map, device=dequantize_on)
+        return {k: v.to(self.device) for k, v in tensors.items()}
+
+    def named(self, name: str) -> dict:
+        from gptoss_convert.remap import global_tensors
+
+        return {name: global_tensors(self.ckpt, self.dtype, self.source_map, names=(name,))[name].to(self.device)}
+
+
 class Streams:
-    """The per-prompt hidden states flowing through the layers: the reference's and our accumulated ones, plus
-    each side's position embeddings and masks (computed once; they depend only on the prompt)."""
+    """The per-prompt hidden states flowing through the layers: the reference's and the candidate's accumulated
+    ones (or, for a whole-model candidate, its run_model outputs)."""
 
-    def __init__(self, config, prompts, device, dtype):
-        from gptoss_convert.reference import Reference
-        from gptoss_model.model import GptOssRotaryEmbedding, attention_masks
-
-        self.config, self.device, self.dtype = config, device, dtype
-        self.reference = Reference(config, device)
-        self.ids = [torch.tensor([p["token_ids"]], device=device) for p in prompts]
+    def __init__(self, config, prompts, device, weights):
+        self.config, self.device, self.weights = config, device, weights
+        self.ids = [torch.tensor([p["token_ids"]], device=device) for p in prompts]  # [1, T] each
+        self.positions = [torch.arange(ids.shape[1], device=device)[None] for ids in self.ids]  # [1, T] each
         self.rows = [(p, t) for p, ids in enumerate(self.ids) for t in range(ids.shape[1])]
-        rotary = GptOssRotaryEmbedding(config, device=device)
-        self.ours_ctx, self.ref_ctx = [], []
-        for ids in self.ids:
-            positions = torch.arange(ids.shape[1], device=device)[None]
-            probe = torch.zeros(1, ids.shape[1], config.hidden_size, device=device, dtype=dtype)
-            masks, _ = attention_masks(config, ids.shape, None, None, device)
-            self.ours_ctx.append((masks, rotary(positions, dtype)))
-            self.ref_ctx.append((positions, self.reference.masks(probe, positions),
-                                 self.reference.position_embeddings(probe, positions)))
-        self.ref_x, self.our_x = [], []
+        self.ref_x, self.cand_x, self.whole = [], [], None
 
 
 def _stack(tensors) -> torch.Tensor:
-    """Per-prompt [1, T, C] (or [T, C]) -> [ΣT, C] float32 on the CPU, for measuring."""
+    """Per-prompt [1, T, C] -> [ΣT, C] float32 on the CPU, for measuring."""
     return torch.cat([t.reshape(-1, t.shape[-1]).float().cpu() for t in tensors])
 
 
-def _strip(tensors: dict, prefix: str) -> dict:
-    return {name[len(prefix):]: t for name, t in tensors.items()}
+def embed_stage(result, streams, cand, ref, thresholds):
+    tensors = streams.weights.named("model.embed_tokens.weight")
+    streams.ref_x = [ref.model_part("embed", tensors, ids, ids.shape[1]) for ids in streams.ids]
+    if not cand.has("build_layer"):  # whole-model candidate: run it once per prompt, compare its states below
+        streams.whole = [cand.run_model(ids) for ids in streams.ids]
+        ours = [w["hidden_states"][0] for w in streams.whole] if "hidden_states" in streams.whole[0] else None
+    elif cand.has("embed"):
+        ours = [cand.model_part("embed", tensors, ids, ids.shape[1]) for ids in streams.ids]
+    else:
+        ours = None
+    streams.cand_x = ours if ours is not None else [x.clone() for x in streams.ref_x]
+    if ours is not None:
+        result.embedding = check(_stack(ours), _stack(streams.ref_x), streams.rows, thresholds)
 
 
-def _read_global(ckpt, name, dtype, source_map):
-    from gptoss_convert.remap import global_tensors
-
-    return global_tensors(ckpt, dtype, source_map, names=(name,))[name]
-
-
-def embed_stage(result, streams, ckpt, source_map, thresholds):
-    weight = _read_global(ckpt, "model.embed_tokens.weight", streams.dtype, source_map)
-    weight = weight.to(streams.device)
-    ref_embed = torch.nn.Embedding.from_pretrained(weight)  # Transformers' GptOssModel uses a plain nn.Embedding
-    streams.ref_x = [ref_embed(ids) for ids in streams.ids]
-    streams.our_x = [F.embedding(ids, weight) for ids in streams.ids]
-    result.embedding = check(_stack(streams.our_x), _stack(streams.ref_x), streams.rows, thresholds)
-
-
-def layer_stage(i, streams, ckpt, source_map, thresholds) -> LayerResult:
-    from gptoss_convert.remap import layer_tensors
-    from gptoss_model.model import GptOssDecoderLayer
-
-    config, device, dtype = streams.config, streams.device, streams.dtype
-    dequantize_on = device if device != "cpu" else None  # MXFP4 experts unpack on the GPU when there is one
-    tensors = layer_tensors(ckpt, i, dtype, source_map, device=dequantize_on)
-    tensors = {k: v.to(device) for k, v in _strip(tensors, f"model.layers.{i}.").items()}
-    with torch.device("meta"):
-        ours = GptOssDecoderLayer(config, i)
-    ours.load_state_dict(tensors, strict=True, assign=True)
-    ref = streams.reference.decoder_layer(i, tensors)
+def layer_stage(i, streams, cand, ref, thresholds) -> LayerResult:
+    config = streams.config
     kind = config.layer_types[i]
-    seen = {"ref": [], "iso": [], "acc": []}
-    outputs = {"ref": [], "iso": [], "acc": []}
-    for p in range(len(streams.ids)):
-        positions, ref_masks, ref_pe = streams.ref_ctx[p]
-        our_masks, our_pe = streams.ours_ctx[p]
-        with capture(ref) as got:
-            outputs["ref"].append(streams.reference.run_layer(ref, streams.ref_x[p], ref_masks[kind], positions, ref_pe))
-        seen["ref"].append(got)
-        for column, x in (("iso", streams.ref_x[p]), ("acc", streams.our_x[p])):
-            with capture(ours) as got:
-                outputs[column].append(ours(x, our_pe, our_masks[kind]))
-            seen[column].append(got)
-    streams.ref_x, streams.our_x = outputs["ref"], outputs["acc"]
-    result = LayerResult(
-        i, kind,
-        isolated=_components(seen["iso"], seen["ref"], outputs["iso"], outputs["ref"], streams, thresholds),
-        accumulated=_components(seen["acc"], seen["ref"], outputs["acc"], outputs["ref"], streams, thresholds),
-        router_isolated=_routing(seen["iso"], seen["ref"], dtype),
-        router_accumulated=_routing(seen["acc"], seen["ref"], dtype),
-    )
-    del ours, ref, tensors
+    tensors = streams.weights.layer(i)
+    ref_layer = ref.build_layer(i, tensors)
+    ref_out = [ref.run(ref_layer, i, x, pos) for x, pos in zip(streams.ref_x, streams.positions)]
+    outputs = {column: None for column in COLUMNS}
+    if cand.has("build_layer"):
+        layer = cand.build_layer(i, tensors)
+        outputs["isolated"] = [cand.run(layer, i, x, pos) for x, pos in zip(streams.ref_x, streams.positions)]
+        # a bit-identical input gives the isolated output again (a candidate is a function): skip the second run
+        outputs["accumulated"] = [iso if torch.equal(x, ref_x) else cand.run(layer, i, x, pos) for iso, x, ref_x, pos
+                                  in zip(outputs["isolated"], streams.cand_x, streams.ref_x, streams.positions)]
+        if callable(getattr(layer, "new_cache", None)):
+            outputs["cached"] = _cached_column(cand, layer, i, streams)
+        del layer
+    elif streams.whole and "hidden_states" in streams.whole[0]:
+        outputs["accumulated"] = [{"layer_output": w["hidden_states"][i + 1]} for w in streams.whole]
+    del ref_layer, tensors
+    result = _measure_layer(i, kind, outputs, ref_out, streams, thresholds)
+    streams.ref_x = [out["layer_output"] for out in ref_out]
+    if outputs["accumulated"] and all("layer_output" in o for o in outputs["accumulated"]):
+        streams.cand_x = [o["layer_output"] for o in outputs["accumulated"]]
+    else:  # no layer output to carry on: the next layer's accumulated input is the reference's
+        streams.cand_x = streams.ref_x
     return result
 
 
-def _components(ours_seen, ref_seen, ours_out, ref_out, streams, thresholds) -> dict:
+def _cached_column(cand, layer, i, streams) -> list:
+    """Per prompt, the cached run over the first `covered` tokens (columns.cached_split); None for short ones."""
+    from gptoss_convert.columns import cached_split
+
+    runs = []
+    for x, pos in zip(streams.ref_x, streams.positions):
+        split = cached_split(x.shape[1], streams.config.sliding_window)
+        runs.append(None if split is None else cand.run_cached(layer, i, x[:, :split[1]], pos[:, :split[1]], split[0]))
+    return runs
+
+
+def _measure_layer(i, kind, outputs, ref_out, streams, thresholds) -> LayerResult:
+    measured, routers = {}, {}
+    for column in COLUMNS:
+        measured[column], routers[column] = _measure_column(outputs[column], ref_out, streams, thresholds)
+    provided = set().union(*(set(o) for o in (outputs["isolated"] or outputs["accumulated"] or [{}]) if o))
+    not_provided = [c for c in COMPONENTS if c not in provided]
+    result = LayerResult(i, kind, measured["isolated"], measured["accumulated"], measured["cached"], routers,
+                         not_provided)
+    judged = outputs["isolated"] or outputs["accumulated"]
+    if judged:
+        result.profile = _profile(judged, ref_out, streams, thresholds)
+    return result
+
+
+def _measure_column(outs, ref_out, streams, thresholds):
+    """Per-prompt component dicts of one column -> ({component: Metrics}, RouterAgreement | None). A prompt the
+    column skipped (None) and tokens it did not cover are left out of both sides."""
+    if not outs:
+        return {}, None
+    pairs = [(o, r, p) for p, (o, r) in enumerate(zip(outs, ref_out)) if o is not None]
+    lengths = [next((v.shape[1] for v in o.values()), 0) for o, _, _ in pairs]
+    rows = [(p, t) for (_, _, p), n in zip(pairs, lengths) for t in range(n)]
+    metrics, router = {}, None
+    names = set.intersection(*(set(o) for o, _, _ in pairs))
+    for name in (c for c in COMPONENTS if c in names):
+        ours = [_dense(o, name, streams.config) for o, _, _ in pairs]
+        ref = [_dense(r, name, streams.config)[:, :n] for (_, r, _), n in zip(pairs, lengths)]
+        if name == "expert_indices":
+            ref_logits = [r["router_logits"][:, :n] for (_, r, _), n in zip(pairs, lengths)]
+            router = router_agreement(_stack(ours).long(), _stack(ref).long(), _stack(ref_logits), streams.weights.dtype,
+                                      rows)
+            continue
+        metrics[name] = check(_stack(ours), _stack(ref), rows, thresholds)
+    return metrics, router
+
+
+def _dense(out: dict, name: str, config) -> torch.Tensor:
+    """expert_weights become [1, T, E] (zero for experts not chosen), so the order of the K slots does not matter."""
+    if name != "expert_weights":
+        return out[name]
+    if "expert_indices" not in out:
+        return out[name].sort(dim=-1, descending=True).values  # no indices: compare the sorted weights
+    dense = torch.zeros(*out[name].shape[:-1], config.num_local_experts, dtype=out[name].dtype,
+                        device=out[name].device)
+    return dense.scatter(-1, out["expert_indices"].long(), out[name])
+
+
+def _profile(outs, ref_out, streams, thresholds) -> list:
+    """Per prompt: per position, the largest tolerance ratio over the layer's measured tensor components."""
+    profile = []
+    for o, r in zip(outs, ref_out):
+        ratios = [row_ratios(_stack([_dense(o, n, streams.config)]), _stack([_dense(r, n, streams.config)]),
+                             thresholds.atol, thresholds.rtol)
+                  for n in COMPONENTS if n in o and n != "expert_indices"]
+        profile.append(torch.stack(ratios).amax(dim=0).tolist() if ratios else [])
+    return profile
+
+
+def final_stage(result, streams, cand, ref, thresholds):
     rows = streams.rows
-    metrics = {}
-    for component in ("attention", "router_logits", "moe"):
-        metrics[component] = check(
-            _stack([s[component] for s in ours_seen]), _stack([s[component] for s in ref_seen]), rows, thresholds
-        )
-    metrics["layer_output"] = check(_stack(ours_out), _stack(ref_out), rows, thresholds)
-    return {c: metrics[c] for c in COMPONENTS if c in metrics}
+    norm = streams.weights.named("model.norm.weight")
+    ref_h = [ref.model_part("final_norm", norm, x, x.shape[1]) for x in streams.ref_x]
+    if cand.has("final_norm"):
+        iso = [cand.model_part("final_norm", norm, x, x.shape[1]) for x in streams.ref_x]
+        result.final_norm = check(_stack(iso), _stack(ref_h), rows, thresholds)
+    head = streams.weights.named("lm_head.weight")
+    ref_logits = [ref.model_part("head", head, h, h.shape[1]) for h in ref_h]
+    if cand.has("head"):
+        result.head = check(_stack([cand.model_part("head", head, h, h.shape[1]) for h in ref_h]),
+                            _stack(ref_logits), rows, thresholds)
+    ours, result.logits_path = _end_to_end_logits(streams, cand, ref, norm, head)
+    if ours is not None:
+        result.logits = check_logits(_stack(ours), _stack(ref_logits), rows, thresholds)
 
 
-def _routing(ours_seen, ref_seen, dtype):
-    ours_idx = torch.cat([s["router_indices"].cpu() for s in ours_seen])
-    ref_idx = torch.cat([s["router_indices"].cpu() for s in ref_seen])
-    ref_logits = torch.cat([s["router_logits"].float().cpu() for s in ref_seen])
-    return router_agreement(ours_idx, ref_idx, ref_logits, dtype)
+def _end_to_end_logits(streams, cand, ref, norm, head):
+    """The candidate's logits from its own stream, and how they were made (its parts, or the reference's where it
+    has none)."""
+    if streams.whole is not None:
+        if "logits" in streams.whole[0]:
+            return [w["logits"] for w in streams.whole], "candidate run_model()"
+        if "hidden_states" not in streams.whole[0]:
+            return None, "not provided"
+    norm_side = cand if cand.has("final_norm") else ref
+    head_side = cand if cand.has("head") else ref
+    hidden = [norm_side.model_part("final_norm", norm, x, x.shape[1]) for x in streams.cand_x]
+    logits = [head_side.model_part("head", head, h, h.shape[1]) for h in hidden]
+    path = f"{norm_side.who.split()[0]} final_norm, {head_side.who.split()[0]} head"
+    return logits, path
 
 
-def final_stage(result, streams, ckpt, source_map, thresholds):
-    from transformers.models.gpt_oss.modeling_gpt_oss import GptOssRMSNorm as RefRMSNorm
+def heatmap(layers: list, prompts: list) -> dict:
+    """The layer x position picture of the judged column: per prompt, per layer, log10 of the largest tolerance
+    ratio in each bucket of positions (> 0 fails the float32 gate), clipped to [-12, 12]. Long prompts are drawn
+    in at most HEATMAP_MAX_BUCKETS buckets (the max over each)."""
+    out = []
+    for p, prompt in enumerate(prompts):
+        length = len(prompt["token_ids"])
+        width = max(1, math.ceil(length / HEATMAP_MAX_BUCKETS))
+        rows = []
+        for layer in layers:
+            ratios = layer.profile[p] if p < len(layer.profile) else []
+            rows.append([_log_ratio(max(ratios[s:s + width])) for s in range(0, len(ratios), width)])
+        out.append({"prompt": p, "length": length, "bucket": width, "log10_ratio": rows})
+    return {"column": "isolated", "prompts": out}
 
-    from gptoss_model.model import GptOssRMSNorm
 
-    config, device, rows, dtype = streams.config, streams.device, streams.rows, streams.dtype
-    norm_weight = _read_global(ckpt, "model.norm.weight", dtype, source_map).to(device)
-    ours_norm = GptOssRMSNorm(config.hidden_size, config.rms_norm_eps, device=device, dtype=dtype)
-    ref_norm = RefRMSNorm(config.hidden_size, eps=config.rms_norm_eps).to(device=device, dtype=dtype)
-    ours_norm.weight.copy_(norm_weight)
-    ref_norm.weight.copy_(norm_weight)
-    ref_h = [ref_norm(x) for x in streams.ref_x]
-    iso_h = [ours_norm(x) for x in streams.ref_x]
-    acc_h = [ours_norm(x) for x in streams.our_x]
-    result.final_norm = check(_stack(iso_h), _stack(ref_h), rows, thresholds)
-    lm_head = _read_global(ckpt, "lm_head.weight", dtype, source_map).to(device)
-    ref_logits = _stack([F.linear(h, lm_head) for h in ref_h])  # Transformers' lm_head is a bias-free nn.Linear
-    our_logits = _stack([F.linear(h, lm_head) for h in acc_h])
-    del lm_head
-    result.logits = check_logits(our_logits, ref_logits, rows, thresholds)
+def _log_ratio(ratio: float) -> float:
+    if ratio <= 0:
+        return -12.0
+    return round(max(-12.0, min(12.0, math.log10(ratio))), 2) if math.isfinite(ratio) else 12.0

@@ -8,6 +8,16 @@
 #   bash scripts/gpu_session.sh grpo       # bench_grpo_gpu.py: one GRPO step with LoRA, 20b shape, G = 8, 256 tokens
 #   bash scripts/gpu_session.sh mxfp4      # packed experts: their GPU tests, then bench_gpu.py against HF and ours (~8 min)
 #   bash scripts/gpu_session.sh mxfp4-memory  # packed 20b from a checkpoint + 4k KV cache; 120b built in memory
+#   bash scripts/gpu_session.sh calibrate [float32|bfloat16]
+#                                          # calibrate_gates.py: gptoss_model, OpenAI's gpt_oss.torch and Transformers
+#                                          # against each other on a 20b-shaped checkpoint. The machine has no internet:
+#                                          # carry the gpt-oss wheel in .whl/ (pip download --no-deps
+#                                          # --ignore-requires-python gpt-oss==0.0.9 -d .whl); it is unpacked onto PYTHONPATH.
+#   bash scripts/gpu_session.sh candidates # verify --candidate on CUDA, tiny checkpoint: gptoss_model:fast (its compiled
+#                                          # pieces), transformers:flex_attention and :sdpa against eager, and the
+#                                          # candidate tests (tests/test_candidates.py); reports in $OUT/candidates/
+#   bash scripts/gpu_session.sh goldens    # bench_goldens.py: bfloat16 goldens of a 20b-shaped checkpoint (24 layers):
+#                                          # real size (goal < 100 MB) against the estimate, replayed by verify --goldens
 set -uo pipefail
 export PYTHONPATH=. PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
 OUT=${OUT:-gpu-out}; mkdir -p "$OUT"
@@ -31,6 +41,7 @@ bench)
   ;;
 grpo)
   python3 scripts/bench_grpo_gpu.py --out "$OUT/bench_grpo.json" 2>&1 | tee "$OUT/bench_grpo.log"
+  ;;
 mxfp4)
   python3 -m pytest -q -p no:cacheprovider -p no:logging -W ignore tests/test_gpu_mxfp4.py tests/test_mxfp4_kernels.py 2>&1 | grep -v DEBUG | tail -15 | tee "$OUT/gpu_mxfp4_tests.log"
   python3 scripts/bench_mxfp4_kernels.py --no-sweep --json "$OUT/mxfp4_kernels.json" 2>&1 | tail -3
@@ -43,5 +54,24 @@ mxfp4-memory)
   ;;
 offload)
   python3 scripts/bench_offload.py --checkpoint /tmp/ckpt120b --layers 8 2>&1 | tee "$OUT/offload.json"
+  ;;
+calibrate)
+  python3 -c "import gpt_oss.torch.model" 2>/dev/null || {
+    python3 -m zipfile -e .whl/gpt_oss-0.0.9-py3-none-any.whl /tmp/gpt-oss-pkg && export PYTHONPATH=.:/tmp/gpt-oss-pkg; }
+  python3 scripts/calibrate_gates.py --make 20b --checkpoint /tmp/ckpt20b --device cuda --dtype "${2:-float32}" \
+    --out "$OUT/calibration-${2:-float32}" 2>&1 | tail -40 | tee "$OUT/calibration-${2:-float32}.log"
+  ;;
+candidates)
+  mkdir -p "$OUT/candidates"
+  for spec in gptoss_model gptoss_model:fast transformers:flex_attention transformers:sdpa; do
+    python3 -m gptoss_convert.cli verify --device cuda --candidate "$spec" --report "$OUT/candidates/${spec//:/-}" \
+      2>&1 | tail -12 | tee "$OUT/candidates/${spec//:/-}.log"
+  done
+  python3 -m pytest -q -p no:cacheprovider tests/test_candidates.py 2>&1 | tail -15 | tee "$OUT/candidates/tests.log"
+  ;;
+goldens)
+  python3 scripts/make_checkpoint.py --shape 20b --layout hf --out /tmp/ckpt20b 2>&1 | tail -1
+  python3 scripts/bench_goldens.py --skip-speed --checkpoint /tmp/ckpt20b --dtype bfloat16 --device cuda \
+    --out "$OUT/goldens20b.json" 2>&1 | tail -30 | tee "$OUT/goldens20b.log"
   ;;
 esac

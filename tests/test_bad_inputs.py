@@ -547,11 +547,17 @@ def _code_lines(path: Path):
     return {n: line for n, line in lines.items() if n not in docstrings}
 
 
+# Importing code is the feature of `verify --candidate SPEC` (the implementation the user names on the command line,
+# docs/candidates.md) and of the `openai` built-in (OpenAI's installed gpt-oss package): those two modules, and only
+# for that rule. Nothing a checkpoint holds is ever imported or run.
+ALLOWED = {"dynamic import": {"gptoss_convert/candidates/__init__.py", "gptoss_convert/candidates/openai_torch.py"}}
+
+
 @pytest.mark.parametrize("rule", list(FORBIDDEN))
 def test_source_never_unpickles_or_runs_checkpoint_code(rule):
     assert len(SOURCES) > 15
     hits = [f"{p.relative_to(REPO_ROOT)}:{n}: {line}" for p in SOURCES for n, line in _code_lines(p).items()
-            if FORBIDDEN[rule].search(line)]
+            if FORBIDDEN[rule].search(line) and p.relative_to(REPO_ROOT).as_posix() not in ALLOWED.get(rule, ())]
     assert hits == [], f"{rule} in the product code: {hits}"
 
 
@@ -639,7 +645,8 @@ def test_pickles_and_remote_code_are_never_touched_by_convert_and_load_model(cas
 
 
 def test_pickles_and_remote_code_are_never_touched_by_verify(case, hostile):
-    result = CliRunner().invoke(cli, ["verify", "--model", str(case.ckpt), "--quiet", "--report", str(case.root / "r")])
+    result = CliRunner().invoke(cli, ["verify", "--model", str(case.ckpt), "--quiet", "--prompt", "1 2 3 4 5",
+                                      "--report", str(case.root / "r")])
     assert result.exit_code == 0, result.output
     assert hostile.opened == []
     hostile.assert_nothing_ran()
@@ -666,10 +673,13 @@ def test_transformers_is_built_from_our_config_never_from_the_checkpoint_directo
     for name in ("AutoConfig", "AutoModel", "AutoModelForCausalLM"):
         auto = getattr(transformers, name)
         monkeypatch.setattr(auto, "from_pretrained", classmethod(lambda cls, *a, **k: calls.append((cls, a, k))))
-    from gptoss_convert.reference import Reference
-    from gptoss_convert.tiny import TINY_CONFIG
+    from gptoss_convert.candidates import load_reference
+    from gptoss_convert.candidates.protocol import Context
+    from gptoss_convert.tiny import TINY_CONFIG, tiny_checkpoint_dir
 
-    reference = Reference(TINY_CONFIG.replace(extra={"auto_map": {"AutoModel": "modeling_evil.EvilModel"}}), "cpu")
+    reference, _ = load_reference("transformers")
+    evil = TINY_CONFIG.replace(extra={"auto_map": {"AutoModel": "modeling_evil.EvilModel"}})
+    reference.setup(Context(tiny_checkpoint_dir(), evil, torch.float32, "cpu"))
     assert calls == [] and type(reference.hf_config).__name__ == "GptOssConfig"
     assert "modeling_evil" not in sys.modules
 

@@ -49,10 +49,16 @@ def test_messages_file_with_a_conversation_and_a_list_of_them(tmp_path):
     assert len(_verify(tmp_path, "--messages", str(tmp_path / "two.json"))) == 2
 
 
-def test_default_prompts_include_a_harmony_conversation_longer_than_the_window(tmp_path):
-    prompts = _verify(tmp_path)
-    assert len(prompts) == 3 and prompts[0]["text"] is None and prompts[1]["text"] is None
-    chat = prompts[2]
+def test_default_prompts_include_a_harmony_conversation_longer_than_the_window():
+    """The prompts verify picks without --prompt/--token-ids/--chat/--messages (the full default run is
+    tests/test_verify.py::test_tiny_passes_with_table_and_reports)."""
+    from gptoss_convert.checkpoint import open_checkpoint
+    from gptoss_convert.prompts import all_prompts, load_tokenizer
+
+    ckpt = open_checkpoint(tiny_checkpoint_dir())
+    prompts = all_prompts(ckpt, TINY_CONFIG, load_tokenizer(ckpt.root, ckpt.side_files))
+    assert len(prompts) == 4 and all(p["text"] is None for p in prompts[:3])  # short, crossing W, past 4,096
+    chat = prompts[3]
     assert chat["text"].startswith(HEADER + "<|start|>developer<|message|># Instructions")
     assert "<|channel|>analysis" not in chat["text"]  # the earlier turn's thinking is dropped
     assert chat["text"].endswith(DEFAULT_CONVERSATION[-1]["content"] + "<|end|><|start|>assistant")

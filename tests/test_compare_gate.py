@@ -68,10 +68,10 @@ def _layer(index, kind, bad_component=None, mismatched=0):
     ref = torch.ones(3, 2)
     ok = check(ref, ref, ROWS, Thresholds())
     bad = check(ref + 1, ref, ROWS, Thresholds())
-    iso = {c: (bad if c == bad_component else ok) for c in COMPONENTS if c != "experts_selected"}
+    iso = {c: (bad if c == bad_component else ok) for c in COMPONENTS if c != "expert_indices"}
     router = router_agreement(torch.tensor([[0]] * 3), torch.tensor([[mismatched and 1 or 0]] * 3),
                               torch.tensor([[5.0, 0.0]] * 3), torch.float32)
-    return LayerResult(index, kind, iso, iso, router, router)
+    return LayerResult(index, kind, iso, iso, {}, {"isolated": router, "accumulated": router}, [])
 
 
 def test_gate_names_the_first_failing_layer_and_component():
@@ -82,7 +82,7 @@ def test_gate_names_the_first_failing_layer_and_component():
     assert (verdict.first.layer, verdict.first.attention_type, verdict.first.component) == (1, "full_attention", "moe")
     assert "layer 1 (full_attention) moe" in verdict.first.describe()
     routed = judge([_layer(0, "sliding_attention", mismatched=1)], logits, Thresholds())
-    assert routed.first.component == "experts_selected"
+    assert routed.first.component == "expert_indices"
     assert judge([_layer(0, "sliding_attention")], logits, Thresholds()).passed
 
 

@@ -181,7 +181,8 @@ def test_ctrl_c_during_verify_keeps_the_previous_report(case, monkeypatch):
 
     monkeypatch.setattr(verify, "layer_stage", interrupted)
     files = _previous_report(case.root / "report")
-    case.fails(130, r"^error: interrupted$", "verify", "--report", case.root / "report", "--junit", case.root / "junit.xml")
+    case.fails(130, r"^error: interrupted$", "verify", "--prompt", "A short prompt.", "--report", case.root / "report",
+               "--junit", case.root / "junit.xml")
     assert seen == [0, 1, 2]
     assert {p.name: p.read_text() for p in (case.root / "report").iterdir()} == files
 
@@ -191,7 +192,7 @@ def tiny_result():
     from gptoss_convert.gate import Thresholds
     from gptoss_convert.verify import run_verify
 
-    return run_verify("tiny", Thresholds(), device="cpu", progress=False)
+    return run_verify("tiny", Thresholds(), device="cpu", progress=False, prompts=["A short prompt."])
 
 
 @pytest.mark.parametrize("fault, pattern", [

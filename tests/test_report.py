@@ -40,7 +40,7 @@ def validator():
 def test_schema_is_valid_draft_2020_12_and_accepts_both_samples(sample):
     schema = report.schema()
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
-    assert schema["properties"]["schema_version"] == {"const": 1}
+    assert schema["properties"]["schema_version"] == {"const": 2}
     errors = list(validator().iter_errors(sample))
     assert not errors, [e.message for e in errors]
 
@@ -61,13 +61,18 @@ _DELETE = object()
 @pytest.mark.parametrize("path, value", [
     (("verdict",), _DELETE),
     (("passed",), "false"),
-    (("schema_version",), 2),
+    (("schema_version",), 1),
     (("dtype",), "float16"),
     (("checkpoint", "files", 0, "sha256"), "not-a-digest"),
     (("checkpoint", "layout"), "gguf"),
     (("versions", "torch"), _DELETE),
     (("layers", 0, "attention_type"), "local"),
-    (("layers", 0, "isolated", "moe"), _DELETE),
+    (("layers", 0, "not_provided"), _DELETE),
+    (("layers", 0, "isolated", "experts_selected"), {}),  # only the protocol's component names
+    (("candidate", "name"), _DELETE),
+    (("verdict", "first_failure", "first_position", "position"), -1),
+    (("heatmap", "prompts", 0, "bucket"), 0),
+    (("baseline", "rows", 0, "now"), "big"),
     (("layers", 0, "isolated", "moe", "tolerance_ratio"), "infinity"),
     (("layers", 0, "isolated", "moe", "where", "channel"), -1),
     (("layers", 0, "router", "isolated", "mismatched"), 0.5),
@@ -111,13 +116,16 @@ def test_terminal_table_fail_names_the_first_failure_and_marks_rows():
     r = load("fail")
     text = report.terminal_table(r)
     lines = text.splitlines()
-    assert lines[-1].startswith("FAILED: layer 0 (sliding_attention) moe")
+    assert lines[-1].startswith("FAILED: layer 0 (sliding_attention) attention")
     assert lines[-1].startswith("FAILED: " + r["verdict"]["first_failure"]["message"])
+    assert "starts at position 16 (the sliding window): window bug signature" in lines[-1]
     rows = [line for line in lines if re.match(r"\s*\d+\s+(sliding|full)\s", line)]
     assert len(rows) == len(r["layers"])
-    assert all(row.rstrip().endswith("FAIL") for row in rows)
-    assert "1.8e+00" in rows[0]  # the sabotaged MoE, in the terminal's number format
-    assert any(line.startswith("logits:") and "top-1 0.089" in line for line in lines)
+    assert [row.rstrip().split()[-1] for row in rows] == ["FAIL", "PASS", "FAIL", "PASS"]  # the window: sliding only
+    assert "1.6e+00" in rows[0] and "attention @ 16 (W)" in rows[0]  # value, and where the failure starts
+    assert any(line.startswith("logits:") and "top-1 0.911" in line for line in lines)
+    assert lines[0].startswith("verify gptoss_model against transformers")
+    assert any(line.startswith("baseline last-run/report.json") for line in lines)
 
 
 def test_terminal_table_pass():
@@ -129,8 +137,9 @@ def test_terminal_table_pass():
     assert len(rows) == len(r["layers"])
     assert [row.split()[1] for row in rows] == ["sliding", "full", "sliding", "full"]
     assert all(row.rstrip().endswith("PASS") and "56/56" in row for row in rows)
-    assert "2.4e-07" in rows[0] and " 0 " in rows[1]
-    assert max(len(line) for line in lines) <= 100
+    assert "9.5e-06" in rows[0] and " 0 " in rows[1]  # the cached column's rounding; isolated exact
+    assert lines[1].startswith("  candidate: gptoss_model 0.1.0 (") and lines[2].startswith("  reference: transformers")
+    assert max(len(line) for line in lines[3:]) <= 100  # lines 1-2 hold file paths
     assert text.isascii()
 
 
@@ -165,15 +174,22 @@ def test_markdown_fail():
     r = load("fail")
     md = report.markdown(r)
     assert md.startswith("## ❌ gptoss-convert verify: FAILED")
-    assert "layer 0 (sliding_attention) moe" in md
-    assert "prompt 1, position 5, channel 49" in md  # where the first failure sits
+    assert "layer 0 (sliding_attention) attention" in md
+    first = r["verdict"]["first_failure"]
+    assert "window bug signature" in first["message"] and first["first_position"]["position"] == 16
+    where = r["layers"][0]["isolated"]["attention"]["where"]
+    assert f"prompt {where['prompt']}, position {where['position']}, channel {where['channel']}" in md
     assert "| layer | type |" in md
-    rows = [line for line in md.splitlines() if re.match(r"\| \d+ \| (sliding|full) \|", line)]
-    assert len(rows) == 4 and all(row.endswith("❌ |") for row in rows)
-    assert "worst layer" in md and "layer 3 (full_attention)" in md  # largest isolated layer-output ratio
+    rows = [line for line in md.splitlines() if re.match(r"\| \d+ \| (sliding|full) \|", line) and line.count("|") > 10]
+    assert len(rows) == 4 and [row.endswith("❌ |") for row in rows] == [True, False, True, False]
+    assert "attention @ 16 (W)" in rows[0]
+    assert "worst layer" in md and "layer 0 (sliding_attention)" in md  # largest isolated layer-output ratio
     assert "8, 48 tokens" in md  # prompt lengths
     assert "transformers 5.24.0" in md and "float32 / cpu" in md
-    assert "All 9 failures" in md
+    assert "| candidate | gptoss_model 0.1.0 (/work/main/gptoss_model/model.py) |" in md
+    assert f"All {len(r['verdict']['failures'])} failures" in md
+    assert "### First failing positions" in md and "| 0 | sliding | attention | 16 (W) |" in md
+    assert "### Baseline" in md and "| 0 | layer_output | 0 | 2.9e+01 |" in md
 
 
 def test_markdown_pass_and_table_cells_escape_pipes():
@@ -241,7 +257,9 @@ def test_html_is_well_formed_self_contained_and_has_a_log_chart(sample):
     assert f"atol {sample['atol']:g}" in text
     for f in sample["checkpoint"]["files"]:
         assert f["sha256"] in text
-    assert sample["versions"]["transformers"] in text
+    assert sample["reference"]["version"] in text and sample["candidate"]["name"] in text
+    assert "Error by layer and position" in text and page.count('aria-label="layer x position error') == len(
+        sample["prompts"])
     assert text.count("sliding") >= 2 and "KL(ref‖ours) mean" in text
     assert ("FAILED" in text) != sample["verdict"]["passed"]
 
@@ -258,9 +276,9 @@ def test_html_chart_has_one_polyline_per_series_and_stays_in_its_box():
         for pair in coords.split():
             x, y = map(float, pair.split(","))
             assert 0 <= x <= width and 0 <= y <= height
-    # Zeros (isolated attention here) are drawn at the floor, the lowest gridline.
+    # Zeros (the full layers, untouched by the window bug) are drawn at the floor, the lowest gridline.
     assert "1e-12" in svg
-    assert "layer 0 isolated attention: max |diff| 0" in svg
+    assert "layer 1 isolated attention: max |diff| 0" in svg
 
 
 def test_html_escapes_every_string():
@@ -316,8 +334,26 @@ def test_html_dom_one_row_per_layer_the_verdict_the_chart_and_nothing_external(s
     assert [row[-1] for row in body] == ["FAIL" if layer["index"] in failed else "PASS" for layer in sample["layers"]]
     verdict = "PASSED" if sample["verdict"]["passed"] else "FAILED"
     assert f"<h1>{'✅' if sample['verdict']['passed'] else '❌'} gptoss-convert verify: {verdict}</h1>" in page
-    assert dom.svgs == 1
+    assert dom.svgs == 1 + len(sample["prompts"])  # the chart, and one heat-map per prompt
     assert not [v for v in dom.attribute_values if re.match(r"\s*(https?:|//|file:|data:)", v)]
+
+
+def test_heatmap_shows_the_window_edge():
+    """The fail sample is a window off by one: on the sliding layers the 48-token prompt is within the tolerance up
+    to position 15 and over it from position 16 (W) on; the full layers stay clean; W is marked."""
+    from gptoss_convert.report.heatmap import colour, heatmap_view
+
+    grid = heatmap_view(load("fail"))[1]
+    assert grid["length"] == 48 and grid["bucket"] == 1 and grid["marker"] is not None
+    over = {"#ffb8b0", "#fa4549", "#82071e"}
+
+    def row(layer):
+        return [c["colour"] for c in grid["cells"] if c["title"].startswith(f"layer {layer},")]
+
+    assert not over & set(row(0)[:16]) and row(0)[16] in over
+    assert not over & set(row(1)) and not over & set(row(3))
+    assert colour(-12) == "#eaeef2" and colour(0.5) in over
+    assert "positions" not in grid["cells"][0]["title"] and "position 0:" in grid["cells"][0]["title"]
 
 
 def test_html_screenshot_in_headless_chromium(tmp_path, sample):
@@ -354,12 +390,12 @@ def test_junit_one_case_per_layer_and_component_failures_match_the_verdict(sampl
     suite = root if root.tag == "testsuite" else root.find("testsuite")
     cases = list(suite.iter("testcase"))
     n_layers = len(sample["layers"])
-    assert len(cases) == n_layers * len(COMPONENTS) + 3
+    assert len(cases) == n_layers * len(COMPONENTS) + 4
     assert int(suite.get("tests")) == len(cases)
     assert float(suite.get("time")) == pytest.approx(sample["timing"]["seconds"])
     names = {(c.get("classname"), c.get("name")) for c in cases}
-    assert ("verify.layer_00_sliding", "moe") in names and ("verify.layer_03_full", "experts_selected") in names
-    assert {n for c, n in names if not c.startswith("verify.layer_")} == {"embedding", "final_norm", "logits"}
+    assert ("verify.layer_00_sliding", "moe") in names and ("verify.layer_03_full", "expert_indices") in names
+    assert {n for c, n in names if not c.startswith("verify.layer_")} == {"embedding", "final_norm", "head", "logits"}
     expected = set()
     for f in sample["verdict"]["failures"]:
         if f["layer"] is None:
@@ -374,19 +410,21 @@ def test_junit_failure_messages_and_router_cases():
     r = load("fail")
     r["layers"][2]["router"]["isolated"].update(same_set=50, mismatched=6)
     r["verdict"]["failures"].append({
-        "layer": 2, "attention_type": "sliding_attention", "component": "experts_selected",
-        "metric": "tokens routed differently (not near-ties)", "value": 6, "limit": 0,
-        "message": "layer 2 (sliding_attention) experts_selected: tokens routed differently (not near-ties) = 6, limit 0",
+        "layer": 2, "attention_type": "sliding_attention", "component": "expert_indices",
+        "metric": "tokens routed differently (not near-ties)", "value": 6, "limit": 0, "column": "isolated",
+        "first_position": None, "window_signature": False,
+        "message": "layer 2 (sliding_attention) expert_indices: tokens routed differently (not near-ties) = 6, limit 0",
     })
     r["verdict"]["failures"].append({  # two failures of one case (logits: max |diff| and KL) -> one failed case
         "layer": None, "attention_type": None, "component": "logits", "metric": "KL(ref||ours) mean",
         "value": 0.285, "limit": 0.01, "message": "final logits: KL(ref||ours) mean = 0.2851, limit 0.01"})
     root = ET.fromstring(report.junit(r))
     by_name = {(c.get("classname"), c.get("name")): c for c in root.iter("testcase")}
-    router = by_name[("verify.layer_02_sliding", "experts_selected")].find("failure")
+    router = by_name[("verify.layer_02_sliding", "expert_indices")].find("failure")
     assert router is not None and "routed differently" in router.get("message")
-    moe = by_name[("verify.layer_00_sliding", "moe")].find("failure")
-    assert moe.get("message") == "layer 0 (sliding_attention) moe: max |diff| = 1.752, limit 0.001"
+    attention = by_name[("verify.layer_00_sliding", "attention")].find("failure")
+    assert attention.get("message") == r["verdict"]["first_failure"]["message"]
+    assert "first failing position 16 (W)" in attention.text
     logits = by_name[("verify.model", "logits")].find("failure")
     assert "KL(ref||ours) mean" in logits.text and "max |diff|" in logits.get("message")
     assert by_name[("verify.model", "embedding")].find("failure") is None

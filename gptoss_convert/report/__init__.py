@@ -5,6 +5,7 @@ mark from the gate's verdict stored in the report.
     view.py      the view model: the report dict -> display-ready strings (one place for every number format)
     templates/   report.md.j2 (a GitHub job summary), report.html.j2 + chart.svg.j2 + style.css (one offline page)
     chart.py     the chart's geometry          terminal.py  the table `verify` prints          junit.py  JUnit XML
+    heatmap.py   the layer x position heat-map (report.html)    deltas.py  the --baseline table
 
 The report's shape is described by data/report.schema.json (`schema()`).
 """
@@ -19,6 +20,8 @@ from markupsafe import Markup
 from gptoss_model.io import write_temp_beside
 from gptoss_convert.errors import InputError
 from gptoss_convert.report.chart import svg_chart
+from gptoss_convert.report.heatmap import legend as heatmap_legend
+from gptoss_convert.report.heatmap import svg_heatmaps
 from gptoss_convert.report.junit import junit
 from gptoss_convert.report.render import render
 from gptoss_convert.report.terminal import terminal_table
@@ -41,7 +44,8 @@ def markdown(report: dict) -> str:
 
 def html(report: dict) -> str:
     """One self-contained HTML page: inline CSS and an inline SVG chart, no scripts, no external resources."""
-    return render("report.html.j2", **view_model(report), chart_svg=Markup(svg_chart(report)))
+    return render("report.html.j2", **view_model(report), chart_svg=Markup(svg_chart(report)),
+                  heatmaps=[Markup(svg) for svg in svg_heatmaps(report)], heatmap_legend=heatmap_legend())
 
 
 def write_reports(report: dict, directory, junit_path=None) -> list[Path]:

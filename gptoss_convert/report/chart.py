@@ -68,7 +68,7 @@ def chart_view(report: dict) -> dict:
     """The chart's geometry: gridlines, failing-layer bands, series (polyline + markers), atol line, legend."""
     layers, atol = report["layers"], float(report["atol"])
     values = [chart_value(layer[column][component]["max_abs"])[0]
-              for layer in layers for _, column, component, *_ in SERIES]
+              for layer in layers for _, column, component, *_ in SERIES if component in (layer.get(column) or {})]
     axes = _Axes(values, atol, len(layers))
     band = axes.plot_w / axes.count
     failed = failed_layers(report) if float32_gate(report) else set()
@@ -102,6 +102,8 @@ def _atol_line(axes: _Axes, atol: float) -> dict | None:
 def _series(axes: _Axes, layers: list, label, column, component, colour, dash, shape) -> dict:
     points = []
     for i, layer in enumerate(layers):
+        if component not in (layer.get(column) or {}):
+            continue  # not provided by the candidate: no point
         value, text = chart_value(layer[column][component]["max_abs"])
         x, y = axes.x(i), axes.y(value)
         points.append({**marker(shape, x, y), "xy": f"{x:.1f},{y:.1f}",

@@ -1,9 +1,12 @@
 """The terminal table `verify` prints: plain ASCII, aligned, under 100 columns for normal values."""
 
-from gptoss_convert.report.view import float32_gate, fraction, layer_rows, num, verdict_line
+from gptoss_convert.report.deltas import baseline_view
+from gptoss_convert.report.view import (NOT_PROVIDED, float32_gate, fraction, implementation, layer_rows, num,
+                                        verdict_line)
 
-COLUMNS = ("layer", "type", "attention", "router", "moe", "output", "routing", "accumulated", "mark")
-HEADER = ("layer", "type", "attention", "router", "moe", "output", "routing", "accum.out", "gate")
+COLUMNS = ("layer", "type", "attention", "router", "moe", "output", "routing", "accumulated", "cached", "first", "mark")
+HEADER = ("layer", "type", "attention", "router", "moe", "output", "routing", "accum.out", "cached.out",
+          "first failure", "gate")
 
 
 def _align(rows: list, right: set) -> list[str]:
@@ -18,19 +21,40 @@ def _align(rows: list, right: set) -> list[str]:
 def terminal_table(report: dict) -> str:
     """A compact per-layer table, the model-level lines, and the verdict line last."""
     tokens = sum(len(p["token_ids"]) for p in report["prompts"])
-    head = (f"verify: {report['dtype']} on {report['device']}, atol {report['atol']:g} rtol {report['rtol']:g}, "
-            f"{len(report['layers'])} layers, {len(report['prompts'])} prompts ({tokens} tokens)")
+    head = (f"verify {report['candidate']['name']} against {report['reference']['name']}: {report['dtype']} on "
+            f"{report['device']}, atol {report['atol']:g} rtol {report['rtol']:g}, {len(report['prompts'])} "
+            f"prompts ({tokens} tokens)")
     table = [list(HEADER)] + [[row[key] for key in COLUMNS] for row in layer_rows(report)]
     lines = _align(table, right={0})
     indent = lines[0].index("attention")  # a caption over the isolated columns, which start after "layer  type  "
-    lines.insert(0, " " * indent + "isolated (ours fed the reference's input): max |diff|, routing same/tokens")
-    lines.insert(0, head)
+    lines.insert(0, " " * indent + "isolated: max |diff|, routing same/tokens (n/p: not provided)")
+    lines[0:0] = [head, *(f"  {role}: {implementation(report[role])}" for role in ("candidate", "reference"))]
     if not float32_gate(report):
         lines.append(f"(per-layer numbers are informational: the {report['dtype']} gate is on the final logits)")
-    embedding, norm, logits = report["embedding"], report["final_norm"], report["logits"]
-    lines.append(f"embedding max |diff| {num(embedding['max_abs'])}   final norm max |diff| {num(norm['max_abs'])}")
-    lines.append(f"logits: max |diff| {num(logits['max_abs'])}   KL mean {num(logits['kl_mean'])} "
-                 f"max {num(logits['kl_max'])}   top-1 {fraction(logits['top1_agreement'])}   "
-                 f"top-5 {fraction(logits['top5_overlap'])}")
+    parts = {name: num(report[name]["max_abs"]) if report.get(name) else NOT_PROVIDED
+             for name in ("embedding", "final_norm", "head")}
+    lines.append(f"embedding max |diff| {parts['embedding']}   final norm {parts['final_norm']}   "
+                 f"LM head {parts['head']}")
+    logits = report["logits"]
+    if logits:
+        lines.append(f"logits: max |diff| {num(logits['max_abs'])}   KL mean {num(logits['kl_mean'])} max "
+                     f"{num(logits['kl_max'])}   top-1 {fraction(logits['top1_agreement'])}   top-5 "
+                     f"{fraction(logits['top5_overlap'])}")
+        if "reference" in (report.get("logits_path") or ""):
+            lines.append(f"  (made with the {report['logits_path']}: the candidate has no own)")
+    else:
+        lines.append("logits: not provided")
+    lines += _baseline_lines(report)
     lines.append(verdict_line(report, ascii_only=True))
     return "\n".join(lines)
+
+
+def _baseline_lines(report: dict) -> list[str]:
+    baseline = baseline_view(report)
+    if baseline is None:
+        return []
+    lines = [f"baseline {baseline['path']} ({baseline['candidate']}, {baseline['was']}): max |diff| then -> now"]
+    for row in baseline["rows"]:
+        grown = f"   grew most: {row['most_grown']}" if row["most_grown"] != "-" else ""
+        lines.append(f"  {row['layer']:>5} {row['component']}: {row['baseline']} -> {row['now']}{grown}")
+    return lines

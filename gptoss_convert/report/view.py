@@ -78,7 +78,12 @@ def failed_layers(report) -> set:
     return {f["layer"] for f in report["verdict"]["failures"] if f["layer"] is not None}
 
 
-def routing(router: dict) -> str:
+NOT_PROVIDED = "n/p"  # a component the candidate does not expose: reported, never passed
+
+
+def routing(router: dict | None) -> str:
+    if router is None:
+        return NOT_PROVIDED
     text = f"{router['same_set']}/{router['tokens']}"
     if router["near_tie"]:
         text += f" +{router['near_tie']} tie" + ("s" if router["near_tie"] > 1 else "")
@@ -87,46 +92,112 @@ def routing(router: dict) -> str:
     return text
 
 
+def cell(column: dict, component: str, key: str = "max_abs") -> str:
+    """One number of one component of a layer's column, or n/p when the candidate did not provide it."""
+    metrics = (column or {}).get(component)
+    if metrics is None:
+        return NOT_PROVIDED
+    return ratio(metrics[key]) if key == "tolerance_ratio" else num(metrics[key])
+
+
+def position(where_from: dict | None, window: int | None) -> str:
+    """A first failing position: '16 (W)' when it is the sliding window (the window-bug signature), '-' if none."""
+    if not where_from:
+        return "-"
+    text = str(where_from["position"])
+    return text + " (W)" if window is not None and where_from["position"] == window else text
+
+
+def first_failing(report, layer: dict) -> str:
+    """The verdict's first failure in this layer: 'attention @ 16 (W)', or '-'."""
+    mine = [f for f in report["verdict"]["failures"] if f["layer"] == layer["index"]]
+    if not mine:
+        return "-"
+    first = mine[0]
+    column = "" if first.get("column", "isolated") == "isolated" else f" ({first['column']})"
+    return f"{first['component']}{column} @ {position(first.get('first_position'), report.get('sliding_window'))}"
+
+
 def layer_rows(report) -> list[dict]:
     """One dict of display strings per layer, shared by the terminal, markdown and HTML tables."""
     failed, gated = failed_layers(report), float32_gate(report)
     rows = []
     for layer in report["layers"]:
-        isolated, accumulated = layer["isolated"], layer["accumulated"]
+        isolated, accumulated, cached = layer["isolated"], layer["accumulated"], layer.get("cached") or {}
         row_failed = gated and layer["index"] in failed
         rows.append({
             "layer": str(layer["index"]),
             "type": short_type(layer["attention_type"]),
-            "attention": num(isolated["attention"]["max_abs"]),
-            "router": num(isolated["router_logits"]["max_abs"]),
-            "moe": num(isolated["moe"]["max_abs"]),
-            "output": num(isolated["layer_output"]["max_abs"]),
-            "ratio": ratio(isolated["layer_output"]["tolerance_ratio"]),
-            "routing": routing(layer["router"]["isolated"]),
-            "accumulated": num(accumulated["layer_output"]["max_abs"]),
-            "acc_routing": routing(layer["router"]["accumulated"]),
+            "attention": cell(isolated, "attention"),
+            "router": cell(isolated, "router_logits"),
+            "weights": cell(isolated, "expert_weights"),
+            "moe": cell(isolated, "moe"),
+            "output": cell(isolated, "layer_output"),
+            "ratio": cell(isolated, "layer_output", "tolerance_ratio"),
+            "routing": routing(layer["router"].get("isolated")),
+            "accumulated": cell(accumulated, "layer_output"),
+            "acc_routing": routing(layer["router"].get("accumulated")),
+            "cached": cell(cached, "layer_output") if cached else "no cache",
+            "first": first_failing(report, layer),
+            "not_provided": ", ".join(layer.get("not_provided") or []) or "-",
             "failed": row_failed,
             "mark": ("FAIL" if row_failed else "PASS") if gated else "-",
         })
     return rows
 
 
-def worst_layer(report) -> dict | None:
-    """The layer whose isolated layer_output is furthest off: largest tolerance ratio, then largest max |diff|."""
-    def key(layer):
-        metrics = layer["isolated"]["layer_output"]
-        value = metrics["tolerance_ratio"]
-        return (math.inf if isinstance(value, str) else float(value), float(metrics["max_abs"]))
+def position_rows(report) -> list[dict]:
+    """Per layer and component: the first position over the tolerance in each column ('-' none, 'n/p')."""
+    from gptoss_convert.gate import COMPONENTS
 
-    return max(report["layers"], key=key) if report["layers"] else None
+    window, rows = report.get("sliding_window"), []
+    for layer in report["layers"]:
+        for component in COMPONENTS:
+            columns = {}
+            for column in ("isolated", "accumulated", "cached"):
+                values = layer.get(column) or {}
+                if component == "expert_indices":
+                    router = layer["router"].get(column)
+                    columns[column] = position(router["first_mismatch"], window) if router else NOT_PROVIDED
+                else:
+                    metrics = values.get(component)
+                    columns[column] = position(metrics.get("first_over"), window) if metrics else NOT_PROVIDED
+            if any(v not in ("-", NOT_PROVIDED) for v in columns.values()):
+                rows.append({"layer": str(layer["index"]), "type": short_type(layer["attention_type"]),
+                             "component": component, **columns})
+    return rows
+
+
+def _judged_output(layer: dict) -> tuple[str, dict | None]:
+    """(column, layer_output metrics) of the column the gate judged: isolated, or accumulated for a whole-model
+    candidate."""
+    for column in ("isolated", "accumulated"):
+        if (layer.get(column) or {}).get("layer_output"):
+            return column, layer[column]["layer_output"]
+    return "isolated", None
+
+
+def as_float(x) -> float:
+    return math.inf if isinstance(x, str) else float(x)
+
+
+def worst_layer(report) -> dict | None:
+    """The layer whose judged layer_output is furthest off: largest tolerance ratio, then largest max |diff|."""
+    measured = [layer for layer in report["layers"] if _judged_output(layer)[1]]
+
+    def key(layer):
+        metrics = _judged_output(layer)[1]
+        return (as_float(metrics["tolerance_ratio"]), as_float(metrics["max_abs"]))
+
+    return max(measured, key=key) if measured else None
 
 
 def worst_layer_text(report) -> str:
     worst = worst_layer(report)
     if worst is None:
-        return "no layers"
-    metrics = worst["isolated"]["layer_output"]
-    return (f"layer {worst['index']} ({worst['attention_type']}): isolated layer output max |diff| "
+        return "no layer output provided"
+    column, metrics = _judged_output(worst)
+    return (f"layer {worst['index']} ({worst['attention_type']}): {column} layer output max |diff| "
             f"{num(metrics['max_abs'])}, tolerance ratio {ratio(metrics['tolerance_ratio'])}, at {where(metrics)}")
 
 
@@ -136,12 +207,13 @@ def first_failure_where(report) -> str | None:
     if not first:
         return None
     if first["layer"] is None:
-        metrics = report.get(first["component"]) if first["component"] in ("embedding", "final_norm") else None
+        metrics = report.get(first["component"]) if first["component"] in ("embedding", "final_norm", "head") else None
         if first["component"] == "logits" and first["metric"].startswith("max |diff|"):
             metrics = report["logits"]
     else:
         layers = [layer for layer in report["layers"] if layer["index"] == first["layer"]]
-        metrics = layers[0]["isolated"].get(first["component"]) if layers else None
+        column = first.get("column", "isolated")
+        metrics = (layers[0].get(column) or {}).get(first["component"]) if layers else None
     return where(metrics) if metrics else None
 
 
@@ -149,8 +221,9 @@ def gate_description(report, ascii_only=False) -> str:
     le, ge, times, bars = ("<=", ">=", "*", "||") if ascii_only else ("≤", "≥", "·", "‖")
     parts = []
     if float32_gate(report):
-        parts.append(f"every isolated component and the final logits within atol {report['atol']:g} + "
-                     f"rtol {report['rtol']:g}{times}|ref|, expert choices equal except near-ties")
+        parts.append(f"every provided component (isolated and cached columns) and the final logits within atol "
+                     f"{report['atol']:g} + rtol {report['rtol']:g}{times}|ref|, expert choices equal except "
+                     "near-ties")
     if report["max_kl"] is not None:
         parts.append(f"KL(ref{bars}ours) mean {le} {report['max_kl']:g}")
     if report["min_top1"] is not None:
@@ -167,9 +240,9 @@ def verdict_line(report, ascii_only=True) -> str:
         if float32_gate(report):
             held.append(f"{len(report['layers'])} layers and logits within atol {report['atol']:g}, "
                         f"rtol {report['rtol']:g}")
-        if report["max_kl"] is not None:
+        if report["max_kl"] is not None and logits:
             held.append(f"KL mean {num(logits['kl_mean'])} {le} {report['max_kl']:g}")
-        if report["min_top1"] is not None:
+        if report["min_top1"] is not None and logits:
             held.append(f"top-1 {fraction(logits['top1_agreement'])} {ge} {report['min_top1']:g}")
         return f"PASSED ({report['dtype']}: " + "; ".join(held or ["nothing gated"]) + ")"
     first = verdict["first_failure"]
@@ -213,13 +286,22 @@ def prompt_lengths(report) -> str:
 
 # ---- the view model ---------------------------------------------------------------------------------------------
 
-MODEL_TENSORS = (("embedding", "embedding"), ("final_norm", "final norm (isolated)"),
+MODEL_TENSORS = (("embedding", "embedding"), ("final_norm", "final norm (isolated)"), ("head", "LM head (isolated)"),
                  ("logits", "logits (accumulated)"))
+
+
+def implementation(described: dict) -> str:
+    """'gptoss_model 0.1.0 (/path/model.py)', plus settings such as Transformers' attention path."""
+    settings = ", ".join(f"{k} {v}" for k, v in (described.get("settings") or {}).items())
+    return (f"{described['name']} {described['version']} ({described['source']})"
+            + (f"; {settings}" if settings else ""))
 
 
 def view_model(report: dict) -> dict:
     """Everything the Markdown and HTML templates show, as display-ready strings (unescaped: escaping is the
     template engine's job)."""
+    from gptoss_convert.report.deltas import baseline_view
+
     verdict, logits, checkpoint = report["verdict"], report["logits"], report["checkpoint"]
     first = verdict["first_failure"]
     listed = verdict["failures"][:MAX_LISTED_FAILURES]
@@ -244,15 +326,22 @@ def view_model(report: dict) -> dict:
         "checkpoint": _checkpoint_view(checkpoint),
         "versions": report["versions"],
         "versions_line": ", ".join(f"{k} {v}" for k, v in report["versions"].items()),
-        "reference": ", ".join(f"{k} {v}" for k, v in report["reference"].items()),
+        "candidate": implementation(report["candidate"]),
+        "reference": implementation(report["reference"]),
+        "pair": f"{report['candidate']['name']} against {report['reference']['name']}",
+        "logits_path": report.get("logits_path") or "",
+        "window": report.get("sliding_window"),
+        "position_rows": position_rows(report),
+        "baseline": baseline_view(report),  # report/deltas.py
         "prompts": prompt_lengths(report),
         "prompt_rows": [_prompt_view(i, p) for i, p in enumerate(report["prompts"])],
         "worst_layer": worst_layer_text(report),
         "time": f"{timing['seconds']:g} s, peak RSS {format_bytes(timing['peak_rss_bytes'])}",
         "layers": layer_rows(report),
-        "model_rows": [_tensor_view(label, report[name]) for name, label in MODEL_TENSORS],
+        "model_rows": [_tensor_view(label, report.get(name)) for name, label in MODEL_TENSORS],
         "logits": {"kl_mean": num(logits["kl_mean"]), "kl_max": num(logits["kl_max"]),
-                   "top1": fraction(logits["top1_agreement"]), "top5": fraction(logits["top5_overlap"])},
+                   "top1": fraction(logits["top1_agreement"]), "top5": fraction(logits["top5_overlap"])}
+        if logits else None,
     }
 
 
@@ -278,7 +367,10 @@ def _prompt_view(index: int, prompt: dict) -> dict:
             "ids": " ".join(map(str, ids[:24])) + (" …" if len(ids) > 24 else "")}
 
 
-def _tensor_view(label: str, metrics: dict) -> dict:
+def _tensor_view(label: str, metrics: dict | None) -> dict:
+    if metrics is None:
+        return {"label": label, **{k: NOT_PROVIDED for k in ("max_abs", "where", "mean_abs", "rel_l2", "nmse_db",
+                                                             "ratio")}}
     return {"label": label, "max_abs": num(metrics["max_abs"]), "where": where(metrics),
             "mean_abs": num(metrics["mean_abs"]), "rel_l2": num(metrics["rel_l2"]),
             "nmse_db": decibels(metrics["nmse_db"]), "ratio": ratio(metrics["tolerance_ratio"])}
