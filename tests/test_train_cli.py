@@ -76,6 +76,7 @@ def saved_adapters(script, tmp_path_factory):
     ("no-assistant", "conversation 1 has no assistant turn"),
     ("raising", "the reward function raised RuntimeError on sample 0: judge offline"),
     ("nan", "the reward function returned nan for sample 0"),
+    ("bad-prompt", "prompt 1: expected token ids in 0..511, got [1, 2, 9999]"),
 ])
 def test_bad_input_is_one_line_exit_2_and_saved_adapters_stay(script, capsys, tmp_path, saved_adapters, case, message):
     adapters = tmp_path / "adapters.safetensors"
@@ -88,6 +89,7 @@ def test_bad_input_is_one_line_exit_2_and_saved_adapters_stay(script, capsys, tm
         "no-assistant": ["sft", "--data", write_jsonl(tmp_path / "bad.jsonl", conversations)],
         "raising": ["grpo", "--reward", "tests.test_train_cli:raising_reward"],
         "nan": ["ppo", "--reward", "tests.test_train_cli:nan_reward"],
+        "bad-prompt": ["grpo", "--prompts", write_jsonl(tmp_path / "prompts.jsonl", [[5, 6], [1, 2, 9999]])],
     }[case]
     code, out, err = run(script, capsys, *args, "--steps", 2, "--save-adapters", adapters,
                          "--json", tmp_path / "r.json")

@@ -55,7 +55,8 @@ def test_spans_cover_every_end_marker():
     text = "<|start|>user<|message|>hi<|end|><|start|>assistant<|channel|>analysis<|message|>hm<|end|>" \
            "<|start|>assistant to=functions.f<|channel|>commentary<|message|>{}<|call|>"
     spans = [text[a:b] for a, b in assistant_spans(text)]
-    assert spans == ["<|channel|>analysis<|message|>hm<|end|>", " to=functions.f<|channel|>commentary<|message|>{}<|call|>"]
+    assert spans == ["<|channel|>analysis<|message|>hm<|end|>",
+                     " to=functions.f<|channel|>commentary<|message|>{}<|call|>"]
 
 
 def test_collate_right_pads(chat):

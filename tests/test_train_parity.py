@@ -94,7 +94,10 @@ def test_lora_gradients_follow_from_transformers_weight_gradients(pair):
     batch = masked_batch(seed=5)
     sft_loss(model, batch).backward()
     hf_adapted = hf_model(CONFIG, seed=3)
-    merged = {name: getattr(model.get_submodule(name.rpartition(".")[0]), name.rpartition(".")[2]) for name in adapters(model)}
+    merged = {}  # name -> W + s·B·A, as the adapted model computes with it
+    for name in adapters(model):
+        path, _, param = name.rpartition(".")
+        merged[name] = getattr(model.get_submodule(path), param)
     with torch.no_grad():
         for name, weight in merged.items():
             p = hf_adapted.get_parameter(name)

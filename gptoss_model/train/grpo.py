@@ -95,7 +95,7 @@ def train_grpo(model, prompts, reward_fn: RewardFn, pad_id: int, eos_token_id=No
     reference = reference if reference is not None else frozen_reference(model)
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     generator = torch.Generator(next(model.parameters()).device).manual_seed(config.seed)
-    stream = prompt_stream(prompts, config.prompts_per_step, config.seed)
+    stream = prompt_stream(prompts, config.prompts_per_step, config.seed, model.config.vocab_size)
     for step in range(config.steps):
         model.eval()
         rollout = draw(model, next(stream), config.group_size, pad_id, config.max_new_tokens, config.temperature,

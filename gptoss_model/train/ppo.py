@@ -111,7 +111,7 @@ def train_ppo(model, prompts, reward_fn: RewardFn, pad_id: int, eos_token_id=Non
     optimizer = torch.optim.AdamW([{"params": params, "lr": config.lr},
                                    {"params": value_head.parameters(), "lr": config.value_lr}], weight_decay=0.0)
     generator = torch.Generator(device).manual_seed(config.seed)
-    stream = prompt_stream(prompts, config.prompts_per_step, config.seed)
+    stream = prompt_stream(prompts, config.prompts_per_step, config.seed, model.config.vocab_size)
     for step in range(config.steps):
         model.eval()
         rollout = draw(model, next(stream), 1, pad_id, config.max_new_tokens, config.temperature, eos_token_id,

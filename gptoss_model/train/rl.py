@@ -15,17 +15,19 @@ from gptoss_model.train.rollout import Rollout, left_pad, sample
 RewardFn = Callable[[list[int], list[int]], float]  # (prompt ids, completion ids incl. eos) -> reward
 
 
-def check_prompts(prompts: Sequence[Sequence[int]]) -> None:
+def check_prompts(prompts: Sequence[Sequence[int]], vocab_size: int) -> None:
     if not prompts:
         raise TrainingInputError("the prompt dataset is empty: expected at least one prompt")
     for i, p in enumerate(prompts):
-        if len(p) == 0:
-            raise TrainingInputError(f"prompt {i} is empty: expected at least one token")
+        if not isinstance(p, (list, tuple)) or len(p) == 0:
+            raise TrainingInputError(f"prompt {i} is empty or not a list: expected a list of token ids")
+        if not all(isinstance(t, int) and 0 <= t < vocab_size for t in p):
+            raise TrainingInputError(f"prompt {i}: expected token ids in 0..{vocab_size - 1}, got {list(p)[:8]}")
 
 
-def prompt_stream(prompts, per_step: int, seed: int):
+def prompt_stream(prompts, per_step: int, seed: int, vocab_size: int):
     """Endless lists of `per_step` prompts, each pass over the prompts in a new order drawn from `seed`."""
-    check_prompts(prompts)
+    check_prompts(prompts, vocab_size)
     generator = torch.Generator().manual_seed(seed)
     order = []
     while True:
@@ -38,6 +40,8 @@ def prompt_stream(prompts, per_step: int, seed: int):
 def draw(model, prompts, copies: int, pad_id: int, max_new_tokens: int, temperature: float, eos_token_id,
          generator) -> Rollout:
     """Sample `copies` completions of every prompt; rows of one prompt are adjacent (rows g·copies ...)."""
+    if max_new_tokens < 1:
+        raise TrainingInputError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
     repeated = [p for p in prompts for _ in range(copies)]
     ids, mask = left_pad(repeated, pad_id)
     device = next(model.parameters()).device
