@@ -149,16 +149,21 @@ class Verdict:
 
 
 def judge(layers: list, logits, thresholds: Thresholds, window: int | None = None,
-          model_parts: dict | None = None) -> Verdict:
+          model_parts: dict | None = None, logits_through_candidate: bool = True) -> Verdict:
     """layers: LayerResult-like objects (index, attention_type, isolated / cached {component: Metrics}, router
     {column: RouterAgreement | None}); a component missing from a column was not provided and is not judged. A layer
     with no isolated column (a whole-model candidate) is judged on its accumulated one. logits: LogitMetrics of the
     end-to-end run, or None when the candidate gives no logits. `window`: the sliding window, to name the window-bug
     signature (errors starting exactly at position W). model_parts: {"embedding" | "final_norm" | "head": Metrics
-    or None (not provided)}, judged like a component in float32."""
+    or None (not provided)}, judged like a component in float32. logits_through_candidate: whether the logits went
+    through the candidate's own layers (False when its layers returned nothing and the stream stayed the reference's):
+    a candidate whose layers give no component and no such logits fails, since "not provided" is never "passed"; a
+    logits-only whole-model candidate is judged on its logits."""
     t = thresholds.resolved()
     failures = []
-    if layers and not any(_judged_columns(layer) for layer in layers):  # "not provided" is never "passed"
+    nothing_checked = not any(_judged_columns(layer) for layer in layers) and (
+        logits is None or not logits_through_candidate)
+    if layers and nothing_checked:  # "not provided" is never "passed"
         failures.append(Failure(None, None, "layer_output", "layers that returned any component", 0, 1))
     if t.dtype == "float32":
         for name, metrics in (model_parts or {}).items():

@@ -45,15 +45,30 @@ def goldens(model, out, prompts, token_ids, dtype, device, reference, force, qui
                f"{size:,} bytes ({dtype}, reference {manifest['reference']['name']} {manifest['reference']['version']})")
 
 
+def _checked(name: str):
+    """verify's option check `name` (cli.py), looked up when the option is parsed (cli.py imports this module)."""
+
+    def callback(ctx, param, value):
+        from gptoss_convert import cli
+
+        return getattr(cli, name)(ctx, param, value)
+
+    return callback
+
+
 @click.command()
 @click.option("--goldens", "goldens_dir", required=True, type=click.Path(path_type=Path), metavar="DIR",
               help="Goldens written by `gptoss-convert goldens`.")
 @click.option("--outputs", required=True, type=click.Path(path_type=Path), metavar="FILE",
               help="outputs.safetensors written by the implementation under test (names as in the goldens).")
-@click.option("--atol", type=float, default=1e-3, show_default=True, help="As for `verify`.")
-@click.option("--rtol", type=float, default=0.0, show_default=True, help="As for `verify`.")
-@click.option("--max-kl", type=float, default=None, metavar="K", help="As for `verify`.")
-@click.option("--min-top1", type=float, default=None, metavar="F", help="As for `verify`.")
+@click.option("--atol", type=float, default=1e-3, show_default=True, callback=_checked("_non_negative"),
+              help="As for `verify`.")
+@click.option("--rtol", type=float, default=0.0, show_default=True, callback=_checked("_non_negative"),
+              help="As for `verify`.")
+@click.option("--max-kl", type=float, default=None, metavar="K", callback=_checked("_non_negative"),
+              help="As for `verify`.")
+@click.option("--min-top1", type=float, default=None, metavar="F", callback=_checked("_fraction"),
+              help="As for `verify`.")
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16"]), default=None,
               help="The gate's mode.  [default: the goldens' dtype]")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False, path_type=Path), default="verify-report",

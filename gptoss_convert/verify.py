@@ -170,7 +170,8 @@ def run_verify(source, thresholds: Thresholds, device="auto", prompts=None, toke
             result.layers.append(layer_stage(i, streams, cand, ref, thresholds))
         final_stage(result, streams, cand, ref, thresholds)
     parts = {"embedding": result.embedding, "final_norm": result.final_norm, "head": result.head}
-    result.verdict = judge(result.layers, result.logits, thresholds, window=config.sliding_window, model_parts=parts)
+    result.verdict = judge(result.layers, result.logits, thresholds, window=config.sliding_window, model_parts=parts,
+                           logits_through_candidate=streams.through_candidate or streams.whole is not None)
     result.seconds = time.time() - started
     result.peak_rss_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     if device == "cuda":
@@ -227,6 +228,7 @@ class Streams:
         self.positions = [torch.arange(ids.shape[1], device=device)[None] for ids in self.ids]  # [1, T] each
         self.rows = [(p, t) for p, ids in enumerate(self.ids) for t in range(ids.shape[1])]
         self.ref_x, self.cand_x, self.whole = [], [], None
+        self.through_candidate = False  # whether cand_x went through a layer of the candidate (its own stream)
 
 
 def _stack(tensors) -> torch.Tensor:
@@ -272,6 +274,7 @@ def layer_stage(i, streams, cand, ref, thresholds) -> LayerResult:
     streams.ref_x = [out["layer_output"] for out in ref_out]
     if outputs["accumulated"] and all("layer_output" in o for o in outputs["accumulated"]):
         streams.cand_x = [o["layer_output"] for o in outputs["accumulated"]]
+        streams.through_candidate = True
     else:  # no layer output to carry on: the next layer's accumulated input is the reference's
         streams.cand_x = streams.ref_x
     return result

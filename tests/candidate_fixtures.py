@@ -107,6 +107,13 @@ class WholeModel:
         return {"hidden_states": states, "logits": self.model.lm_head(normed)}
 
 
+class LogitsOnly(WholeModel):
+    """The whole-model fallback at its thinnest: logits only."""
+
+    def run_model(self, token_ids):
+        return {"logits": super().run_model(token_ids)["logits"]}
+
+
 def factory():
     """A factory function (the OBJECT may be one)."""
     return GptossModelCandidate("eager")

@@ -160,6 +160,13 @@ def test_missing_components_are_not_provided_never_passed(tmp_path, token_ids):
     assert junit_cases == []
 
 
+def test_a_logits_only_candidate_is_judged_on_its_logits(tmp_path, token_ids):
+    result, report = verify(tmp_path, token_ids, "--candidate", f"{FIXTURES}:LogitsOnly")
+    assert result.exit_code == 0, result.output
+    assert report["logits_path"] == "candidate run_model()" and report["logits"]["max_abs"] < 1e-3
+    assert all(layer["isolated"] == {} and layer["accumulated"] == {} for layer in report["layers"])
+
+
 def test_a_candidate_that_returns_nothing_does_not_pass(tmp_path, token_ids):
     result, report = verify(tmp_path, token_ids, "--candidate", f"{FIXTURES}:ReturnsNothing")
     assert result.exit_code == 1

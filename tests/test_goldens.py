@@ -83,6 +83,14 @@ def test_gptoss_model_passes_the_shipped_goldens():
     jsonschema.validate(report, report_module.schema())
 
 
+def test_openais_implementation_passes_the_shipped_goldens():
+    """Code nobody here wrote (OpenAI's gpt_oss.torch, through the `openai` built-in) against the shipped goldens."""
+    pytest.importorskip("gpt_oss.torch.model")
+    report, verdict = verify_goldens("tiny", None, "openai", Thresholds(), progress=False)
+    assert verdict.passed, verdict.failures
+    assert not_provided(report) == [] and report["candidate"]["name"] == "openai"
+
+
 MUTANTS = sorted(p.name for p in (Path(__file__).parent / "mutants").glob("*.py") if p.name not in ("base.py",))
 
 

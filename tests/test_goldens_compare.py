@@ -168,3 +168,10 @@ def test_routing_weights_are_compared_per_expert_in_any_order(tmp_path, referenc
     outputs["layers.0.expert_indices"] = outputs["layers.0.expert_indices"].float()
     result, _ = _compare(tmp_path, outputs)
     assert result.exit_code == 1 and "layers.0.expert_indices has dtype" in result.stderr
+
+
+@pytest.mark.parametrize("option, value", [("--atol", "-1"), ("--rtol", "nan"), ("--min-top1", "2")])
+def test_bad_gate_options_are_usage_errors(tmp_path, option, value):
+    result = CliRunner().invoke(cli, ["compare", "--goldens", "tiny", "--outputs", str(tmp_path / "o.safetensors"),
+                                      option, value])
+    assert result.exit_code == 2 and option in result.stderr and len(result.stderr.strip().splitlines()) == 1

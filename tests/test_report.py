@@ -126,6 +126,7 @@ def test_terminal_table_fail_names_the_first_failure_and_marks_rows():
     assert any(line.startswith("logits:") and "top-1 0.911" in line for line in lines)
     assert lines[0].startswith("verify gptoss_model against transformers")
     assert any(line.startswith("baseline last-run/report.json") for line in lines)
+    assert "  layer   0 sliding attention      16 (W) / 16 (W) / 16 (W)" in lines
 
 
 def test_terminal_table_pass():

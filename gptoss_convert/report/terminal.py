@@ -2,7 +2,9 @@
 
 from gptoss_convert.report.deltas import baseline_view
 from gptoss_convert.report.view import (NOT_PROVIDED, float32_gate, fraction, implementation, layer_rows, num,
-                                        verdict_line)
+                                        position_rows, verdict_line)
+
+MAX_POSITION_LINES = 12
 
 COLUMNS = ("layer", "type", "attention", "router", "moe", "output", "routing", "accumulated", "cached", "first", "mark")
 HEADER = ("layer", "type", "attention", "router", "moe", "output", "routing", "accum.out", "cached.out",
@@ -44,6 +46,7 @@ def terminal_table(report: dict) -> str:
             lines.append(f"  (made with the {report['logits_path']}: the candidate has no own)")
     else:
         lines.append("logits: not provided")
+    lines += _position_lines(report)
     lines += _baseline_lines(report)
     lines.append(verdict_line(report, ascii_only=True))
     return "\n".join(lines)
@@ -57,4 +60,20 @@ def _baseline_lines(report: dict) -> list[str]:
     for row in baseline["rows"]:
         grown = f"   grew most: {row['most_grown']}" if row["most_grown"] != "-" else ""
         lines.append(f"  {row['layer']:>5} {row['component']}: {row['baseline']} -> {row['now']}{grown}")
+    return lines
+
+
+def _position_lines(report: dict) -> list[str]:
+    """Where each component over the tolerance in a gated column (isolated, cached) starts, per column (W: the
+    sliding window); accumulated-only drift is in report.md."""
+    rows = [row for row in position_rows(report)
+            if any(row[column] not in ("-", NOT_PROVIDED) for column in ("isolated", "cached"))]
+    if not rows:
+        return []
+    lines = ["first positions over the tolerance (isolated / accumulated / cached):"]
+    for row in rows[:MAX_POSITION_LINES]:
+        lines.append(f"  layer {row['layer']:>3} {row['type']:<7} {row['component']:<14} {row['isolated']} / "
+                     f"{row['accumulated']} / {row['cached']}")
+    if len(rows) > MAX_POSITION_LINES:
+        lines.append(f"  ... and {len(rows) - MAX_POSITION_LINES} more (report.md)")
     return lines

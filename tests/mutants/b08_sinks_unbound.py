@@ -1,4 +1,5 @@
-"""B8 (vllm-project/vllm-metal#212): the sink buffers never bound, so the kernel read zeros: a sink logit of 0 in
+"""B8 (vllm-project/vllm-metal#212): the sink buffers never bound. There the kernel then computed a plain softmax
+(the effect of b09 and drop_sinks); this is the other way an unbound buffer reads, as zeros: a sink logit of 0 in
 every head instead of the learned one."""
 
 import torch

@@ -1,5 +1,6 @@
-"""B17 (turboderp-org/exllamav3#259): YaRN's attention factor computed as get_mscale(s, mscale) /
-get_mscale(s, mscale_all_dim), which collapses to 1.0 when both are 1 (gpt-oss wants 0.1 ln s + 1)."""
+"""B17 (turboderp-org/exllamav3#259, the same class of bug in another YaRN model): YaRN's attention factor computed
+as get_mscale(s, mscale) / get_mscale(s, mscale_all_dim), which collapses to 1.0 when both are 1 (gpt-oss wants
+0.1 ln s + 1)."""
 
 import math
 
