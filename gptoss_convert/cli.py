@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from gptoss_convert import __version__
+from gptoss_convert.cli_checks import fraction, non_negative
 from gptoss_convert.errors import GptossConvertError
 
 
@@ -178,18 +179,6 @@ def convert(model, out, dtype, dry_run, force, no_verify, progress):
                f"{plan.total_size:,} bytes ({dtype})")
 
 
-def _non_negative(ctx, param, value):
-    if value is not None and not value >= 0:  # `not >=` also refuses nan, which would fail (or pass) every comparison
-        raise click.BadParameter(f"must be a number >= 0, got {value}")
-    return value
-
-
-def _fraction(ctx, param, value):
-    if value is not None and not 0 <= value <= 1:
-        raise click.BadParameter(f"must be between 0 and 1, got {value}")
-    return value
-
-
 @cli.command()
 @click.option("--model", "-m", default="tiny", show_default=True, metavar="tiny|20b|120b|PATH",
               help="tiny (embedded, no download), 20b / 120b (fetched by `gptoss-convert download`) or a checkpoint "
@@ -200,15 +189,15 @@ def _fraction(ctx, param, value):
                    "(docs/candidates.md).")
 @click.option("--reference", "-r", default="transformers", show_default=True, metavar="transformers|openai",
               help="What the candidate is compared with: Transformers' eager gpt-oss, or OpenAI's gpt_oss.torch.")
-@click.option("--atol", type=float, default=1e-3, show_default=True, callback=_non_negative,
+@click.option("--atol", type=float, default=1e-3, show_default=True, callback=non_negative,
               help="float32 gate: allowed |candidate - reference| per element, every component of every layer and "
                    "logits.")
-@click.option("--rtol", type=float, default=0.0, show_default=True, callback=_non_negative,
+@click.option("--rtol", type=float, default=0.0, show_default=True, callback=non_negative,
               help="float32 gate: relative part of the tolerance (allclose: atol + rtol·|reference|).")
-@click.option("--max-kl", type=float, default=None, callback=_non_negative, metavar="K",
+@click.option("--max-kl", type=float, default=None, callback=non_negative, metavar="K",
               help="Gate on the mean KL(reference || candidate) of the final logits, in nats.  "
                    "[default: off for float32, 1e-2 for bfloat16]")
-@click.option("--min-top1", type=float, default=None, callback=_fraction, metavar="F",
+@click.option("--min-top1", type=float, default=None, callback=fraction, metavar="F",
               help="Gate on top-1 agreement of the final logits.  [default: off for float32, 0.95 for bfloat16]")
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True,
               help="float32: exact parity mode (gates on --atol/--rtol); bfloat16: the native precision "

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import click
 
+from gptoss_convert.cli_checks import fraction, non_negative
+
 
 @click.command()
 @click.option("--model", "-m", default="tiny", show_default=True, metavar="tiny|20b|120b|PATH",
@@ -45,29 +47,18 @@ def goldens(model, out, prompts, token_ids, dtype, device, reference, force, qui
                f"{size:,} bytes ({dtype}, reference {manifest['reference']['name']} {manifest['reference']['version']})")
 
 
-def _checked(name: str):
-    """verify's option check `name` (cli.py), looked up when the option is parsed (cli.py imports this module)."""
-
-    def callback(ctx, param, value):
-        from gptoss_convert import cli
-
-        return getattr(cli, name)(ctx, param, value)
-
-    return callback
-
-
 @click.command()
 @click.option("--goldens", "goldens_dir", required=True, type=click.Path(path_type=Path), metavar="DIR",
               help="Goldens written by `gptoss-convert goldens`.")
 @click.option("--outputs", required=True, type=click.Path(path_type=Path), metavar="FILE",
               help="outputs.safetensors written by the implementation under test (names as in the goldens).")
-@click.option("--atol", type=float, default=1e-3, show_default=True, callback=_checked("_non_negative"),
+@click.option("--atol", type=float, default=1e-3, show_default=True, callback=non_negative,
               help="As for `verify`.")
-@click.option("--rtol", type=float, default=0.0, show_default=True, callback=_checked("_non_negative"),
+@click.option("--rtol", type=float, default=0.0, show_default=True, callback=non_negative,
               help="As for `verify`.")
-@click.option("--max-kl", type=float, default=None, metavar="K", callback=_checked("_non_negative"),
+@click.option("--max-kl", type=float, default=None, metavar="K", callback=non_negative,
               help="As for `verify`.")
-@click.option("--min-top1", type=float, default=None, metavar="F", callback=_checked("_fraction"),
+@click.option("--min-top1", type=float, default=None, metavar="F", callback=fraction,
               help="As for `verify`.")
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16"]), default=None,
               help="The gate's mode.  [default: the goldens' dtype]")
