@@ -30,16 +30,9 @@ def default_lengths(sliding_window: int) -> tuple[int, int]:
 def default_prompts(config, tokenizer) -> list:
     """Two prompts, small enough that 20b goldens stay under 100 MB (docs/goldens.md, "Size"): a short one and one
     crossing the sliding window by a quarter window (a window bug starts at position W, so it shows)."""
-    from gptoss_convert.prompts import DEFAULT_TEXT
+    from gptoss_convert.prompts import prompts_of_lengths
 
-    lengths = default_lengths(config.sliding_window)
-    if tokenizer is not None:
-        ids = [i for i in tokenizer.encode(DEFAULT_TEXT).ids if i < config.vocab_size] or [0]
-        ids = ids * (max(lengths) // len(ids) + 1)
-        return [{"text": None, "token_ids": ids[:n]} for n in lengths]
-    generator = torch.Generator().manual_seed(0)
-    top = min(config.vocab_size, 199998)  # plain text ids, below the special tokens
-    return [{"text": None, "token_ids": torch.randint(0, top, (n,), generator=generator).tolist()} for n in lengths]
+    return prompts_of_lengths(default_lengths(config.sliding_window), config, tokenizer)
 
 
 def logit_rows(lengths: list[int], vocab_size: int) -> list[int]:

@@ -45,7 +45,11 @@ def default_prompt_lengths(config) -> list:
 
 
 def default_prompts(config, tokenizer) -> list:
-    lengths = default_prompt_lengths(config)
+    return prompts_of_lengths(default_prompt_lengths(config), config, tokenizer)
+
+
+def prompts_of_lengths(lengths, config, tokenizer) -> list:
+    """One prompt per length: the default text repeated (through the tokenizer), else seeded random plain-text ids."""
     if tokenizer is not None:
         ids = [i for i in tokenizer.encode(DEFAULT_TEXT).ids if i < config.vocab_size] or [0]
         ids = ids * (max(lengths) // len(ids) + 1)
