@@ -52,8 +52,9 @@ def test_tiny_reports_exact_float32_parity(short_prompts):
     assert result.passed
     for layer in result.layers:
         assert layer.router_isolated.mismatched == 0
+        # the isolated column is exact up to a few 1e-6; the accumulated one carries four layers of that rounding, and
         # one token at a time through the KV cache sums in another order than a full prefill: ~1e-5 of rounding
-        for column, limit in ((layer.isolated, 1e-5), (layer.accumulated, 1e-5), (layer.cached, 1e-4)):
+        for column, limit in ((layer.isolated, 1e-5), (layer.accumulated, 1e-4), (layer.cached, 1e-4)):
             assert set(column) == {"attention", "router_logits", "expert_weights", "moe", "layer_output"}
             for metrics in column.values():
                 assert metrics.max_abs < limit and metrics.first_over is None
