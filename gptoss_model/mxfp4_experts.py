@@ -15,7 +15,7 @@ weight, and dequantizes inside the expert computation:
     use_packed_experts(model)       # every layer's experts become MXFP4Experts (on the meta device: fill them)
 
 `gptoss_convert.load_model(source, experts="mxfp4")` builds and fills such a model from a checkpoint.
-Format facts: spec §4 (gptoss_convert/mxfp4.py holds the converter's copy; this package never imports it).
+Format facts: docs/checkpoints.md and gptoss_convert/mxfp4.py (the converter's copy; this package never imports it).
 """
 
 import functools

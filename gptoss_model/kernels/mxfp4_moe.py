@@ -38,7 +38,7 @@ INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"  # Triton's CPU interpre
 
 @triton.jit
 def _e2m1(codes):
-    """FP4 E2M1 codes (0..15, any integer type) -> float32 values, by bit arithmetic (spec §4.1): magnitude m = 2e + b
+    """FP4 E2M1 codes (0..15, any integer type) -> float32 values, by bit arithmetic (the E2M1 table of gptoss_convert/mxfp4.py): magnitude m = 2e + b
     is 2^(e-1)·(1 + b/2) for e >= 1, which has float32 bits (m << 22) + (126 << 23); m = 1 is 0.5, m = 0 is 0."""
     c = codes.to(tl.uint32)
     m = c & 7
@@ -133,7 +133,7 @@ def _moe_mxfp4_kernel(
     out_dtype = out_ptr.dtype.element_ty
     bias = tl.load(bias_ptr + w_row, mask=col_ok, other=0.0).to(tl.float32)
     h = (acc.to(out_dtype).to(tl.float32) + bias[None, :]).to(out_dtype).to(tl.float32)  # parity: matmul, then bias
-    if SWIGLU:  # columns interleave gate and up (spec §2.5); same steps as model.clamped_swiglu
+    if SWIGLU:  # columns interleave gate and up (docs/model.md); same steps as model.clamped_swiglu
         gate, up = tl.split(tl.reshape(h, (BLOCK_M, BLOCK_N // 2, 2)))
         gate = tl.minimum(gate, limit)
         up = tl.minimum(tl.maximum(up, -limit), limit)
