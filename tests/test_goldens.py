@@ -1,7 +1,6 @@
 """Goldens: recorded from Transformers, shipped for the tiny checkpoint, checked without Transformers, refused (exit 3)
 when they do not match their manifest or belong to another checkpoint."""
 
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -19,6 +18,7 @@ from gptoss_convert.goldens import estimate_bytes, record_goldens
 from gptoss_convert.goldens_compare import not_provided, verify_goldens
 from gptoss_convert.goldens_files import EXPECTED, INPUTS, MANIFEST, load_goldens, output_names, resolve_goldens
 from gptoss_convert.tiny import tiny_checkpoint_dir
+from tests.load_file import load_module
 
 SHIPPED = resolve_goldens("tiny")
 
@@ -100,9 +100,7 @@ def test_real_bugs_fail_against_the_shipped_goldens_where_verify_says(mutant):
     same layer kind, component and first failing position (window bugs: position W); the control passes. Goldens
     have no cached-decoding column: a bug only in a KV cache is out of their reach (docs/goldens.md says so)."""
     path = Path(__file__).parent / "mutants" / mutant
-    spec = importlib.util.spec_from_file_location(f"goldens_mutant_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_module(path, f"goldens_mutant_{path.stem}")
     _, verdict = verify_goldens("tiny", None, f"{path}:CANDIDATE", Thresholds(atol=3e-5), progress=False)
     expect = getattr(module, "EXPECT", None)
     if expect is not None and expect.column == "cached":  # goldens replay full prefills: a KV-cache-only bug passes

@@ -2,7 +2,6 @@
 index total_size (computed, nothing written), the tiny checkpoint has the properties the verify tests rely on, is
 reproducible byte for byte, and Transformers reads it to the same weights we do."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -15,16 +14,14 @@ from gptoss_convert.checkpoint import open_checkpoint
 from gptoss_model.config import ORIGINAL_CONFIG_KEYS
 from gptoss_convert.remap import iter_tensors
 from gptoss_convert.tiny import TINY_CONFIG, TINY_SPECIAL_TOKENS, tiny_checkpoint_dir
+from tests.load_file import load_module
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "make_checkpoint.py"
 
 
 @pytest.fixture(scope="module")
 def make():
-    spec = importlib.util.spec_from_file_location("make_checkpoint", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(SCRIPT)
 
 
 # ---- plans for the real shapes (headers only) ----------------------------------------------------------------------

@@ -9,7 +9,6 @@ default --atol 1e-3), so all run at 3e-5, 1000x above a correct implementation's
 the default gate (the smallest, YaRN's truncate, by ~8e-3).
 """
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from gptoss_convert.remap import audit, global_tensors, layer_tensors
 from gptoss_convert.tiny import TINY_CONFIG, tiny_checkpoint_dir
 from tests.mutants.base import ExpertsWith, Mutant, become
 from tests.sabotage import BUGS as SABOTAGE
+from tests.load_file import load_module
 
 MUTANTS_DIR = Path(__file__).parent / "mutants"
 MUTANTS = sorted(p for p in MUTANTS_DIR.glob("*.py") if p.stem not in ("base", "__init__"))
@@ -33,10 +33,7 @@ PROMPT_LENGTH = WINDOW + 8  # crosses the window: positions on both sides of W (
 
 def load_mutant(path: Path):
     """The mutant's module, imported on its own (verify imports it again from the path, as a user's file)."""
-    spec = importlib.util.spec_from_file_location(f"mutant_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(path, f"mutant_{path.stem}")
 
 
 @pytest.fixture(scope="module")

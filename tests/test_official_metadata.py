@@ -6,7 +6,6 @@ do the pins in gptoss_convert/pins.py); where that folder is present, the files 
 
 import collections
 import hashlib
-import importlib.util
 import json
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 
 from gptoss_model.config import GPTOss_20B, GPTOss_120B, GPTOssConfig
 from gptoss_convert import pins
+from tests.load_file import load_module
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT.parent / "shared" / "reference" / "hub-metadata"
@@ -30,10 +30,7 @@ BYTE_COMPARED_20B = (*HUB_20B, "special_tokens_map.json")
 
 @pytest.fixture(scope="module")
 def make():
-    spec = importlib.util.spec_from_file_location("make_checkpoint", ROOT / "scripts" / "make_checkpoint.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(ROOT / "scripts" / "make_checkpoint.py")
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 line per INTERVAL seconds; --progress / --no-progress force either way, for verify, convert, download and
 make_checkpoint."""
 
-import importlib.util
 import io
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from click.testing import CliRunner
 from gptoss_convert import progress
 from gptoss_convert.cli import cli
 from tests.test_hub import download, fake, repo_dir  # noqa: F401
+from tests.load_file import load_module
 
 
 class Terminal(io.StringIO):
@@ -97,9 +97,7 @@ def test_download_progress_modes(fake, flag):  # noqa: F811
 
 
 def test_make_checkpoint_progress_modes(tmp_path, capsys, monkeypatch):
-    spec = importlib.util.spec_from_file_location("mk", Path(__file__).resolve().parents[1] / "scripts" / "make_checkpoint.py")
-    make = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(make)
+    make = load_module(Path(__file__).resolve().parents[1] / "scripts" / "make_checkpoint.py", "mk")
     monkeypatch.setattr(progress, "INTERVAL", 0.0)
     make.main(["--shape", "tiny", "--layout", "hf", "--out", str(tmp_path / "a")])
     err = capsys.readouterr().err

@@ -1,16 +1,14 @@
 """scripts/bench_grpo_gpu.py on the CPU with a small shape: it runs a whole GRPO step and writes its JSON."""
 
-import importlib.util
 import json
 from pathlib import Path
+from tests.load_file import load_module
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_grpo_gpu.py"
 
 
 def test_bench_grpo_runs_on_cpu_with_a_small_shape(tmp_path):
-    spec = importlib.util.spec_from_file_location("bench_grpo_gpu", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_module(SCRIPT)
     out = tmp_path / "out" / "bench.json"
     args = ["--shape", "test", "--device", "cpu", "--dtype", "float32", "--group-size", "4", "--prompt-tokens", "5",
             "--new-tokens", "6", "--steps", "2", "--out", str(out)]

@@ -1,7 +1,6 @@
 """scripts/train.py end to end on the tiny checkpoint (short runs): JSON + PNG outputs, bad input as one line with
 exit code 2 and saved adapters left intact, and a merged fine-tuned model that still passes `gptoss-convert verify`."""
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -13,16 +12,14 @@ from safetensors.torch import load_file
 
 from gptoss_convert.cli import cli
 from gptoss_convert.tiny import tiny_checkpoint_dir
+from tests.load_file import load_module
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train.py"
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("train_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(SCRIPT, "train_script")
 
 
 def run(script, capsys, *args):

@@ -153,11 +153,7 @@ class OpenAILayer:
         a chunk at a time. Tokens do not interact in MLPBlock: the math per token is the same (einsum's summation order
         may differ with the chunk size, by a few ulps; one chunk, the usual case, is bit for bit the block's forward)."""
         seen = {}
-        hook = self.block.attn.out.register_forward_hook(lambda module, args, out: seen.__setitem__("attention", out))
-        try:
-            after_attention = self.block.attn(x)
-        finally:
-            hook.remove()
+        after_attention, seen["attention"] = _call_capturing(self.block.attn, x, self.block.attn.out)
         parts = [self._run_mlp(part) for part in after_attention.split(self._tokens_per_chunk())]
         seen.update({name: torch.cat([part[name] for part in parts]) for name in parts[0]})
         top = torch.topk(seen["router_logits"], k=self.block.mlp.experts_per_token, dim=-1, sorted=True)
@@ -166,13 +162,8 @@ class OpenAILayer:
         return seen
 
     def _run_mlp(self, x: torch.Tensor) -> dict:
-        seen = {}
-        hook = self.block.mlp.gate.register_forward_hook(lambda module, args, out: seen.__setitem__("router_logits", out))
-        try:
-            output = self.block.mlp(x)
-        finally:
-            hook.remove()
-        return {"router_logits": seen["router_logits"], "moe": output - x, "layer_output": output}
+        output, router_logits = _call_capturing(self.block.mlp, x, self.block.mlp.gate)
+        return {"router_logits": router_logits, "moe": output - x, "layer_output": output}
 
     def _tokens_per_chunk(self) -> int:
         mlp = self.block.mlp
@@ -228,3 +219,14 @@ def candidate() -> OpenAITorch:
 def reference() -> OpenAITorch:
     """`--reference openai`: the same adapter; it provides every component, as a reference must."""
     return OpenAITorch()
+
+
+def _call_capturing(module, x, inner):
+    """module(x), and the output of its submodule `inner` during that call (a forward hook: nothing is patched)."""
+    seen = []
+    hook = inner.register_forward_hook(lambda _module, _args, out: seen.append(out))
+    try:
+        output = module(x)
+    finally:
+        hook.remove()
+    return output, seen[-1]
