@@ -20,11 +20,20 @@ from gptoss_model.kernels import mxfp4_moe  # noqa: E402
 from gptoss_model.model import GptOssExperts  # noqa: E402
 from gptoss_model.mxfp4_experts import MXFP4Experts, fill_random_  # noqa: E402
 
-SWEEP = {  # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages); each is compiled once (about a second)
-    "one_row": [(1, n, k, 4, 3) for n, k in itertools.product((16, 32, 64), (128, 256, 512))],
-    "small": [(16, n, k, 4, 3) for n, k in itertools.product((32, 64, 128), (64, 128, 256))],
-    "large": [(m, n, k, w, 3) for m, n, k, w in itertools.product((64, 128), (64, 128), (64, 128), (4, 8))],
+T = mxfp4_moe.TileConfig
+# (block_m, block_n, block_k, warps, stages, split_k, decode); each is compiled once (a second or a few). One-row
+# tiles are swept in two rounds: tile shape × warps × decoding, then the best of those with split_k × stages.
+SWEEP = {
+    "one_row": [T(1, n, k, w, 3, 1, d) for n, k, w, d in
+                itertools.product((16, 32, 64), (128, 256, 512), (2, 4, 8), ("bits", "f16"))],
+    "small": [T(16, n, k, 4, 3, 1, d) for n, k, d in itertools.product((32, 64), (64, 128), ("bits", "f16", "scaled"))],
+    "large": [T(m, n, k, 8, 3, 1, d) for (m, n, k), d in
+              itertools.product(((128, 64, 64), (128, 128, 64), (64, 128, 128)), ("bits", "f16", "scaled"))],
 }
+
+
+def second_round(best: "mxfp4_moe.TileConfig"):
+    return [best._replace(split_k=s, stages=st) for s, st in itertools.product((1, 2, 3, 4, 6), (2, 3, 4))]
 
 
 def case(tokens, config, experts, dense):
@@ -45,22 +54,23 @@ def case(tokens, config, experts, dense):
             "packed_TFLOP_s": round(flops / packed_ms / 1e9, 1), "dense_TFLOP_s": round(flops / dense_ms / 1e9, 1)}
 
 
-def sweep(tokens, config, experts, kind):
+def sweep(tokens, config, experts, kind, choices=None):
     x = torch.randn(tokens, config.hidden_size, device="cuda", dtype=torch.bfloat16)
     weights, indices = torch.topk(torch.randn(tokens, config.num_local_experts, device="cuda"), 4)
+    weights = weights.to(torch.bfloat16)
     saved = dict(mxfp4_moe.CONFIGS)
     results = []
-    for choice in SWEEP[kind]:
+    for choice in choices or SWEEP[kind]:
         mxfp4_moe.CONFIGS[kind] = choice
         try:
-            ms = triton.testing.do_bench(lambda: experts(x, weights.to(torch.bfloat16), indices), warmup=20, rep=100,
+            ms = triton.testing.do_bench(lambda: experts(x, weights, indices), warmup=20, rep=100,
                                          return_mode="median")
-            results.append((round(ms, 4), choice))
-        except Exception as error:  # a tile too big for shared memory: skip it, say so
-            results.append((float("inf"), f"{choice}: {type(error).__name__}"))
+            results.append((round(ms, 4), list(choice)))
+        except Exception as error:  # a tile too big for shared memory, a variant this Triton lacks: skip, say so
+            results.append((float("inf"), f"{list(choice)}: {type(error).__name__}: {str(error)[:120]}"))
     mxfp4_moe.CONFIGS.update(saved)
     results.sort(key=lambda r: r[0])
-    return {"tokens": tokens, "kind": kind, "best": results[:5], "current": saved[kind]}
+    return {"tokens": tokens, "kind": kind, "best": results[:8], "all": results, "current": list(saved[kind])}
 
 
 def main():
@@ -82,12 +92,23 @@ def main():
         for tokens in (1, 8, 2048):
             result["cases"].append(case(tokens, config, experts, dense))
             print(json.dumps(result["cases"][-1]), flush=True)
+            save(result, args.json)
         if not args.no_sweep:
             for tokens, kind in ((1, "one_row"), (8, "small"), (2048, "large")):
                 result["sweeps"].append(sweep(tokens, config, experts, kind))
-                print(json.dumps(result["sweeps"][-1]), flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
+                print(json.dumps({k: v for k, v in result["sweeps"][-1].items() if k != "all"}), flush=True)
+                save(result, args.json)
+                if kind == "one_row" and result["sweeps"][-1]["best"][0][0] < float("inf"):
+                    best = mxfp4_moe.TileConfig(*result["sweeps"][-1]["best"][0][1])
+                    result["sweeps"].append(sweep(tokens, config, experts, kind, second_round(best)))
+                    print(json.dumps({k: v for k, v in result["sweeps"][-1].items() if k != "all"}), flush=True)
+                    save(result, args.json)
+
+
+def save(result, path):
+    """After every step: a run cut short by a time limit still leaves what it measured."""
+    if path:
+        with open(path, "w") as f:
             json.dump(result, f, indent=2)
 
 

@@ -44,18 +44,18 @@ def test_20b_shaped_layer_against_dequantize_then_matmul(tokens):
     assert rel(got[rows], want) <= 1e-2
 
 
-@pytest.fixture(scope="module")
-def small_pair():
-    """A bf16 model with packed experts and the same model with those experts dequantized, on CUDA."""
+def build_pair(std: float, dtype: torch.dtype):
+    """A model with packed experts and the same model with those experts dequantized, on CUDA: random weights of
+    standard deviation `std` (vectors 0.5), the experts quantized to MXFP4 and copied back exactly."""
     from gptoss_convert.mxfp4 import quantize
 
     torch.manual_seed(0)
     config = GPTOss_Small(implementation="fast")
-    dense = GPTOssModelFull(config, device="cuda", dtype=torch.bfloat16).eval()
+    dense = GPTOssModelFull(config, device="cuda", dtype=dtype).eval()
     with torch.no_grad():
         for p in dense.parameters():
-            p.normal_(0, 0.3 if p.dim() > 1 else 0.5)
-    packed = GPTOssModelFull(config, device="cuda", dtype=torch.bfloat16).eval()
+            p.normal_(0, std if p.dim() > 1 else 0.5)
+    packed = GPTOssModelFull(config, device="cuda", dtype=dtype).eval()
     use_packed_experts(packed)
     state = dense.state_dict()
     for i, layer in enumerate(dense.model.layers):
@@ -70,10 +70,16 @@ def small_pair():
     with torch.no_grad():  # the dense model gets exactly the packed weights
         for i, layer in enumerate(dense.model.layers):
             for e in range(config.num_local_experts):
-                gate_up, down = packed.model.layers[i].mlp.experts.dequantized(e, torch.bfloat16)
+                gate_up, down = packed.model.layers[i].mlp.experts.dequantized(e, dtype)
                 layer.mlp.experts.gate_up_proj[e].copy_(gate_up)
                 layer.mlp.experts.down_proj[e].copy_(down)
     return dense, packed
+
+
+@pytest.fixture(scope="module")
+def small_pair():
+    """bf16, weights of std 0.3: large activations, so that bf16 rounding shows in the logits."""
+    return build_pair(0.3, torch.bfloat16)
 
 
 def test_packed_logits_within_bf16_rounding_of_dequantized(small_pair):
@@ -92,22 +98,34 @@ def test_packed_logits_within_bf16_rounding_of_dequantized(small_pair):
     assert top1[1] >= top1[0] - 0.02, summary
 
 
-@pytest.mark.xfail(strict=False, reason="failed on the H200 on 2026-12-01 (float32 greedy tokens diverged within 64 steps: "
-                   "the fused kernel sums in another order than dequantize-then-matmul, and this random model's "
-                   "near-flat distributions turn rounding into a different argmax); issue 13 stays open on it")
-def test_packed_greedy_64_steps_equal_dequantized(small_pair):
-    """float32: the same tokens for 64 steps. bf16: the two round differently (the fused SwiGLU rounds once), and on
-    this random model a near-tie flipped the very first token on the H200 (2026-12-01), so bf16 is held to the
-    logits test above and here only reported."""
+def test_packed_greedy_64_steps_equal_dequantized():
+    """float32: the same 64 greedy tokens. Weights of std 0.1: with std 0.3 (the bf16 fixture) this small random
+    model is chaotic, and float32 rounding differences of ~1e-7 grow to ~1e-5 of the logits along the sequence
+    (measured on the CPU through Triton's interpreter: 1.1e-4 of 11.9, against a smallest top-2 gap of 5e-3), so a
+    near-tie may flip a token there (as on the H200 on 2026-12-01); with std 0.1 the logits differ by ~2e-6 and
+    the smallest top-2 gap over 64 steps is 600-2000 times that. A flip is reported with the margin it crossed."""
+    dense, packed = build_pair(0.1, torch.float32)
+    ids = torch.randint(0, dense.config.vocab_size, (1, 16), device="cuda")
+    want, got = dense.generate(ids, 64), packed.generate(ids, 64)
+    with torch.no_grad():
+        logits = dense(input_ids=want)[0, 15:-1].float()  # [64, V]: the logits each greedy step chose from
+        diff = (packed(input_ids=want)[0, 15:-1].float() - logits).abs().max().item()
+    gap = logits.topk(2, -1).values.diff(dim=-1).abs().min().item()
+    steps = (got != want).nonzero()[:, 1]
+    first = (steps.min().item() - 16) if len(steps) else None
+    assert first is None, f"tokens differ from step {first}; logits differ by up to {diff:.2e}, smallest top-2 gap {gap:.2e}"
+    assert diff <= 1e-4 * logits.abs().max().item(), f"logits differ by {diff:.2e}"
+
+
+def test_bf16_greedy_agreement_is_reported(small_pair):
+    """bf16: the two round differently (the fused SwiGLU rounds once), and on this random model a near-tie flipped
+    the very first token on the H200 (2026-12-01), so bf16 is held to the logits test above; here the agreement
+    is printed, and must not be zero."""
     dense, packed = small_pair
     ids = torch.randint(0, dense.config.vocab_size, (1, 16), device="cuda")
-    bf16_agree = (packed.generate(ids, 64) == dense.generate(ids, 64)).float().mean().item()
-    print(f"bf16 greedy tokens agreeing over 64 steps: {bf16_agree:.3f}")
-    try:
-        dense.float(), packed.float()
-        assert torch.equal(packed.generate(ids, 64), dense.generate(ids, 64))
-    finally:
-        dense.bfloat16(), packed.bfloat16()
+    agree = (packed.generate(ids, 64) == dense.generate(ids, 64)).float().mean().item()
+    print(f"bf16 greedy tokens agreeing over 64 steps: {agree:.3f}")
+    assert agree > 0.2  # the 16 prompt tokens alone are 0.2
 
 
 def test_cuda_graph_decoder_with_packed_experts(small_pair):

@@ -20,20 +20,38 @@ tests/test_mxfp4_kernels.py) and on CUDA (tests/test_gpu_mxfp4.py).
 """
 
 import os
+from typing import NamedTuple
 
 import torch
 import triton
 import triton.language as tl
 
-# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) by case: the best of scripts/bench_mxfp4_kernels.py's sweep on
-# the H200 (docs/benchmarks.md, "Packed MXFP4 experts"; docs/results/mxfp4-kernels-h200-2026-12-01-sweep.json)
+
+class TileConfig(NamedTuple):
+    """How a launch cuts its work: rows, output columns and input columns a program takes per step, warps and
+    pipeline stages. split_k > 1 (one-row tiles) also shares a row's input columns among split_k programs, which
+    write float32 partial sums that `_splitk_finish_kernel` adds up in a fixed order (deterministic). decode:
+    "bits" builds each weight's float32 bits by arithmetic (`_e2m1`), "f16" places the code's bits in a float16
+    that the hardware converts (`_e2m1_f16`: fewer instructions), "scaled" hands the packed tile and its scales to
+    Triton's tl.dot_scaled (tensor-core tiles of a bf16 model; it multiplies in bf16, so float32 uses "bits")."""
+    block_m: int
+    block_n: int
+    block_k: int
+    warps: int
+    stages: int
+    split_k: int = 1
+    decode: str = "bits"
+
+
+# the best of scripts/bench_mxfp4_kernels.py's sweep on the H200 (docs/benchmarks.md, "Packed MXFP4 experts")
 CONFIGS = {
-    "one_row": (1, 32, 256, 4, 3),
-    "small": (16, 32, 64, 4, 3),
-    "large": (128, 64, 64, 8, 3),
+    "one_row": TileConfig(1, 32, 256, 4, 3),
+    "small": TileConfig(16, 32, 64, 4, 3),
+    "large": TileConfig(128, 64, 64, 8, 3),
 }
 SMALL_ROWS = 256  # up to this many (token, expert) rows, the "small" tiles
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"  # Triton's CPU interpreter (tests)
+F16_DECODE_SCALE = tl.constexpr(16384.0)  # _e2m1_f16's values are the E2M1 values times 2^-14
 
 
 @triton.jit
@@ -47,6 +65,15 @@ def _e2m1(codes):
 
 
 @triton.jit
+def _e2m1_f16(codes):
+    """FP4 E2M1 codes -> their values times 2^-14, as float32: the code's exponent and mantissa bits land on a
+    float16's lowest exponent bits and top mantissa bit, so that float16 (bias 15, subnormals for exponent 0)
+    holds exactly value · 2^-14 for all 16 codes; the caller multiplies by F16_DECODE_SCALE (exact)."""
+    c = codes.to(tl.uint16)
+    return (((c & 7) << 9) | ((c & 8) << 12)).to(tl.float16, bitcast=True).to(tl.float32)
+
+
+@triton.jit
 def _e8m0(scale_bytes):
     """E8M0 scale bytes -> 2^(byte - 127) as float32, exactly (byte 0 is the float32 subnormal 2^-127)."""
     s = scale_bytes.to(tl.uint32)
@@ -55,10 +82,11 @@ def _e8m0(scale_bytes):
 
 @triton.jit
 def _matvec_step(x_ptr, x_row, blocks_ptr, scales_ptr, w_row, col_ok, k0, K,
-                 BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    """One row: Σ over input columns k0..k0+BLOCK_K of W[w_row, k] · x[k] -> float32 [BLOCK_N]. The tile is read as
-    [BLOCK_N, groups, 16] bytes (16-byte loads), each code pair multiplies the even and the odd input column, and
-    the scale (a power of two: exact) multiplies each group's sum rather than each weight."""
+                 BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DECODE: tl.constexpr):
+    """One row: W[w_row, k] · x[k] for input columns k0..k0+BLOCK_K, summed over each group of 32 -> float32
+    [BLOCK_N, BLOCK_K/32]. The tile is read as [BLOCK_N, groups, 16] bytes (16-byte loads), each code pair
+    multiplies the even and the odd input column, and the scale (a power of two: exact) multiplies each group's
+    sum rather than each weight."""
     G: tl.constexpr = BLOCK_K // 32
     group = k0 // 32 + tl.arange(0, G)  # [G]
     byte = tl.arange(0, 16)  # [16]
@@ -70,14 +98,21 @@ def _matvec_step(x_ptr, x_row, blocks_ptr, scales_ptr, w_row, col_ok, k0, K,
     x_ok = group_ok[:, None]
     x_even = tl.load(x_ptr + x_row * K + column, mask=x_ok, other=0.0).to(tl.float32)
     x_odd = tl.load(x_ptr + x_row * K + column + 1, mask=x_ok, other=0.0).to(tl.float32)
-    partial = tl.sum(_e2m1(packed & 0x0F) * x_even[None] + _e2m1(packed >> 4) * x_odd[None], axis=2)  # [BN, G]
+    if DECODE == "f16":
+        low, high = _e2m1_f16(packed & 0x0F), _e2m1_f16(packed >> 4)
+    else:
+        low, high = _e2m1(packed & 0x0F), _e2m1(packed >> 4)
+    partial = tl.sum(low * x_even[None] + high * x_odd[None], axis=2)  # [BN, G]
+    if DECODE == "f16":
+        partial = partial * F16_DECODE_SCALE
     scale = _e8m0(tl.load(scales_ptr + w_row[:, None] * (K // 32) + group[None, :],
                           mask=col_ok[:, None] & group_ok[None, :], other=127))
-    return tl.sum(partial * scale, axis=1)
+    return partial * scale
 
 
 @triton.jit
-def _weight_tile(blocks_ptr, scales_ptr, w_row, col_ok, k0, K, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+def _weight_tile(blocks_ptr, scales_ptr, w_row, col_ok, k0, K,
+                 BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DECODE: tl.constexpr):
     """Rows w_row [BLOCK_N] (of the [E·out] weight rows), input columns k0..k0+BLOCK_K -> float32 [BN, BLOCK_K],
     for the tensor-core path: x's tile stays contiguous (vector loads), the codes are interleaved in registers."""
     byte = k0 // 2 + tl.arange(0, BLOCK_K // 2)
@@ -87,21 +122,68 @@ def _weight_tile(blocks_ptr, scales_ptr, w_row, col_ok, k0, K, BLOCK_N: tl.const
     scale = tl.load(scales_ptr + w_row[:, None] * (K // 32) + group[None, :],
                     mask=col_ok[:, None] & (group < K // 32)[None, :], other=127)  # [BN, BK/32]
     codes = tl.interleave(packed & 0x0F, packed >> 4)  # [BN, BK]: element 2j is byte j's low nibble
-    values = tl.reshape(_e2m1(codes), (BLOCK_N, BLOCK_K // 32, 32)) * _e8m0(scale)[:, :, None]
+    if DECODE == "f16":
+        values = _e2m1_f16(codes) * F16_DECODE_SCALE
+    else:
+        values = _e2m1(codes)
+    values = tl.reshape(values, (BLOCK_N, BLOCK_K // 32, 32)) * _e8m0(scale)[:, :, None]
     return tl.reshape(values, (BLOCK_N, BLOCK_K))
 
 
 @triton.jit
+def _tile_product(acc, x, blocks_ptr, scales_ptr, w_row, col_ok, k0, K,
+                  BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DECODE: tl.constexpr, DOT_FLOAT32: tl.constexpr):
+    """acc [BM, BN] += x [BM, BK] @ W[w_row, k0:k0+BK].T on the tensor cores."""
+    if DECODE == "scaled":  # Triton decodes: the packed tile [BK/2, BN] (packed along K) and its scales [BN, BK/32]
+        byte = k0 // 2 + tl.arange(0, BLOCK_K // 2)
+        group = k0 // 32 + tl.arange(0, BLOCK_K // 32)
+        packed = tl.load(blocks_ptr + w_row[None, :] * (K // 2) + byte[:, None],
+                         mask=col_ok[None, :] & (byte < K // 2)[:, None], other=0)
+        scale = tl.load(scales_ptr + w_row[:, None] * (K // 32) + group[None, :],
+                        mask=col_ok[:, None] & (group < K // 32)[None, :], other=127)
+        return tl.dot_scaled(x.to(tl.bfloat16), None, "bf16", packed, scale, "e2m1", acc)
+    w = _weight_tile(blocks_ptr, scales_ptr, w_row, col_ok, k0, K, BLOCK_N, BLOCK_K, DECODE)
+    if DOT_FLOAT32:  # float32 models, and bf16 under the interpreter (which multiplies bf16 bit patterns)
+        return acc + tl.dot(x.to(tl.float32), w.T, input_precision="ieee")
+    return acc + tl.dot(x, w.to(x.dtype).T)
+
+
+@triton.jit
+def _finish(acc, rows, row_ok, w_row, cols, col_ok, bias_ptr, out_ptr, N, alpha, limit,
+            SWIGLU: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, COL_BLOCK):
+    """Round the float32 sums to the output dtype, add the bias (then round: parity with matmul-then-bias), apply
+    the clamped SwiGLU if asked (columns interleave gate and up, docs/model.md; the steps of
+    model.clamped_swiglu), and store rows × columns."""
+    out_dtype = out_ptr.dtype.element_ty
+    bias = tl.load(bias_ptr + w_row, mask=col_ok, other=0.0).to(tl.float32)
+    h = (acc.to(out_dtype).to(tl.float32) + bias[None, :]).to(out_dtype).to(tl.float32)
+    if SWIGLU:
+        gate, up = tl.split(tl.reshape(h, (BLOCK_M, BLOCK_N // 2, 2)))
+        gate = tl.minimum(gate, limit)
+        up = tl.minimum(tl.maximum(up, -limit), limit)
+        h = (up + 1.0) * (gate * tl.sigmoid(gate * alpha))
+        cols = COL_BLOCK * (BLOCK_N // 2) + tl.arange(0, BLOCK_N // 2)
+        col_ok = cols < N // 2
+        width = N // 2
+    else:
+        width = N
+    tl.store(out_ptr + rows[:, None].to(tl.int64) * width + cols[None, :], h.to(out_dtype),
+             mask=row_ok[:, None] & col_ok[None, :])
+
+
+@triton.jit
 def _moe_mxfp4_kernel(
-    x_ptr, x_row_ptr, blocks_ptr, scales_ptr, bias_ptr, out_ptr,
+    x_ptr, x_row_ptr, blocks_ptr, scales_ptr, bias_ptr, out_ptr, partial_ptr,
     tile_expert_ptr, tile_start_ptr, tile_end_ptr,
-    N, K, alpha, limit,
+    N, K, R, alpha, limit,
     GATHER: tl.constexpr, SWIGLU: tl.constexpr, ONE_ROW: tl.constexpr, DOT_FLOAT32: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
+    DECODE: tl.constexpr,
 ):
     """x [X, K] (rows picked by x_row [R] when GATHER, else x row = r), blocks [E, N, K/32, 16], scales [E, N, K/32],
     bias [E, N] -> out [R, N] (or [R, N/2] after the SwiGLU). Tile t covers rows tile_start[t]..tile_end[t]-1, all
-    of expert tile_expert[t]; an empty tile does nothing. ONE_ROW tiles hold one row each (BLOCK_M = 1)."""
+    of expert tile_expert[t]; an empty tile does nothing. ONE_ROW tiles hold one row each (BLOCK_M = 1); with
+    SPLIT_K > 1 program (t, n, s) sums its share s of the input columns into partial [SPLIT_K, R, N] instead."""
     tile = tl.program_id(0)
     expert = tl.load(tile_expert_ptr + tile).to(tl.int64)
     start = tl.load(tile_start_ptr + tile)
@@ -117,34 +199,45 @@ def _moe_mxfp4_kernel(
     cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     col_ok = cols < N
     w_row = expert * N + cols
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        if ONE_ROW:  # a matrix-vector product: memory-bound, no tensor cores needed
-            x_row = tl.sum(x_rows)  # the one row
-            acc += _matvec_step(x_ptr, x_row, blocks_ptr, scales_ptr, w_row, col_ok, k0, K, BLOCK_N, BLOCK_K)[None, :]
-        else:
+    share = tl.cdiv(tl.cdiv(K, BLOCK_K), SPLIT_K) * BLOCK_K  # input columns per split
+    k_first = tl.program_id(2) * share
+    k_last = tl.minimum(k_first + share, K)
+    if ONE_ROW:  # a matrix-vector product: memory-bound, no tensor cores needed; groups summed once at the end
+        x_row = tl.sum(x_rows)  # the one row
+        groups = tl.zeros((BLOCK_N, BLOCK_K // 32), dtype=tl.float32)
+        for k0 in range(k_first, k_last, BLOCK_K):
+            groups += _matvec_step(x_ptr, x_row, blocks_ptr, scales_ptr, w_row, col_ok, k0, K, BLOCK_N, BLOCK_K,
+                                   DECODE)
+        acc = tl.sum(groups, axis=1)[None, :]
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for k0 in range(k_first, k_last, BLOCK_K):
             k = k0 + tl.arange(0, BLOCK_K)
             x = tl.load(x_ptr + x_rows[:, None] * K + k[None, :], mask=row_ok[:, None] & (k < K)[None, :], other=0.0)
-            w = _weight_tile(blocks_ptr, scales_ptr, w_row, col_ok, k0, K, BLOCK_N, BLOCK_K)
-            if DOT_FLOAT32:  # float32 models, and bf16 under the interpreter (which multiplies bf16 bit patterns)
-                acc += tl.dot(x.to(tl.float32), w.T, input_precision="ieee")
-            else:
-                acc += tl.dot(x, w.to(x.dtype).T)
-    out_dtype = out_ptr.dtype.element_ty
-    bias = tl.load(bias_ptr + w_row, mask=col_ok, other=0.0).to(tl.float32)
-    h = (acc.to(out_dtype).to(tl.float32) + bias[None, :]).to(out_dtype).to(tl.float32)  # parity: matmul, then bias
-    if SWIGLU:  # columns interleave gate and up (docs/model.md); same steps as model.clamped_swiglu
-        gate, up = tl.split(tl.reshape(h, (BLOCK_M, BLOCK_N // 2, 2)))
-        gate = tl.minimum(gate, limit)
-        up = tl.minimum(tl.maximum(up, -limit), limit)
-        h = (up + 1.0) * (gate * tl.sigmoid(gate * alpha))
-        cols = tl.program_id(1) * (BLOCK_N // 2) + tl.arange(0, BLOCK_N // 2)
-        col_ok = cols < N // 2
-        width = N // 2
+            acc = _tile_product(acc, x, blocks_ptr, scales_ptr, w_row, col_ok, k0, K, BLOCK_N, BLOCK_K, DECODE,
+                                DOT_FLOAT32)
+    if SPLIT_K > 1:
+        at = (tl.program_id(2) * R + rows[:, None].to(tl.int64)) * N + cols[None, :]
+        tl.store(partial_ptr + at, acc, mask=row_ok[:, None] & col_ok[None, :])
     else:
-        width = N
-    tl.store(out_ptr + rows[:, None].to(tl.int64) * width + cols[None, :], h.to(out_dtype),
-             mask=row_ok[:, None] & col_ok[None, :])
+        _finish(acc, rows, row_ok, w_row, cols, col_ok, bias_ptr, out_ptr, N, alpha, limit,
+                SWIGLU, BLOCK_M, BLOCK_N, tl.program_id(1))
+
+
+@triton.jit
+def _splitk_finish_kernel(partial_ptr, row_expert_ptr, bias_ptr, out_ptr, N, R, alpha, limit,
+                          SWIGLU: tl.constexpr, SPLIT_K: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Row r, a block of columns: add the SPLIT_K partial sums in order, then _finish (bias, SwiGLU, store)."""
+    row = tl.program_id(0)
+    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    col_ok = cols < N
+    acc = tl.zeros((1, BLOCK_N), dtype=tl.float32)
+    for s in range(SPLIT_K):
+        acc += tl.load(partial_ptr + (s * R + row) * N + cols, mask=col_ok, other=0.0)[None, :]
+    w_row = tl.load(row_expert_ptr + row).to(tl.int64) * N + cols
+    rows = row + tl.arange(0, 1)
+    _finish(acc, rows, rows < R, w_row, cols, col_ok, bias_ptr, out_ptr, N, alpha, limit,
+            SWIGLU, 1, BLOCK_N, tl.program_id(1))
 
 
 def moe_mxfp4_linear(x, blocks, scales, bias, tiles, x_rows=None, swiglu=None, config="small"):
@@ -152,24 +245,32 @@ def moe_mxfp4_linear(x, blocks, scales, bias, tiles, x_rows=None, swiglu=None, c
 
     x [X, K] contiguous, blocks [E, N, K/32, 16] / scales [E, N, K/32] uint8, bias [E, N], tiles = (expert,
     start, end) int32 [T] each, covering rows 0..R-1 (R = len(x_rows), or X); swiglu = (alpha, limit) fuses the
-    clamped SwiGLU (out [R, N/2]). Returns out in x's dtype."""
+    clamped SwiGLU (out [R, N/2]); config: a CONFIGS key or a TileConfig. Returns out in x's dtype."""
     E, N, G, _ = blocks.shape
     K = G * 32
     rows = x_rows.shape[0] if x_rows is not None else x.shape[0]
     out = torch.empty(rows, N // 2 if swiglu else N, dtype=x.dtype, device=x.device)
-    block_m, block_n, block_k, warps, stages = CONFIGS[config]
     one_row = config == "one_row"
-    if one_row:
-        block_m = 1
+    tile = CONFIGS[config] if isinstance(config, str) else config
+    block_m = 1 if one_row else tile.block_m
+    split_k = tile.split_k if one_row else 1
+    decode = "bits" if tile.decode == "scaled" and (one_row or x.dtype == torch.float32) else tile.decode  # bf16 only
+    partial = torch.empty(split_k, rows, N, dtype=torch.float32, device=x.device) if split_k > 1 else out
     expert, start, end = tiles
-    grid = (expert.shape[0], triton.cdiv(N, block_n))
+    grid = (expert.shape[0], triton.cdiv(N, tile.block_n), split_k)
     alpha, limit = swiglu if swiglu else (0.0, 0.0)
     _moe_mxfp4_kernel[grid](
-        x, x_rows if x_rows is not None else x, blocks, scales, bias, out, expert, start, end, N, K, alpha, limit,
+        x, x_rows if x_rows is not None else x, blocks, scales, bias, out, partial, expert, start, end,
+        N, K, rows, alpha, limit,
         GATHER=x_rows is not None, SWIGLU=swiglu is not None, ONE_ROW=one_row,
         DOT_FLOAT32=x.dtype == torch.float32 or INTERPRETED,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=warps, num_stages=stages,
+        BLOCK_M=block_m, BLOCK_N=tile.block_n, BLOCK_K=tile.block_k, SPLIT_K=split_k, DECODE=decode,
+        num_warps=tile.warps, num_stages=tile.stages,
     )
+    if split_k > 1:  # one-row tiles: row r is tile r, of expert expert[r]
+        _splitk_finish_kernel[(rows, triton.cdiv(N, 64))](
+            partial, expert, bias, out, N, rows, alpha, limit,
+            SWIGLU=swiglu is not None, SPLIT_K=split_k, BLOCK_N=64, num_warps=2)
     return out
 
 
