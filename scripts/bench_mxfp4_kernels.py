@@ -25,7 +25,7 @@ T = mxfp4_moe.TileConfig
 # tiles are swept in two rounds: tile shape × warps × decoding, then the best of those with split_k × stages.
 SWEEP = {
     "one_row": [T(1, n, k, w, 3, 1, d) for n, k, w, d in
-                itertools.product((16, 32, 64), (128, 256, 512), (2, 4, 8), ("bits", "f16"))],
+                itertools.product((16, 32, 64), (256, 512, 1024), (2, 4, 8), ("bits", "f16"))],
     "small": [T(16, n, k, 4, 3, 1, d) for n, k, d in itertools.product((32, 64), (64, 128), ("bits", "f16", "scaled"))],
     "large": [T(m, n, k, 8, 3, 1, d) for (m, n, k), d in
               itertools.product(((128, 64, 64), (128, 128, 64), (64, 128, 128)), ("bits", "f16", "scaled"))],
@@ -36,6 +36,17 @@ def second_round(best: "mxfp4_moe.TileConfig"):
     return [best._replace(split_k=s, stages=st) for s, st in itertools.product((1, 2, 3, 4, 6), (2, 3, 4))]
 
 
+GRAPH = False  # --graph: time CUDA-graph replays (GPU time only, as the decoder runs), not eager launches
+
+
+def timed(fn) -> float:
+    """Milliseconds per call: the median of eager calls (Python and launch overhead included), or with --graph
+    the mean of CUDA-graph replays (what the CUDA-graph decoder pays)."""
+    if GRAPH:
+        return triton.testing.do_bench_cudagraph(fn, rep=100)
+    return triton.testing.do_bench(fn, warmup=20, rep=100, return_mode="median")
+
+
 def case(tokens, config, experts, dense):
     x = torch.randn(tokens, config.hidden_size, device="cuda", dtype=torch.bfloat16)
     weights, indices = torch.topk(torch.randn(tokens, config.num_local_experts, device="cuda"), 4)
@@ -44,10 +55,8 @@ def case(tokens, config, experts, dense):
     per_expert = 3 * config.hidden_size * config.intermediate_size
     packed_bytes = chosen * per_expert * 17 / 32  # 4 bits + 1 scale byte per 32
     flops = 2 * tokens * 4 * per_expert
-    packed_ms = triton.testing.do_bench(lambda: experts(x, weights, indices), warmup=50, rep=300,
-                                        return_mode="median")
-    dense_ms = triton.testing.do_bench(lambda: grouped_experts(dense, x, weights, indices), warmup=50, rep=300,
-                                       return_mode="median")
+    packed_ms = timed(lambda: experts(x, weights, indices))
+    dense_ms = timed(lambda: grouped_experts(dense, x, weights, indices))
     return {"tokens": tokens, "experts_read": chosen, "packed_ms": round(packed_ms, 4),
             "dense_bf16_ms": round(dense_ms, 4), "packed_GB_s": round(packed_bytes / packed_ms / 1e6, 1),
             "dense_GB_s": round(chosen * per_expert * 2 / dense_ms / 1e6, 1),
@@ -63,8 +72,7 @@ def sweep(tokens, config, experts, kind, choices=None):
     for choice in choices or SWEEP[kind]:
         mxfp4_moe.CONFIGS[kind] = choice
         try:
-            ms = triton.testing.do_bench(lambda: experts(x, weights, indices), warmup=20, rep=100,
-                                         return_mode="median")
+            ms = timed(lambda: experts(x, weights, indices))
             results.append((round(ms, 4), list(choice)))
         except Exception as error:  # a tile too big for shared memory, a variant this Triton lacks: skip, say so
             results.append((float("inf"), f"{list(choice)}: {type(error).__name__}: {str(error)[:120]}"))
@@ -77,7 +85,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json")
     parser.add_argument("--no-sweep", action="store_true")
+    parser.add_argument("--graph", action="store_true", help="time CUDA-graph replays instead of eager calls")
+    parser.add_argument("--kinds", nargs="+", default=["one_row", "small", "large"], choices=list(SWEEP))
+    parser.add_argument("--tokens", type=int, nargs="+", default=[1, 8, 2048])
     args = parser.parse_args()
+    global GRAPH
+    GRAPH = args.graph
     config = GPTOss_20B(num_hidden_layers=1)
     torch.manual_seed(0)
     experts = fill_random_(MXFP4Experts(config, device="cuda", dtype=torch.bfloat16))
@@ -89,12 +102,14 @@ def main():
             dense.down_proj[e].copy_(down)
     result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "cases": [], "sweeps": []}
     with torch.no_grad():
-        for tokens in (1, 8, 2048):
+        for tokens in args.tokens:
             result["cases"].append(case(tokens, config, experts, dense))
             print(json.dumps(result["cases"][-1]), flush=True)
             save(result, args.json)
         if not args.no_sweep:
             for tokens, kind in ((1, "one_row"), (8, "small"), (2048, "large")):
+                if kind not in args.kinds:
+                    continue
                 result["sweeps"].append(sweep(tokens, config, experts, kind))
                 print(json.dumps({k: v for k, v in result["sweeps"][-1].items() if k != "all"}), flush=True)
                 save(result, args.json)

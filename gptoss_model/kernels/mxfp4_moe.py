@@ -43,11 +43,12 @@ class TileConfig(NamedTuple):
     decode: str = "bits"
 
 
-# the best of scripts/bench_mxfp4_kernels.py's sweep on the H200 (docs/benchmarks.md, "Packed MXFP4 experts")
+# the best of scripts/bench_mxfp4_kernels.py's sweeps on the H200 (docs/benchmarks.md, "Packed MXFP4 experts";
+# docs/results/mxfp4-kernels-h200-2026-12-01-session2-*.json)
 CONFIGS = {
-    "one_row": TileConfig(1, 32, 256, 4, 3),
-    "small": TileConfig(16, 32, 64, 4, 3),
-    "large": TileConfig(128, 64, 64, 8, 3),
+    "one_row": TileConfig(1, 16, 512, 4, 3, 1, "f16"),
+    "small": TileConfig(16, 64, 128, 4, 3, 1, "bits"),
+    "large": TileConfig(128, 128, 64, 8, 3, 1, "f16"),
 }
 SMALL_ROWS = 256  # up to this many (token, expert) rows, the "small" tiles
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"  # Triton's CPU interpreter (tests)
