@@ -43,8 +43,10 @@ def goldens(model, out, prompts, token_ids, dtype, device, reference, force, qui
     manifest = read_manifest(path)
     size = sum(manifest["files"][name]["size"] for name in (INPUTS, EXPECTED))
     rows = sum(len(p["token_ids"]) for p in manifest["prompts"])
-    click.echo(f"wrote {path}: {len(manifest['tensors'])} tensors, {rows} rows of {len(manifest['prompts'])} prompt(s), "
-               f"{size:,} bytes ({dtype}, reference {manifest['reference']['name']} {manifest['reference']['version']})")
+    checked = manifest["tensors"]["components.rows"]["shape"][0]
+    click.echo(f"wrote {path}: {len(manifest['tensors'])} tensors, {rows} rows of {len(manifest['prompts'])} prompt(s) "
+               f"(components at {checked} checked rows), {size:,} bytes ({dtype}, reference "
+               f"{manifest['reference']['name']} {manifest['reference']['version']})")
 
 
 @click.command()
