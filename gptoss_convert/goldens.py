@@ -66,7 +66,7 @@ def checked_rows(config: dict, lengths: list[int], budget: int = COMPONENT_BUDGE
         return list(range(sum(lengths)))
     required, start = set(), 0
     for n in lengths:
-        near_window = range(W - 2, min(W + 3, n)) if n > W else ()
+        near_window = range(max(0, W - 2), min(W + 3, n)) if n > W else ()
         required |= {start + p for p in (*range(min(FIRST_POSITIONS, n)), n - 1, *near_window)}
         start += n
     rest = [r for r in range(sum(lengths)) if r not in required]
