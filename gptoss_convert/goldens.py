@@ -55,13 +55,19 @@ def logit_rows(lengths: list[int], vocab_size: int) -> list[int]:
     return rows
 
 
-def checked_rows(config: dict, lengths: list[int], budget: int = COMPONENT_BUDGET) -> list[int]:
-    """Rows (into the T stacked rows) at which every layer's components are kept: all of them when
-    rows × layers × (2H + E + 2K) fits `budget`, else as many as fit (at least the required ones): of each prompt its
-    first FIRST_POSITIONS positions, its last, and positions W-2..W+2 when it is longer than W (a window bug starts
-    at W, so each component still names it there), the rest spread evenly over the remaining rows."""
-    H, L, W = config["hidden_size"], config["num_hidden_layers"], config["sliding_window"]
-    count = budget // (L * (2 * H + config["num_local_experts"] + 2 * config["num_experts_per_tok"]))
+def checked_count(config: dict) -> int:
+    """How many checked rows COMPONENT_BUDGET allows: budget // (layers × (2H + E + 2K)) (45 for 20b, 29 for 120b)."""
+    per_row = 2 * config["hidden_size"] + config["num_local_experts"] + 2 * config["num_experts_per_tok"]
+    return COMPONENT_BUDGET // (config["num_hidden_layers"] * per_row)
+
+
+def checked_rows(config: dict, lengths: list[int], count: int | None = None) -> list[int]:
+    """Rows (into the T stacked rows) at which every layer's components are kept: all of them when T <= count
+    (default checked_count(config): all rows unless the goldens would be large), else `count` rows, never fewer than
+    the required ones: of each prompt its first FIRST_POSITIONS positions, its last, and positions W-2..W+2 when it is
+    longer than W (a window bug starts at W, so each component still names it there); the rest spread evenly over
+    the remaining rows."""
+    count, W = checked_count(config) if count is None else count, config["sliding_window"]
     if sum(lengths) <= count:
         return list(range(sum(lengths)))
     required, start = set(), 0
@@ -75,15 +81,16 @@ def checked_rows(config: dict, lengths: list[int], budget: int = COMPONENT_BUDGE
     return sorted(required | spread)
 
 
-def estimate_bytes(config: dict, lengths: list[int], dtype: str, budget: int = COMPONENT_BUDGET) -> dict:
+def estimate_bytes(config: dict, lengths: list[int], dtype: str, checked: int | None = None) -> dict:
     """The size of goldens, from the config and the prompt lengths, without recording them (safetensors headers
     excluded: a few KB). T rows; per layer the input [T, H] (the layer output is the next input, stored once), and
     at the C checked rows the attention and MoE outputs [C, H], router logits [C, E], top-k indices (int64) and
-    weights [C, K]; the final norm's input and output [T, H]; the logits at the kept rows [R, V]."""
+    weights [C, K]; the final norm's input and output [T, H]; the logits at the kept rows [R, V]. `checked`: as
+    checked_rows()'s count."""
     width = 4 if dtype == "float32" else 2
     T, H, L = sum(lengths), config["hidden_size"], config["num_hidden_layers"]
     E, K, V = config["num_local_experts"], config["num_experts_per_tok"], config["vocab_size"]
-    R, C = len(logit_rows(lengths, V)), len(checked_rows(config, lengths, budget))
+    R, C = len(logit_rows(lengths, V)), len(checked_rows(config, lengths, checked))
     inputs = 3 * T * 8 + R * 8 + C * 8 + (L + 1) * T * H * width
     per_layer = 2 * C * H * width + C * E * width + C * K * (8 + width)
     expected = L * per_layer + T * H * width + R * V * width
@@ -92,9 +99,9 @@ def estimate_bytes(config: dict, lengths: list[int], dtype: str, budget: int = C
 
 
 def record_goldens(model, out, dtype="float32", device="auto", prompts=None, token_ids_file=None, force=False,
-                   reference="transformers", progress=True, budget=COMPONENT_BUDGET) -> Path:
+                   reference="transformers", progress=True, checked=None) -> Path:
     """Run the reference over the prompts, layer by layer (each fed its own previous output), and write goldens.
-    `budget`: COMPONENT_BUDGET, which decides the checked rows (checked_rows())."""
+    `checked`: how many checked rows (None: checked_rows()'s rule)."""
     from gptoss_convert.candidates import load_reference
     from gptoss_convert.columns import Implementation
 
@@ -107,13 +114,13 @@ def record_goldens(model, out, dtype="float32", device="auto", prompts=None, tok
         raise CandidateError(f"reference {reference}: does not provide {missing[0]}; goldens need every component")
     lengths = [len(p["token_ids"]) for p in prompt_list]
     rows = torch.tensor(logit_rows(lengths, session.config.vocab_size), dtype=torch.int64)
-    checked = torch.tensor(checked_rows(checkpoint["config"], lengths, budget), dtype=torch.int64)
+    kept = torch.tensor(checked_rows(checkpoint["config"], lengths, checked), dtype=torch.int64)
     inputs = {"token_ids": session.token_ids, "positions": session.positions, "prompt": session.prompt,
-              "logits.rows": rows, "components.rows": checked, **inputs}
+              "logits.rows": rows, "components.rows": kept, **inputs}
     expected = {name: t for name, t in outputs.items() if name not in aliases(session.config.num_hidden_layers)}
     expected["logits"] = outputs["logits"][rows].contiguous()
     for name in (layer_name(i, c) for i in range(session.config.num_hidden_layers) for c in CHECKED):
-        expected[name] = expected[name][checked].contiguous()
+        expected[name] = expected[name][kept].contiguous()
     _check_aliases(inputs, outputs, session.config.num_hidden_layers)
     manifest = _manifest(checkpoint, prompt_list, dtype, session.device, described, inputs, expected,
                          session.config.num_hidden_layers)

@@ -16,15 +16,14 @@ from safetensors.torch import save_file
 from gptoss_convert.cli import cli
 from gptoss_convert.errors import InputError
 from gptoss_convert.gate import Thresholds
-from gptoss_convert.goldens import FIRST_POSITIONS, checked_rows, default_lengths, estimate_bytes, record_goldens
+from gptoss_convert.goldens import FIRST_POSITIONS, checked_count, checked_rows, default_lengths, estimate_bytes
 from gptoss_convert.goldens_compare import verify_goldens
 from gptoss_convert.goldens_files import CHECKED, EXPECTED, INPUTS, MANIFEST, load_goldens, resolve_goldens
 from gptoss_model import GPTOss_20B, GPTOss_120B
 from tests.load_file import load_module
 
 MUTANT_DIR = Path(__file__).parent / "mutants"
-TINY_PER_ROW = 4 * (2 * 64 + 4 + 2 * 2)  # layers × (2H + E + 2K) of the tiny checkpoint
-KEPT = 16  # of its 24 rows (4 + 20 tokens): the 14 required ones and 2 spread
+KEPT = 16  # of the tiny goldens' 24 rows (4 + 20 tokens): the 14 required ones and 2 spread
 
 
 def _required_positions(length: int, window: int) -> set[int]:
@@ -34,8 +33,12 @@ def _required_positions(length: int, window: int) -> set[int]:
 
 @pytest.fixture(scope="module")
 def subset(tmp_path_factory):
-    """Tiny goldens recorded with a small budget: components at 16 of the 24 rows."""
-    return record_goldens("tiny", tmp_path_factory.mktemp("subset") / "g", progress=False, budget=KEPT * TINY_PER_ROW)
+    """Tiny goldens with components at 16 of the 24 rows (`goldens --checked-rows 16`)."""
+    out = tmp_path_factory.mktemp("subset") / "g"
+    result = CliRunner().invoke(cli, ["goldens", "--out", str(out), "--checked-rows", str(KEPT), "-q"])
+    assert result.exit_code == 0, result.output
+    assert "24 rows of 2 prompt(s) (components at 16 checked rows)" in result.stdout
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +53,7 @@ def test_20b_float32_goldens_stay_under_100_mb_and_check_the_window_edge():
     config = GPTOss_20B().to_hf_config()
     lengths = list(default_lengths(config["sliding_window"]))
     estimate = estimate_bytes(config, lengths, "float32")
-    assert estimate["total"] < 90_000_000 and estimate["checked_rows"] < estimate["rows"]
+    assert estimate["total"] < 90_000_000 and estimate["checked_rows"] == checked_count(config) < estimate["rows"]
     rows = checked_rows(config, lengths)
     window, short = config["sliding_window"], lengths[0]
     assert {0, 1, 2, 3, short - 1} <= set(rows)  # the short prompt: its start and its last row
@@ -64,10 +67,8 @@ def test_20b_float32_goldens_stay_under_100_mb_and_check_the_window_edge():
 @settings(max_examples=200, deadline=None, derandomize=True, database=None)
 @given(lengths=st.lists(st.integers(1, 60), min_size=1, max_size=4), window=st.integers(1, 40),
        count=st.integers(0, 200))
-def test_checked_rows_keep_the_required_rows_and_fill_the_budget(lengths, window, count):
-    config = {"hidden_size": 1, "num_hidden_layers": 1, "sliding_window": window, "num_local_experts": 2,
-              "num_experts_per_tok": 1}  # 2H + E + 2K = 6 elements per row and layer
-    rows = checked_rows(config, lengths, budget=6 * count)
+def test_checked_rows_keep_the_required_rows_and_the_count_asked(lengths, window, count):
+    rows = checked_rows({"sliding_window": window}, lengths, count)
     total = sum(lengths)
     assert rows == sorted(set(rows)) and all(0 <= r < total for r in rows)
     start, required = 0, set()
@@ -93,7 +94,7 @@ def test_subset_goldens_store_components_at_the_checked_rows_only(subset):
     assert goldens.expected["layers.2.layer_output"].shape == (24, 64)
     size = sum(goldens.manifest["files"][name]["size"] for name in (INPUTS, EXPECTED))
     lengths = [len(p["token_ids"]) for p in goldens.manifest["prompts"]]
-    estimate = estimate_bytes(goldens.manifest["checkpoint"]["config"], lengths, "float32", KEPT * TINY_PER_ROW)
+    estimate = estimate_bytes(goldens.manifest["checkpoint"]["config"], lengths, "float32", KEPT)
     assert estimate["checked_rows"] == KEPT and estimate["total"] <= size <= estimate["total"] + 8_000
 
 
@@ -171,3 +172,8 @@ def test_goldens_of_another_format_version_are_an_input_error(tmp_path, every_ro
     result = _compare(tmp_path, goldens, every_row_outputs)
     assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
     assert "format_version 1" in result.stderr
+
+
+def test_checked_rows_option_must_be_positive(tmp_path):
+    result = CliRunner().invoke(cli, ["goldens", "--out", str(tmp_path / "g"), "--checked-rows", "0", "-q"])
+    assert result.exit_code == 2 and "--checked-rows" in result.stderr and not (tmp_path / "g").exists()
