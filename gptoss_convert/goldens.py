@@ -2,8 +2,9 @@
 
 Streams like `verify`: one layer's weights at a time. The reference adapter (Transformers by default, through
 candidates/, or OpenAI's) builds each layer around the checkpoint's tensors and runs it on its own previous
-output; the layer's input and every component it produces are kept (the format: goldens_files.py,
-docs/goldens.md). Only recording imports the reference; reading goldens back never imports Transformers.
+output; the layer's input and output are kept at every row, its components at the checked rows (the format:
+goldens_files.py, docs/goldens.md). Only recording imports the reference; reading goldens back never imports
+Transformers.
 """
 
 import math
@@ -15,11 +16,16 @@ import torch
 
 from gptoss_convert import __version__
 from gptoss_convert.errors import CandidateError
-from gptoss_convert.goldens_files import FORMAT, FORMAT_VERSION, aliases, meaning, output_names, write_goldens
+from gptoss_convert.goldens_files import (CHECKED, FORMAT, FORMAT_VERSION, aliases, layer_name, meaning, output_names,
+                                          write_goldens)
 from gptoss_convert.goldens_run import Session, run_adapter
 from gptoss_convert.options import DTYPES
 
 LOGIT_BUDGET = 2**21  # logit elements kept (rows × vocabulary): all rows for small vocabularies, a sample for 20b
+# Component elements kept (checked rows × layers × (2H + E + 2K)): all rows for small checkpoints; 45 of 176 rows for
+# 20b with the default prompts, so that its float32 goldens stay under 100 MB (docs/goldens.md, "Checked rows")
+COMPONENT_BUDGET = 6 * 2**20
+FIRST_POSITIONS = 4  # positions 0..3 of every prompt are always checked (a position-dependent bug shows from 1)
 
 
 def default_lengths(sliding_window: int) -> tuple[int, int]:
@@ -49,24 +55,53 @@ def logit_rows(lengths: list[int], vocab_size: int) -> list[int]:
     return rows
 
 
-def estimate_bytes(config: dict, lengths: list[int], dtype: str) -> dict:
+def checked_count(config: dict) -> int:
+    """How many checked rows COMPONENT_BUDGET allows: budget // (layers × (2H + E + 2K)) (45 for 20b, 29 for 120b)."""
+    per_row = 2 * config["hidden_size"] + config["num_local_experts"] + 2 * config["num_experts_per_tok"]
+    return COMPONENT_BUDGET // (config["num_hidden_layers"] * per_row)
+
+
+def checked_rows(config: dict, lengths: list[int], count: int | None = None) -> list[int]:
+    """Rows (into the T stacked rows) at which every layer's components are kept: all of them when T <= count
+    (default checked_count(config): all rows unless the goldens would be large), else `count` rows, never fewer than
+    the required ones: of each prompt its first FIRST_POSITIONS positions, its last, and positions W-2..W+2 when it is
+    longer than W (a window bug starts at W, so each component still names it there); the rest spread evenly over
+    the remaining rows."""
+    count, W = checked_count(config) if count is None else count, config["sliding_window"]
+    if sum(lengths) <= count:
+        return list(range(sum(lengths)))
+    required, start = set(), 0
+    for n in lengths:
+        near_window = range(max(0, W - 2), min(W + 3, n)) if n > W else ()
+        required |= {start + p for p in (*range(min(FIRST_POSITIONS, n)), n - 1, *near_window)}
+        start += n
+    rest = [r for r in range(sum(lengths)) if r not in required]
+    extra = min(len(rest), max(0, count - len(required)))
+    spread = {rest[(2 * k + 1) * len(rest) // (2 * extra)] for k in range(extra)}  # the middle of equal shares
+    return sorted(required | spread)
+
+
+def estimate_bytes(config: dict, lengths: list[int], dtype: str, checked: int | None = None) -> dict:
     """The size of goldens, from the config and the prompt lengths, without recording them (safetensors headers
-    excluded: a few KB). T rows; per layer the input, attention and MoE outputs [T, H] (the layer output is the next
-    input, stored once), router logits [T, E], top-k indices (int64) and weights [T, K]; the final norm's input and
-    output [T, H]; the logits at the kept rows [R, V]."""
+    excluded: a few KB). T rows; per layer the input [T, H] (the layer output is the next input, stored once), and
+    at the C checked rows the attention and MoE outputs [C, H], router logits [C, E], top-k indices (int64) and
+    weights [C, K]; the final norm's input and output [T, H]; the logits at the kept rows [R, V]. `checked`: as
+    checked_rows()'s count."""
     width = 4 if dtype == "float32" else 2
     T, H, L = sum(lengths), config["hidden_size"], config["num_hidden_layers"]
     E, K, V = config["num_local_experts"], config["num_experts_per_tok"], config["vocab_size"]
-    R = len(logit_rows(lengths, V))
-    inputs = 3 * T * 8 + R * 8 + (L + 1) * T * H * width
-    per_layer = 2 * T * H * width + T * E * width + T * K * (8 + width)
+    R, C = len(logit_rows(lengths, V)), len(checked_rows(config, lengths, checked))
+    inputs = 3 * T * 8 + R * 8 + C * 8 + (L + 1) * T * H * width
+    per_layer = 2 * C * H * width + C * E * width + C * K * (8 + width)
     expected = L * per_layer + T * H * width + R * V * width
-    return {"inputs": inputs, "expected": expected, "total": inputs + expected, "rows": T, "logit_rows": R}
+    return {"inputs": inputs, "expected": expected, "total": inputs + expected, "rows": T, "logit_rows": R,
+            "checked_rows": C}
 
 
 def record_goldens(model, out, dtype="float32", device="auto", prompts=None, token_ids_file=None, force=False,
-                   reference="transformers", progress=True) -> Path:
-    """Run the reference over the prompts, layer by layer (each fed its own previous output), and write goldens."""
+                   reference="transformers", progress=True, checked=None) -> Path:
+    """Run the reference over the prompts, layer by layer (each fed its own previous output), and write goldens.
+    `checked`: how many checked rows (None: checked_rows()'s rule)."""
     from gptoss_convert.candidates import load_reference
     from gptoss_convert.columns import Implementation
 
@@ -79,10 +114,13 @@ def record_goldens(model, out, dtype="float32", device="auto", prompts=None, tok
         raise CandidateError(f"reference {reference}: does not provide {missing[0]}; goldens need every component")
     lengths = [len(p["token_ids"]) for p in prompt_list]
     rows = torch.tensor(logit_rows(lengths, session.config.vocab_size), dtype=torch.int64)
+    kept = torch.tensor(checked_rows(checkpoint["config"], lengths, checked), dtype=torch.int64)
     inputs = {"token_ids": session.token_ids, "positions": session.positions, "prompt": session.prompt,
-              "logits.rows": rows, **inputs}
+              "logits.rows": rows, "components.rows": kept, **inputs}
     expected = {name: t for name, t in outputs.items() if name not in aliases(session.config.num_hidden_layers)}
     expected["logits"] = outputs["logits"][rows].contiguous()
+    for name in (layer_name(i, c) for i in range(session.config.num_hidden_layers) for c in CHECKED):
+        expected[name] = expected[name][kept].contiguous()
     _check_aliases(inputs, outputs, session.config.num_hidden_layers)
     manifest = _manifest(checkpoint, prompt_list, dtype, session.device, described, inputs, expected,
                          session.config.num_hidden_layers)

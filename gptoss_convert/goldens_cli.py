@@ -24,9 +24,13 @@ from gptoss_convert.cli_checks import fraction, non_negative
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--reference", default="transformers", show_default=True, metavar="transformers|openai",
               help="The implementation whose outputs are recorded.")
+@click.option("--checked-rows", "checked", type=click.IntRange(min=1), metavar="N",
+              help="Keep each layer's components at N rows (never fewer than each prompt's first 4 positions, its "
+                   "last and W-2..W+2); layer inputs and outputs are kept at every row.  [default: every row unless "
+                   "the goldens would be large: 45 of the 176 default rows for 20b]")
 @click.option("--force", is_flag=True, help="Replace --out if it already exists.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def goldens(model, out, prompts, token_ids, dtype, device, reference, force, quiet):
+def goldens(model, out, prompts, token_ids, dtype, device, reference, checked, force, quiet):
     """Record the reference's outputs of every component of every layer, so that `verify --goldens` and
     `compare` can check an implementation later without the reference (docs/goldens.md).
 
@@ -39,12 +43,14 @@ def goldens(model, out, prompts, token_ids, dtype, device, reference, force, qui
     from gptoss_convert.goldens_files import EXPECTED, INPUTS, read_manifest
 
     path = record_goldens(model, out, dtype=dtype, device=device, prompts=prompts, token_ids_file=token_ids,
-                          force=force, reference=reference, progress=not quiet)
+                          force=force, reference=reference, progress=not quiet, checked=checked)
     manifest = read_manifest(path)
     size = sum(manifest["files"][name]["size"] for name in (INPUTS, EXPECTED))
     rows = sum(len(p["token_ids"]) for p in manifest["prompts"])
-    click.echo(f"wrote {path}: {len(manifest['tensors'])} tensors, {rows} rows of {len(manifest['prompts'])} prompt(s), "
-               f"{size:,} bytes ({dtype}, reference {manifest['reference']['name']} {manifest['reference']['version']})")
+    checked = manifest["tensors"]["components.rows"]["shape"][0]
+    click.echo(f"wrote {path}: {len(manifest['tensors'])} tensors, {rows} rows of {len(manifest['prompts'])} prompt(s) "
+               f"(components at {checked} checked rows), {size:,} bytes ({dtype}, reference "
+               f"{manifest['reference']['name']} {manifest['reference']['version']})")
 
 
 @click.command()

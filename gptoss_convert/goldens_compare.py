@@ -5,7 +5,9 @@ Two ways in:
   compare_files(...)    `compare --goldens DIR --outputs FILE`: reads what any implementation wrote (docs/goldens.md)
 Both end in compare_outputs(): every name the goldens list is measured if provided, and listed "not provided"
 otherwise (never passed); only the isolated (teacher-forced) column exists, since every layer ran on its recorded
-input. Nothing here imports Transformers.
+input. The per-layer components are compared at the goldens' checked rows (components.rows), given either at every
+row or at exactly those rows; reports name positions in their prompts, never indices into the checked rows.
+Nothing here imports Transformers.
 """
 
 import platform
@@ -17,7 +19,9 @@ import torch
 
 from gptoss_convert import __version__
 from gptoss_convert.errors import InputError, ParityError
-from gptoss_convert.goldens_files import LAYER_OUTPUTS, Goldens, layer_name, load_goldens, output_names
+from gptoss_convert.goldens_files import (LAYER_OUTPUTS, Goldens, is_checked, layer_name, load_goldens,
+                                          output_names)
+
 
 class _Layer:
     """What gate.judge reads of a layer (the fields of verify's LayerResult). One column is filled: isolated (each
@@ -61,12 +65,24 @@ def check_names_and_shapes(goldens: Goldens, outputs: dict, source: str) -> None
             where = f"{goldens.directory}/manifest.json \"outputs\""
             raise InputError(f"{source}: unknown tensor {name!r}; expected names like "
                              f"{layer_name(0, 'attention')!r} (see {where})")
+    every_row = len(goldens.rows)
     for name, value in outputs.items():
-        want = tuple(goldens.expected[name].shape)
-        if tuple(value.shape) != want:
-            raise ParityError(f"{source}: {name} has shape {list(value.shape)}, expected {list(want)}")
+        want = list(goldens.expected[name].shape)
+        allowed = [want, [every_row, *want[1:]]] if is_checked(name) else [want]
+        if list(value.shape) not in allowed:
+            expected = f"{want}" + (f" (the checked rows) or {allowed[1]} (every row)" if allowed[-1] != want else "")
+            raise ParityError(f"{source}: {name} has shape {list(value.shape)}, expected {expected}")
         if name.endswith(".expert_indices") and value.is_floating_point():
             raise ParityError(f"{source}: {name} has dtype {value.dtype}, expected an integer dtype")
+
+
+def at_checked_rows(goldens: Goldens, outputs: dict) -> dict:
+    """Outputs with every per-layer component given at all T rows narrowed to the checked rows (components.rows)."""
+    checked, every_row = goldens.inputs["components.rows"], len(goldens.rows)
+    if len(checked) == every_row:
+        return outputs
+    return {name: value[checked] if is_checked(name) and value.shape[0] == every_row else value
+            for name, value in outputs.items()}
 
 
 def compare_outputs(goldens: Goldens, outputs: dict, thresholds, candidate: dict, source: str,
@@ -78,6 +94,7 @@ def compare_outputs(goldens: Goldens, outputs: dict, thresholds, candidate: dict
 
     started = time.time()
     check_names_and_shapes(goldens, outputs, source)
+    outputs = at_checked_rows(goldens, outputs)
     t = thresholds.resolved()
     rows = goldens.rows
     config = goldens.manifest["checkpoint"]["config"]
@@ -108,17 +125,19 @@ def _flat(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def _compare_layer(goldens, outputs, i, attention_type, rows, t, column) -> _Layer:
+    """rows: (prompt, position) of every row; the components are labelled with those of the checked rows."""
     from gptoss_convert.compare import router_agreement
 
     metrics, missing = {}, []
+    checked = [rows[r] for r in goldens.checked]
     for component in LAYER_OUTPUTS:
         name = layer_name(i, component)
         if name not in outputs:
             missing.append(component)
         elif component == "expert_weights":
-            metrics[component] = _measure_weights(goldens, outputs, i, rows, t)
+            metrics[component] = _measure_weights(goldens, outputs, i, checked, t)
         elif component != "expert_indices":  # the selected experts are judged through the router agreement
-            metrics[component] = _measure(goldens, outputs, name, rows, t)
+            metrics[component] = _measure(goldens, outputs, name, checked if is_checked(name) else rows, t)
     profile = _profile(goldens, outputs, i, t)
     router = None
     indices = outputs.get(layer_name(i, "expert_indices"))
@@ -126,7 +145,7 @@ def _compare_layer(goldens, outputs, i, attention_type, rows, t, column) -> _Lay
         ref_logits = goldens.expected[layer_name(i, "router_logits")].float()
         dtype = torch.float32 if goldens.manifest["dtype"] == "float32" else torch.bfloat16
         ref_indices = goldens.expected[layer_name(i, "expert_indices")].long()
-        router = router_agreement(indices.long(), ref_indices, ref_logits, dtype, rows)
+        router = router_agreement(indices.long(), ref_indices, ref_logits, dtype, checked)
     return _Layer(i, attention_type, column, metrics, router, missing, profile)
 
 
@@ -135,12 +154,15 @@ def _profile(goldens, outputs, i, t) -> list:
     report's layer x position heat-map)."""
     from gptoss_convert.gate import row_ratios
 
-    ratios = [row_ratios(_flat(outputs[name]), _flat(goldens.expected[name]), t.atol, t.rtol)
-              for name in (layer_name(i, c) for c in LAYER_OUTPUTS if c != "expert_indices") if name in outputs]
-    if not ratios:
+    names = [name for name in (layer_name(i, c) for c in LAYER_OUTPUTS if c != "expert_indices") if name in outputs]
+    if not names:
         return []
-    worst = torch.stack(ratios).amax(dim=0)
-    prompt = goldens.inputs["prompt"]
+    prompt, checked = goldens.inputs["prompt"], goldens.inputs["components.rows"]
+    worst = torch.zeros(len(prompt), dtype=torch.float64)  # rows not checked: the layer output's ratio only
+    for name in names:
+        ratios = row_ratios(_flat(outputs[name]), _flat(goldens.expected[name]), t.atol, t.rtol)
+        at = checked if is_checked(name) else slice(None)
+        worst[at] = torch.maximum(worst[at], ratios)
     return [worst[prompt == p].tolist() for p in range(len(goldens.manifest["prompts"]))]
 
 

@@ -1,14 +1,18 @@
 """The goldens format: three files in one directory, readable from any language (docs/goldens.md).
 
   inputs.safetensors    what an implementation is fed: token ids, positions, prompt index per row, every layer's
-                        recorded input hidden states, the final norm's input, which rows the logits are kept for
-  expected.safetensors  the reference's outputs of every component of every layer, the final norm and the logits
+                        recorded input hidden states, the final norm's input, which rows the logits are kept for and
+                        which rows the per-layer components are kept for (the checked rows)
+  expected.safetensors  the reference's outputs of every component of every layer (at the checked rows), the final
+                        norm and the logits
   manifest.json         prompts, checkpoint file sha256s, config, reference name and versions, dtype, device, the
                         sha256 of both safetensors files and what every tensor name means
 
 Rows: all prompts' tokens are stacked, T rows in all; `prompt` says which prompt a row belongs to and `positions`
 restarts at 0 for each prompt. Nothing is stored twice: a layer's output *is* the next layer's recorded input, so
 `layers.{i}.layer_output`, `embedding` are aliases (manifest "aliases") of tensors in inputs.safetensors.
+Layer inputs and outputs are kept at every row (an implementation's attention needs every earlier position); the
+components inside a layer only at the checked rows `components.rows` (all rows unless the goldens would be large).
 This module only reads and writes files (safetensors' torch API: goldens may hold bfloat16); no Transformers.
 """
 
@@ -18,17 +22,20 @@ from pathlib import Path
 
 from gptoss_convert.errors import InputError, IntegrityError
 
-FORMAT, FORMAT_VERSION = "gptoss-goldens", 1
+FORMAT, FORMAT_VERSION = "gptoss-goldens", 2  # 2: components at checked rows
 INPUTS, EXPECTED, MANIFEST = "inputs.safetensors", "expected.safetensors", "manifest.json"
 
 # Per-layer outputs, in forward order (the report's component names, plus the routing weights).
 LAYER_OUTPUTS = ("attention", "router_logits", "expert_indices", "expert_weights", "moe", "layer_output")
+CHECKED = ("attention", "router_logits", "expert_indices", "expert_weights", "moe")  # stored at components.rows
 
 MEANINGS = {
     "token_ids": "[T] int64: token id of each row (all prompts stacked)",
     "positions": "[T] int64: position of each row inside its prompt (restarts at 0 for each prompt)",
     "prompt": "[T] int64: index of the prompt each row belongs to; rows of one prompt are contiguous",
     "logits.rows": "[R] int64: the rows (into T) whose logits are kept; all rows unless the vocabulary is large",
+    "components.rows": "[C] int64: the checked rows (into T) at which each layer's attention, router_logits, "
+                       "expert_indices, expert_weights and moe are kept; all rows unless the goldens would be large",
     "final_norm.input": "[T, H]: the input of the final RMSNorm (the reference's last layer output)",
     "embedding": "[T, H]: token embeddings (= layers.0.input)",
     "final_norm": "[T, H]: output of the final RMSNorm, fed final_norm.input",
@@ -36,18 +43,24 @@ MEANINGS = {
 }
 LAYER_MEANINGS = {
     "input": "[T, H]: the layer's recorded input hidden states (the reference's previous layer output)",
-    "attention": "[T, H]: self-attention output after o_proj, before the residual add",
-    "router_logits": "[T, E]: router logits, before top-k",
-    "expert_indices": "[T, K] int64: the K selected experts (compared as a set; the reference lists them by "
-                      "descending logit)",
-    "expert_weights": "[T, K]: softmax over the top-k router logits, in the order of expert_indices",
-    "moe": "[T, H]: mixture-of-experts output, before the residual add",
+    "attention": "[C, H] at components.rows: self-attention output after o_proj, before the residual add",
+    "router_logits": "[C, E] at components.rows: router logits, before top-k",
+    "expert_indices": "[C, K] int64 at components.rows: the K selected experts (compared as a set; the reference "
+                      "lists them by descending logit)",
+    "expert_weights": "[C, K] at components.rows: softmax over the top-k router logits, in the order of "
+                      "expert_indices",
+    "moe": "[C, H] at components.rows: mixture-of-experts output, before the residual add",
     "layer_output": "[T, H]: the decoder layer's output (= the next layer's input)",
 }
 
 
 def layer_name(index: int, component: str) -> str:
     return f"layers.{index}.{component}"
+
+
+def is_checked(name: str) -> bool:
+    """Whether an output name is stored at the checked rows only (a per-layer component but the layer output)."""
+    return name.startswith("layers.") and name.rsplit(".", 1)[1] in CHECKED
 
 
 def meaning(name: str) -> str:
@@ -121,6 +134,11 @@ class Goldens:
         """(prompt, position) of every row, for locating the worst element."""
         return list(zip(self.inputs["prompt"].tolist(), self.inputs["positions"].tolist()))
 
+    @property
+    def checked(self) -> list[int]:
+        """The checked rows (indices into the T rows) at which the per-layer components are stored."""
+        return self.inputs["components.rows"].tolist()
+
 
 def resolve_goldens(directory) -> Path:
     """`tiny` -> the goldens shipped for the embedded tiny checkpoint (gptoss_convert/data/goldens-tiny/)."""
@@ -144,9 +162,9 @@ def read_manifest(directory: Path) -> dict:
         raise IntegrityError(f"{path}: not readable JSON ({error})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise IntegrityError(f"{path}: not a goldens manifest (expected \"format\": \"{FORMAT}\")")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise IntegrityError(f"{path}: format_version {manifest.get('format_version')!r}, this gptoss-convert reads "
-                             f"{FORMAT_VERSION}")
+    if manifest.get("format_version") != FORMAT_VERSION:  # intact files this version cannot read: an input error
+        raise InputError(f"{path}: format_version {manifest.get('format_version')!r}, this gptoss-convert reads "
+                         f"{FORMAT_VERSION}; record the goldens again with `gptoss-convert goldens`")
     return manifest
 
 

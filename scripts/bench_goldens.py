@@ -2,6 +2,7 @@
 
     PYTHONPATH=. python scripts/bench_goldens.py [--runs 5] [--out bench-goldens.json]
     PYTHONPATH=. python scripts/bench_goldens.py --skip-speed --checkpoint /tmp/ckpt20b --dtype bfloat16 --device cuda
+    PYTHONPATH=. python scripts/bench_goldens.py --skip-speed --checkpoint /tmp/ck20 --checked-rows 45 --dtype float32
 
 Speed: both commands on the tiny checkpoint, each in a fresh interpreter (import time included: not importing
 Transformers is the point), alternating, `--runs` times each; the median wall times and their ratio (goal <= 0.5).
@@ -11,8 +12,8 @@ Transformers run imports Transformers and runs the reference beside the candidat
 cached-decoding columns; the goldens run reads the recorded outputs and runs the isolated column only.
 On a shared machine, set OMP_NUM_THREADS=1 (recorded in the output) so OpenMP spinning under others' load does not
 dominate either side.
-Size: goldens computed analytically from each preset's config and the default prompt lengths (goal 20b < 100 MB),
-and the estimate next to the real size of the shipped tiny goldens.
+Size: goldens computed analytically from each preset's config and the default prompt lengths (goal: 20b in float32
+< 100 MB), with the number of checked rows, and the estimate next to the real size of the shipped tiny goldens.
 """
 
 import argparse
@@ -80,12 +81,14 @@ def sizes() -> dict:
         table[name] = {"prompt_lengths": lengths, **{dtype: estimate_bytes(config, lengths, dtype)
                                                       for dtype in ("float32", "bfloat16")}}
     table["tiny"]["shipped_bytes"] = sum(shipped["files"][f]["size"] for f in (INPUTS, EXPECTED))
-    table["goal_20b_bfloat16_bytes_under"] = 100_000_000
+    table["goal_20b_float32_bytes_under"] = 100_000_000
     return table
 
 
-def recorded(checkpoint: Path, dtype: str, device: str, scratch: Path) -> dict:
-    """Record goldens of a real (e.g. 20b-shaped) checkpoint, check their size against the estimate, replay them."""
+def recorded(checkpoint: Path, dtype: str, device: str, checked: int | None, scratch: Path) -> dict:
+    """Record goldens of a real (e.g. 20b-shaped) checkpoint, check their size against the estimate, replay them.
+    checked: `goldens --checked-rows` (a checkpoint cut to a few layers keeps every row unless told the full one's
+    count)."""
     from gptoss_convert.goldens import estimate_bytes
     from gptoss_convert.goldens_files import EXPECTED, INPUTS, read_manifest
 
@@ -93,14 +96,15 @@ def recorded(checkpoint: Path, dtype: str, device: str, scratch: Path) -> dict:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     cli = [sys.executable, "-m", "gptoss_convert.cli"]
     record = timed(cli + ["goldens", "--model", str(checkpoint), "--out", str(out), "--dtype", dtype,
-                          "--device", device, "-q"], env)
+                          "--device", device, "-q"] + (["--checked-rows", str(checked)] if checked else []), env)
     manifest = read_manifest(out)
     lengths = [len(p["token_ids"]) for p in manifest["prompts"]]
     replay = timed(cli + ["verify", "--goldens", str(out), "--model", str(checkpoint), "--dtype", dtype,
                           "--device", device, "-q", "--report", str(scratch / "report-recorded")], env)
     return {"checkpoint": str(checkpoint), "dtype": dtype, "device": device, "prompt_lengths": lengths,
             "bytes": sum(manifest["files"][f]["size"] for f in (INPUTS, EXPECTED)),
-            "estimate": estimate_bytes(manifest["checkpoint"]["config"], lengths, dtype),
+            "checked_rows": manifest["tensors"]["components.rows"]["shape"][0],
+            "estimate": estimate_bytes(manifest["checkpoint"]["config"], lengths, dtype, checked),
             "record_seconds": round(record, 3), "verify_goldens_seconds": round(replay, 3),
             "verify_goldens_passed": True}
 
@@ -122,6 +126,8 @@ def main():
                         "scripts/make_checkpoint.py), measure their real size and replay them")
     parser.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"], help="for --checkpoint")
     parser.add_argument("--device", default="auto", help="for --checkpoint")
+    parser.add_argument("--checked-rows", type=int, help="for --checkpoint: `goldens --checked-rows` (45: what 20b's "
+                        "24 layers get by default)")
     parser.add_argument("--skip-speed", action="store_true", help="skip the tiny speed comparison")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
@@ -130,7 +136,7 @@ def main():
         if not args.skip_speed:
             results["speed"] = speed(args.runs, Path(scratch))
         if args.checkpoint:
-            results["recorded"] = recorded(args.checkpoint, args.dtype, args.device, Path(scratch))
+            results["recorded"] = recorded(args.checkpoint, args.dtype, args.device, args.checked_rows, Path(scratch))
         results["machine"]["load_average_after"] = os.getloadavg()
     text = json.dumps(results, indent=1)
     if args.out:

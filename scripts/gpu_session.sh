@@ -16,8 +16,9 @@
 #   bash scripts/gpu_session.sh candidates # verify --candidate on CUDA, tiny checkpoint: gptoss_model:fast (its compiled
 #                                          # pieces), transformers:flex_attention and :sdpa against eager, and the
 #                                          # candidate tests (tests/test_candidates.py); reports in $OUT/candidates/
-#   bash scripts/gpu_session.sh goldens    # bench_goldens.py: bfloat16 goldens of a 20b-shaped checkpoint (24 layers):
-#                                          # real size (goal < 100 MB) against the estimate, replayed by verify --goldens
+#   bash scripts/gpu_session.sh goldens    # bench_goldens.py: float32 then bfloat16 goldens of a 20b-shaped checkpoint
+#                                          # (24 layers, 45 checked rows): real size (goal: float32 < 100 MB) against the
+#                                          # estimate, replayed by verify --goldens
 set -uo pipefail
 export PYTHONPATH=. PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
 OUT=${OUT:-gpu-out}; mkdir -p "$OUT"
@@ -71,7 +72,9 @@ candidates)
   ;;
 goldens)
   python3 scripts/make_checkpoint.py --shape 20b --layout hf --out /tmp/ckpt20b 2>&1 | tail -1
-  python3 scripts/bench_goldens.py --skip-speed --checkpoint /tmp/ckpt20b --dtype bfloat16 --device cuda \
-    --out "$OUT/goldens20b.json" 2>&1 | tail -30 | tee "$OUT/goldens20b.log"
+  for dtype in float32 bfloat16; do
+    python3 scripts/bench_goldens.py --skip-speed --checkpoint /tmp/ckpt20b --dtype $dtype --device cuda \
+      --out "$OUT/goldens20b-$dtype.json" 2>&1 | tail -30 | tee "$OUT/goldens20b-$dtype.log"
+  done
   ;;
 esac

@@ -4,7 +4,8 @@
     gptoss-convert compare --goldens GOLDENS --outputs outputs.safetensors
 
 Read the checkpoint and inputs.safetensors; run every layer on its recorded input, prompt by prompt; write each
-component under the name expected.safetensors uses. Needs only numpy and safetensors.
+component under the name expected.safetensors uses, at every row (`compare` narrows the components to the goldens'
+checked rows, components.rows; writing only those rows is accepted too). Needs only numpy and safetensors.
 """
 
 import argparse
