@@ -125,7 +125,10 @@ def main():
     result = {"date": datetime.date.today().isoformat(), "device": torch.cuda.get_device_name(),
               "torch": torch.__version__, "command": " ".join(sys.argv), "rows": []}
     for impl in args.impl:
-        result["rows"].append(profile_impl(impl, config, args))
+        try:
+            result["rows"].append(profile_impl(impl, config, args))
+        except Exception as error:  # record, don't hide: one failing impl must not lose the other's profile
+            result["rows"].append({"impl": impl, "error": f"{type(error).__name__}: {str(error)[:300]}"})
         print(json.dumps(result["rows"][-1], indent=1), flush=True)
         if args.json:
             with open(args.json, "w") as f:
