@@ -51,7 +51,7 @@ def error_line(result) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("spec", ["gptoss_model", "gptoss_model:fast", f"{FIXTURES}:factory", f"{FIXTURES}:instance",
+@pytest.mark.parametrize("spec", ["gptoss_model", "gptoss_model:fast", "gptoss_model:mxfp4", f"{FIXTURES}:factory", f"{FIXTURES}:instance",
                                   "gptoss_convert.candidates.builtin_gptoss:GptossModelCandidate"])
 def test_gptoss_model_candidates_pass_and_are_named(spec, tmp_path, token_ids):
     result, report = verify(tmp_path, token_ids, "--candidate", spec)
@@ -64,6 +64,8 @@ def test_gptoss_model_candidates_pass_and_are_named(spec, tmp_path, token_ids):
     assert layer["not_provided"] == [] and layer["cached"], "gptoss_model has a KV cache: the cached column runs"
     assert layer["router"]["cached"]["mismatched"] == 0
     assert "PASSED: " + report["candidate"]["name"] + " against transformers" in result.output
+    if spec == "gptoss_model:mxfp4":  # the experts it ran were packed: MXFP4Experts, from the checkpoint's values
+        assert report["candidate"]["name"] == "gptoss_model:mxfp4"
 
 
 def test_transformers_sdpa_fails_on_the_sinks(tmp_path, token_ids):
@@ -226,3 +228,38 @@ def test_goldens_refuse_options_that_only_a_live_reference_can_honour(tmp_path):
     assert result.exit_code == 2
     assert error_line(result).startswith("error: --chat does not apply with --goldens")
     assert not (tmp_path / "r").exists()
+
+
+def test_mxfp4_candidate_keeps_the_checkpoint_experts_packed():
+    """gptoss_model:mxfp4 builds MXFP4Experts whose packed bytes hold exactly the values of the checkpoint's own
+    blocks and scales (dequantized here by the format's formula, mxfp4.dequantize_reference), not dense matrices."""
+    import torch
+    from safetensors import safe_open
+
+    from gptoss_convert import tiny_checkpoint_dir
+    from gptoss_convert.candidates import load_candidate
+    from gptoss_convert.candidates.protocol import Context
+    from gptoss_convert.mxfp4 import dequantize_reference
+    from gptoss_model.config import GPTOssConfig
+    from gptoss_model.mxfp4_experts import MXFP4Experts, dequantize
+
+    directory = tiny_checkpoint_dir()
+    config = GPTOssConfig.from_hf_config(directory / "config.json")
+    raw = {}
+    for file in sorted(directory.glob("model-*.safetensors")):
+        with safe_open(file, "pt") as f:
+            raw.update({n: f.get_tensor(n) for n in f.keys() if n.startswith("model.layers.0.")})
+    tensors = {n: t.float() for n, t in raw.items() if not n.endswith(("_blocks", "_scales"))}
+    for projection in ("gate_up_proj", "down_proj"):
+        name = f"model.layers.0.mlp.experts.{projection}"
+        tensors[name] = dequantize_reference(raw[f"{name}_blocks"], raw[f"{name}_scales"], torch.float32)
+    candidate, described = load_candidate("gptoss_model:mxfp4")
+    assert described.name == "gptoss_model:mxfp4"
+    candidate.setup(Context(directory, config, torch.float32, "cpu"))
+    experts = candidate.build_layer(0, config, tensors).layer.mlp.experts
+    assert isinstance(experts, MXFP4Experts)
+    for projection in ("gate_up_proj", "down_proj"):
+        blocks = getattr(experts, f"{projection}_blocks")
+        assert blocks.dtype == torch.uint8
+        values = dequantize(blocks, getattr(experts, f"{projection}_scales"), torch.float32)
+        assert torch.equal(values, tensors[f"model.layers.0.mlp.experts.{projection}"])

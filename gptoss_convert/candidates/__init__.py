@@ -18,6 +18,7 @@ from gptoss_convert.errors import CandidateError, InputError
 BUILTINS = {
     "gptoss_model": "gptoss_convert.candidates.builtin_gptoss:readable",
     "gptoss_model:fast": "gptoss_convert.candidates.builtin_gptoss:fast",
+    "gptoss_model:mxfp4": "gptoss_convert.candidates.builtin_gptoss:packed",
     "transformers:sdpa": "gptoss_convert.candidates.builtin_transformers:sdpa",
     "transformers:flex_attention": "gptoss_convert.candidates.builtin_transformers:flex_attention",
     "openai": "gptoss_convert.candidates.openai_torch:OpenAITorch",

@@ -1,7 +1,11 @@
-"""gptoss_model as a candidate: the readable path ("gptoss_model") and the fast one ("gptoss_model:fast").
+"""gptoss_model as a candidate: the readable path ("gptoss_model"), the fast one ("gptoss_model:fast") and the
+readable path with its experts kept packed in MXFP4 ("gptoss_model:mxfp4", gptoss_model/mxfp4_experts.py: the
+fused Triton kernels on CUDA, the selected-experts loop on the CPU).
 
 Each layer is gptoss_model's own GptOssDecoderLayer, built on the meta device and given the tensors verify hands
-over (shared, not copied). Components are read with forward hooks (builtin_hooks.py). The KV cache is the model's
+over (shared, not copied). For "mxfp4" the experts verify hands over (dequantized) are packed again with
+gptoss_convert.mxfp4.quantize, which gives back an MXFP4 checkpoint's own codes and scales' values exactly
+(tests/test_mxfp4.py round-trips them), so the candidate computes from the bytes the checkpoint holds. Components are read with forward hooks (builtin_hooks.py). The KV cache is the model's
 own KVCache, so the cached-decoding column runs the same code as `generate`.
 """
 
@@ -12,11 +16,12 @@ import gptoss_convert
 
 
 class GptossModelCandidate:
-    def __init__(self, implementation: str = "eager"):
+    def __init__(self, implementation: str = "eager", experts: str = "dequantized"):
         import gptoss_model.model
 
-        self.implementation = implementation
-        self.name = "gptoss_model" if implementation == "eager" else f"gptoss_model:{implementation}"
+        self.implementation, self.experts = implementation, experts
+        variant = implementation if experts == "dequantized" else experts
+        self.name = "gptoss_model" if variant == "eager" else f"gptoss_model:{variant}"
         self.version = gptoss_convert.__version__
         self.source = gptoss_model.model.__file__
         self.config = self.rotary = None
@@ -35,9 +40,24 @@ class GptossModelCandidate:
         with torch.device("meta"):
             layer = GptOssDecoderLayer(self.config, index)
         prefix = f"model.layers.{index}."
-        layer.load_state_dict({n.removeprefix(prefix): t for n, t in tensors.items()}, strict=True, assign=True)
+        state = {n.removeprefix(prefix): t for n, t in tensors.items()}
+        if self.experts == "mxfp4":
+            state = self._packed_experts(layer, state)
+        layer.load_state_dict(state, strict=True, assign=True)
         use_implementation(layer, self.implementation)  # "fast" re-classes the layer's modules (gptoss_model/fast.py)
         return GptossLayer(layer.eval(), index, self)
+
+    def _packed_experts(self, layer, state: dict) -> dict:
+        """Swap the layer's experts for MXFP4Experts and its dense expert weights for their MXFP4 blocks/scales."""
+        from gptoss_convert.mxfp4 import quantize
+        from gptoss_model.mxfp4_experts import PROJECTIONS, use_packed_experts
+
+        use_packed_experts(layer, self.config)
+        for projection in PROJECTIONS:
+            name = f"mlp.experts.{projection}"
+            weight = state.pop(name)
+            state[f"{name}_blocks"], state[f"{name}_scales"] = quantize(weight.float(), name=name)
+        return state
 
     def embed(self, tensors, token_ids):
         return F.embedding(token_ids, tensors["model.embed_tokens.weight"])
@@ -97,3 +117,7 @@ def readable():
 
 def fast():
     return GptossModelCandidate("fast")
+
+
+def packed():
+    return GptossModelCandidate("eager", experts="mxfp4")
