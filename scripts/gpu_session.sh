@@ -14,7 +14,8 @@
 #                                          # carry the gpt-oss wheel in .whl/ (pip download --no-deps
 #                                          # --ignore-requires-python gpt-oss==0.0.9 -d .whl); it is unpacked onto PYTHONPATH.
 #   bash scripts/gpu_session.sh candidates # verify --candidate on CUDA, tiny checkpoint: gptoss_model:fast (its compiled
-#                                          # pieces), transformers:flex_attention and :sdpa against eager, and the
+#                                          # pieces), gptoss_model:mxfp4 (the Triton kernels), openai (carry .whl/, see calibrate),
+#                                          # transformers:flex_attention and :sdpa against eager, and the
 #                                          # candidate tests (tests/test_candidates.py); reports in $OUT/candidates/
 #   bash scripts/gpu_session.sh goldens    # bench_goldens.py: float32 then bfloat16 goldens of a 20b-shaped checkpoint
 #                                          # (24 layers, 45 checked rows): real size (goal: float32 < 100 MB) against the
@@ -64,7 +65,9 @@ calibrate)
   ;;
 candidates)
   mkdir -p "$OUT/candidates"
-  for spec in gptoss_model gptoss_model:fast transformers:flex_attention transformers:sdpa; do
+  python3 -c "import gpt_oss.torch.model" 2>/dev/null || {
+    python3 -m zipfile -e .whl/gpt_oss-0.0.9-py3-none-any.whl /tmp/gpt-oss-pkg && export PYTHONPATH=.:/tmp/gpt-oss-pkg; }
+  for spec in gptoss_model gptoss_model:fast gptoss_model:mxfp4 openai transformers:flex_attention transformers:sdpa; do
     python3 -m gptoss_convert.cli verify --device cuda --candidate "$spec" --report "$OUT/candidates/${spec//:/-}" \
       2>&1 | tail -12 | tee "$OUT/candidates/${spec//:/-}.log"
   done
