@@ -47,14 +47,9 @@ def _compiled(fn):
 
 
 class FastAttention(GptOssAttention):
-    def forward(self, x, position_embeddings, keep, layer_cache=None):
-        """GptOssAttention.forward with fused_attention_with_sinks: x [B, T, H] -> [B, T, H]."""
-        B, T, _ = x.shape
-        q, k, v = self.project(x, position_embeddings)
-        if layer_cache is not None:
-            k, v = layer_cache.update(k, v)  # [B, nkv, S, d]
-        out = fused_attention_with_sinks(q, k, v, self.sinks, keep, self.scaling)  # [B, T, nq, d]
-        return self.o_proj(out.reshape(B, T, -1))
+    def attend(self, q, k, v, sinks, keep, scaling: float) -> torch.Tensor:
+        """GptOssAttention's attention step through fused_attention_with_sinks."""
+        return fused_attention_with_sinks(q, k, v, sinks, keep, scaling)
 
 
 class FastExperts(GptOssExperts):

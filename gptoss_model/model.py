@@ -139,8 +139,12 @@ class GptOssAttention(nn.Module):
         q, k, v = self.project(x, position_embeddings)
         if layer_cache is not None:
             k, v = layer_cache.update(k, v)  # [B, nkv, S, d]
-        out = attention_with_sinks(q, k, v, self.sinks, keep, self.scaling)  # [B, T, nq, d]
+        out = self.attend(q, k, v, self.sinks, keep, self.scaling)  # [B, T, nq, d]
         return self.o_proj(out.reshape(B, T, -1))
+
+    def attend(self, q, k, v, sinks, keep, scaling: float) -> torch.Tensor:
+        """The attention step on its own, so that the fast path (fast.py) can swap just this kernel."""
+        return attention_with_sinks(q, k, v, sinks, keep, scaling)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -77,18 +77,7 @@ def put(module: nn.Module, name: str, tensor: torch.Tensor) -> None:
 
 
 class AttentionWith(M.GptOssAttention):
-    """GptOssAttention.forward with the attention kernel as a method (`attend`)."""
-
-    def attend(self, q, k, v, sinks, keep, scaling):
-        return M.attention_with_sinks(q, k, v, sinks, keep, scaling)
-
-    def forward(self, x, position_embeddings, keep, layer_cache=None):
-        B, T, _ = x.shape
-        q, k, v = self.project(x, position_embeddings)
-        if layer_cache is not None:
-            k, v = layer_cache.update(k, v)
-        out = self.attend(q, k, v, self.sinks, keep, self.scaling)  # [B, T, nq, d]
-        return self.o_proj(out.reshape(B, T, -1))
+    """GptOssAttention, whose attention kernel is already its own method (`attend`): mutants override that."""
 
 
 class ExpertsWith(M.GptOssExperts):
