@@ -44,18 +44,19 @@ def test_20b_shaped_layer_against_dequantize_then_matmul(tokens):
     assert rel(got[rows], want) <= 1e-2
 
 
-def build_pair(std: float, dtype: torch.dtype):
-    """A model with packed experts and the same model with those experts dequantized, on CUDA: random weights of
-    standard deviation `std` (vectors 0.5), the experts quantized to MXFP4 and copied back exactly."""
+def build_pair(std: float, dtype: torch.dtype, device="cuda", implementation="fast", seed=0):
+    """A model with packed experts and the same model with those experts dequantized: random weights of standard
+    deviation `std` (vectors 0.5), the experts quantized to MXFP4 and copied back exactly. Also used by
+    scripts/packed_greedy_margins.py (on the CPU, through Triton's interpreter)."""
     from gptoss_convert.mxfp4 import quantize
 
-    torch.manual_seed(0)
-    config = GPTOss_Small(implementation="fast")
-    dense = GPTOssModelFull(config, device="cuda", dtype=dtype).eval()
+    torch.manual_seed(seed)
+    config = GPTOss_Small(implementation=implementation)
+    dense = GPTOssModelFull(config, device=device, dtype=dtype).eval()
     with torch.no_grad():
         for p in dense.parameters():
             p.normal_(0, std if p.dim() > 1 else 0.5)
-    packed = GPTOssModelFull(config, device="cuda", dtype=dtype).eval()
+    packed = GPTOssModelFull(config, device=device, dtype=dtype).eval()
     use_packed_experts(packed)
     state = dense.state_dict()
     for i, layer in enumerate(dense.model.layers):
@@ -100,10 +101,11 @@ def test_packed_logits_within_bf16_rounding_of_dequantized(small_pair):
 
 def test_packed_greedy_64_steps_equal_dequantized():
     """float32: the same 64 greedy tokens. Weights of std 0.1: with std 0.3 (the bf16 fixture) this small random
-    model is chaotic, and float32 rounding differences of ~1e-7 grow to ~1e-5 of the logits along the sequence
-    (measured on the CPU through Triton's interpreter: 1.1e-4 of 11.9, against a smallest top-2 gap of 5e-3), so a
-    near-tie may flip a token there (as on the H200 on 2026-12-01); with std 0.1 the logits differ by ~2e-6 and
-    the smallest top-2 gap over 64 steps is 600-2000 times that. A flip is reported with the margin it crossed."""
+    model is chaotic: float32 rounding differences of ~1e-7 grow to ~5e-6 of the logits along the sequence
+    (scripts/packed_greedy_margins.py, on the CPU through Triton's interpreter: up to 6.5e-5 on logits of 11.9,
+    against a smallest top-2 gap of 5e-3), so a near-tie may flip a token (as on the H200 on 2026-12-01); with std
+    0.1 the logits differ by ~2e-6 and the smallest top-2 gap over 64 steps is 730-1900 times that. A flip is
+    reported with the margin it crossed."""
     dense, packed = build_pair(0.1, torch.float32)
     ids = torch.randint(0, dense.config.vocab_size, (1, 16), device="cuda")
     want, got = dense.generate(ids, 64), packed.generate(ids, 64)
