@@ -3,11 +3,14 @@ dequantized bf16 experts (fast.grouped_experts, torch._grouped_mm) for batch-1 d
 prefill, with the bytes each must read and the FLOPs it must do, and a sweep of the kernel's tile configurations.
 
     PYTHONPATH=. python3 scripts/bench_mxfp4_kernels.py --json kernels.json
+    PYTHONPATH=. python3 scripts/bench_mxfp4_kernels.py --graph --save-best tiles.json   # then, to use them:
+    GPTOSS_MXFP4_TILES=tiles.json PYTHONPATH=. python3 scripts/bench_gpu.py --impl ours-mxfp4-graph
 """
 
 import argparse
 import itertools
 import json
+import os
 import sys
 
 import torch
@@ -23,17 +26,21 @@ from gptoss_model.mxfp4_experts import MXFP4Experts, fill_random_  # noqa: E402
 T = mxfp4_moe.TileConfig
 # (block_m, block_n, block_k, warps, stages, split_k, decode); each is compiled once (a second or a few). One-row
 # tiles are swept in two rounds: tile shape × warps × decoding, then the best of those with split_k × stages.
-SWEEP = {
-    "one_row": [T(1, n, k, w, 3, 1, d) for n, k, w, d in
-                itertools.product((16, 32, 64), (256, 512, 1024), (2, 4, 8), ("bits", "f16"))],
-    "small": [T(16, n, k, 4, 3, 1, d) for n, k, d in itertools.product((32, 64), (64, 128), ("bits", "f16", "scaled"))],
-    "large": [T(m, n, k, 8, 3, 1, d) for (m, n, k), d in
-              itertools.product(((128, 64, 64), (128, 128, 64), (64, 128, 128)), ("bits", "f16", "scaled"))],
+SWEEP = {  # the current tile of each kind is timed too (sweep())
+    "one_row": [T(1, n, k, w, 3, 1, "pairs") for n, k, w in itertools.product((16, 32, 64), (256, 512), (4, 8))]
+    + [T(16, n, k, w, 3, 1, "pairs") for n, k, w in itertools.product((32, 64, 128), (64, 128, 256), (4, 8))]
+    # a row's whole input in one or two steps (K = 2880): every load of a program in flight at once
+    + [T(1, n, k, w, 1, 1, "pairs") for n, k, w in itertools.product((2, 4, 8), (1024, 2048, 4096), (2, 4, 8))],
+    "small": [T(16, n, k, w, 3, 1, "pairs") for n, k, w in itertools.product((32, 64, 128), (64, 128, 256), (4, 8))],
+    "large": [T(m, n, k, w, 3, 1, "pairs") for (m, n, k), w in
+              itertools.product(((128, 64, 64), (128, 128, 64), (64, 128, 128), (128, 128, 128), (128, 256, 64)),
+                                (4, 8))],
 }
 
 
 def second_round(best: "mxfp4_moe.TileConfig"):
-    return [best._replace(split_k=s, stages=st) for s, st in itertools.product((1, 2, 3, 4, 6), (2, 3, 4))]
+    splits = (1, 2, 3, 4, 6) if best.block_m == 1 else (1,)  # split_k serves matrix-vector tiles only
+    return [best._replace(split_k=s, stages=st) for s, st in itertools.product(splits, (2, 3, 4))]
 
 
 GRAPH = False  # --graph: time CUDA-graph replays (GPU time only, as the decoder runs), not eager launches
@@ -69,7 +76,7 @@ def sweep(tokens, config, experts, kind, choices=None):
     weights = weights.to(torch.bfloat16)
     saved = dict(mxfp4_moe.CONFIGS)
     results = []
-    for choice in choices or SWEEP[kind]:
+    for choice in [saved[kind], *(choices or SWEEP[kind])]:
         mxfp4_moe.CONFIGS[kind] = choice
         try:
             ms = timed(lambda: experts(x, weights, indices))
@@ -88,6 +95,10 @@ def main():
     parser.add_argument("--graph", action="store_true", help="time CUDA-graph replays instead of eager calls")
     parser.add_argument("--kinds", nargs="+", default=["one_row", "small", "large"], choices=list(SWEEP))
     parser.add_argument("--tokens", type=int, nargs="+", default=[1, 8, 2048])
+    parser.add_argument("--tiles", type=json.loads, metavar="JSON",
+                        help="sweep these tiles (a JSON list of TileConfig lists) instead of SWEEP, for --kinds' kind")
+    parser.add_argument("--save-best", metavar="FILE",
+                        help=f"write the fastest tile of each kind swept as JSON, for {mxfp4_moe.TILES_ENV}=FILE")
     args = parser.parse_args()
     global GRAPH
     GRAPH = args.graph
@@ -110,14 +121,20 @@ def main():
             for tokens, kind in ((1, "one_row"), (8, "small"), (2048, "large")):
                 if kind not in args.kinds:
                     continue
-                result["sweeps"].append(sweep(tokens, config, experts, kind))
+                choices = [mxfp4_moe.TileConfig(*t) for t in args.tiles] if args.tiles else None
+                result["sweeps"].append(sweep(tokens, config, experts, kind, choices))
                 print(json.dumps({k: v for k, v in result["sweeps"][-1].items() if k != "all"}), flush=True)
                 save(result, args.json)
-                if kind == "one_row" and result["sweeps"][-1]["best"][0][0] < float("inf"):
+                if kind == "one_row" and not args.tiles and result["sweeps"][-1]["best"][0][0] < float("inf"):
                     best = mxfp4_moe.TileConfig(*result["sweeps"][-1]["best"][0][1])
                     result["sweeps"].append(sweep(tokens, config, experts, kind, second_round(best)))
                     print(json.dumps({k: v for k, v in result["sweeps"][-1].items() if k != "all"}), flush=True)
                     save(result, args.json)
+                if args.save_best:  # the fastest of every round of this kind
+                    rounds = [r["best"][0] for r in result["sweeps"] if r["kind"] == kind and r["best"][0][0] < float("inf")]
+                    chosen = json.load(open(args.save_best)) if os.path.exists(args.save_best) else {}
+                    chosen[kind] = min(rounds)[1] if rounds else list(mxfp4_moe.CONFIGS[kind])
+                    save(chosen, args.save_best)
 
 
 def save(result, path):

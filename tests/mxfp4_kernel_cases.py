@@ -41,6 +41,11 @@ VARIANTS = [
     ("small", km.TileConfig(16, 32, 64, 4, 3, decode="f16")),
     ("large", km.TileConfig(32, 64, 64, 4, 3, decode="f16")),
     ("small", km.TileConfig(16, 32, 64, 4, 3, decode="scaled")),  # bf16 only; float32 falls back to "bits"
+    # inline PTX: on CUDA only (the interpreter runs them as "f16"); bf16 only (float32 falls back to "bits")
+    ("one_row", km.TileConfig(1, 32, 128, 4, 3, decode="pairs")),
+    ("one_row", km.TileConfig(16, 32, 64, 4, 3, decode="pairs")),  # one-row tiles on the tensor cores
+    ("small", km.TileConfig(16, 32, 64, 4, 3, decode="pairs")),
+    ("large", km.TileConfig(32, 64, 64, 4, 3, decode="pairs")),
 ]
 VARIANT_IDS = [f"{kind}-{tile.split_k}-{tile.decode}-{tile.block_k}" if tile else kind for kind, tile in VARIANTS]
 
@@ -65,23 +70,26 @@ def tiled_config(request, monkeypatch):
     return use_variant(request.param, monkeypatch)
 
 
-def test_kernel_decodes_every_scale_byte_exactly(config):
-    """x = one-hot rows picks single weight columns: out must be the exact dequantized values. The 128 × 3 scale
-    bytes run through 0..252 (above, 6·2^(s-127) overflows float32 and the one-hot product's 0·inf is NaN), the six
-    columns cover both nibbles and all three groups."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_kernel_decodes_every_scale_byte_exactly(config, dtype):
+    """x = one-hot rows picks single weight columns: out must be the exact dequantized values (bf16 holds every
+    one of them too). The 128 × 3 scale bytes run through 0..252 (above, 6·2^(s-127) overflows and the one-hot
+    product's 0·inf is NaN); in bf16 from 3, as bytes 0..2 make bf16 subnormals, which the interpreter's float32 ->
+    bf16 rounding flushes to zero. The six columns cover both nibbles and all three groups."""
     K, N = 96, 128
     blocks, _ = packed(2, N, K)
-    scales = (torch.arange(2 * N * 3) % 253).to(torch.uint8).reshape(2, N, 3).to(DEVICE)
+    lowest = 3 if dtype == torch.bfloat16 else 0
+    scales = (lowest + torch.arange(2 * N * 3) % (253 - lowest)).to(torch.uint8).reshape(2, N, 3).to(DEVICE)
     columns = [0, 1, 33, 34, 70, 95]
-    x = torch.eye(K, device=DEVICE)[columns]
+    x = torch.eye(K, device=DEVICE, dtype=dtype)[columns]
     rows = len(columns)
     tiles = km.tiles_by_expert(torch.tensor([0, rows], dtype=torch.int32, device=DEVICE), rows, km.CONFIGS[config][0])
     if config == "one_row":  # one tile per row
         tiles = (torch.ones(rows, dtype=torch.int32, device=DEVICE), torch.arange(rows, dtype=torch.int32, device=DEVICE),
                  torch.arange(1, rows + 1, dtype=torch.int32, device=DEVICE))
-    out = km.moe_mxfp4_linear(x, blocks, scales, torch.zeros(2, N, device=DEVICE), tiles, config=config)
-    want = dequantize(blocks[1], scales[1], torch.float32)[:, columns].T  # [rows, N]
-    assert torch.equal(out, want)
+    out = km.moe_mxfp4_linear(x, blocks, scales, torch.zeros(2, N, device=DEVICE, dtype=dtype), tiles, config=config)
+    want = dequantize(blocks[1], scales[1], dtype)[:, columns].T  # [rows, N]
+    assert out.dtype == dtype and torch.equal(out, want)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -2,8 +2,9 @@
 
 One kernel, `_moe_mxfp4_kernel`, computes out[r] = x[x_row[r]] @ W[e].T + b[e] for a run of rows r that all chose
 expert e, reading W[e] as packed MXFP4: each [BLOCK_N, BLOCK_K] weight tile is loaded as BLOCK_K/2 bytes and
-BLOCK_K/32 scale bytes per output row, decoded in registers (`_e2m1`, `_e8m0`: bit arithmetic, exact) and fed
-straight to the products; no dequantized weight ever reaches memory. Byte j of a row holds input columns 2j (low
+BLOCK_K/32 scale bytes per output row (16-byte vector loads), decoded in registers (`_e2m1`, `_e8m0`: bit
+arithmetic, exact; in a bf16 model `_e2m1_pairs`, inline PTX, two weights an instruction) and fed straight to the
+products; no dequantized weight ever reaches memory. Byte j of a row holds input columns 2j (low
 nibble) and 2j+1 (high nibble). The one-row path multiplies the low nibbles by x's even columns and the high ones by
 its odd columns; the tensor-core path interleaves the codes in registers instead, so that x's tile is loaded with
 contiguous vector loads (a strided even/odd load of x measured 5x slower there: docs/benchmarks.md).
@@ -19,6 +20,7 @@ Tested against dequantize-then-matmul on the CPU through Triton's interpreter (T
 tests/test_mxfp4_kernels.py) and on CUDA (tests/test_gpu_mxfp4.py).
 """
 
+import json
 import os
 from typing import NamedTuple
 
@@ -32,8 +34,11 @@ class TileConfig(NamedTuple):
     pipeline stages. split_k > 1 (one-row tiles) also shares a row's input columns among split_k programs, which
     write float32 partial sums that `_splitk_finish_kernel` adds up in a fixed order (deterministic). decode:
     "bits" builds each weight's float32 bits by arithmetic (`_e2m1`), "f16" places the code's bits in a float16
-    that the hardware converts (`_e2m1_f16`: fewer instructions), "scaled" hands the packed tile and its scales to
-    Triton's tl.dot_scaled (tensor-core tiles of a bf16 model; it multiplies in bf16, so float32 uses "bits")."""
+    that the hardware converts (`_e2m1_f16`: fewer instructions), "pairs" decodes two weights per 32-bit
+    instruction in inline PTX (`_e2m1_pairs`: bf16 models on CUDA), "scaled" hands the packed tile and its scales
+    to Triton's tl.dot_scaled (tensor-core tiles of a bf16 model). "pairs" and "scaled" multiply in bf16, so a
+    float32 model uses "bits" instead; under Triton's interpreter, which runs no PTX, "pairs" runs as "f16".
+    block_m = 1 is the matrix-vector path (no tensor cores); one-row tiles may also take block_m = 16 tiles."""
     block_m: int
     block_n: int
     block_k: int
@@ -44,12 +49,17 @@ class TileConfig(NamedTuple):
 
 
 # the best of scripts/bench_mxfp4_kernels.py's sweeps on the H200 (docs/benchmarks.md, "Packed MXFP4 experts";
-# docs/results/mxfp4-kernels-h200-2026-12-01-session2-*.json)
+# docs/results/mxfp4-kernels-h200-2026-12-01-session3-*.json)
 CONFIGS = {
-    "one_row": TileConfig(1, 16, 512, 4, 3, 1, "f16"),
-    "small": TileConfig(16, 64, 128, 4, 3, 1, "bits"),
-    "large": TileConfig(128, 128, 64, 8, 3, 1, "f16"),
+    "one_row": TileConfig(1, 16, 512, 4, 3, 1, "pairs"),
+    "small": TileConfig(16, 128, 64, 4, 3, 1, "pairs"),
+    "large": TileConfig(128, 128, 64, 8, 3, 1, "pairs"),
 }
+TILES_ENV = "GPTOSS_MXFP4_TILES"  # a JSON file {kind: [block_m, block_n, ...]} that replaces these tiles, e.g. the
+# fastest on another GPU (scripts/bench_mxfp4_kernels.py --save-best FILE)
+if os.environ.get(TILES_ENV):
+    with open(os.environ[TILES_ENV]) as tiles_file:
+        CONFIGS.update({kind: TileConfig(*tile) for kind, tile in json.load(tiles_file).items()})
 SMALL_ROWS = 256  # up to this many (token, expert) rows, the "small" tiles
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"  # Triton's CPU interpreter (tests)
 F16_DECODE_SCALE = tl.constexpr(16384.0)  # _e2m1_f16's values are the E2M1 values times 2^-14
@@ -74,6 +84,45 @@ def _e2m1_f16(codes):
     return (((c & 7) << 9) | ((c & 8) << 12)).to(tl.float16, bitcast=True).to(tl.float32)
 
 
+# _e2m1_pairs' recipe, checked for all 256 bytes on the CPU (tests/test_mxfp4_kernels.py): a code n alone in a
+# 16-bit lane (the low nibble n, or the high one as n << 4), times PAIR_SPREAD (0x1040 = 2^6 + 2^12, or 0x104 for
+# n << 4), is n << 6 | n << 12 without carries; PAIR_KEEP (0x81C0) keeps bits 6..8 (n's magnitude bits) and 15 (its
+# sign bit), which is the bfloat16 of value(n) · 2^-126 (exponent field 0 makes code 1 the subnormal 2^-127: exact);
+# a bfloat16 multiply by 2^126 (PAIR_UNIT) then gives value(n), and one by the block's scale the weight. Each step
+# works on a 32-bit register holding two lanes, so two weights cost one instruction.
+PAIR_SPREAD_LOW, PAIR_SPREAD_HIGH, PAIR_KEEP, PAIR_UNIT = 0x1040, 0x104, 0x81C0, 0x7E80
+
+
+def _pairs_ptx() -> str:
+    """The PTX of _e2m1_pairs: $4 holds four bytes, $5/$6 the scales of bytes 0-1/2-3 (bf16x2); $0/$1 get the
+    low-nibble weights of bytes 0-1/2-3, $2/$3 the high-nibble ones."""
+    def both(lane):  # a 16-bit constant in both lanes of a 32-bit register
+        return f"0x{lane * 0x10001:08X}"
+
+    steps = ["mov.b32 zero, 0;", f"mov.b32 unit, {both(PAIR_UNIT)};",
+             "prmt.b32 lanes01, $4, zero, 0x4140;",  # bytes 0 and 1, each alone in a 16-bit lane
+             "prmt.b32 lanes23, $4, zero, 0x4342;"]  # bytes 2 and 3
+    for out, lanes, nibble, spread, scale in (("$0", "lanes01", 0x0F, PAIR_SPREAD_LOW, "$5"),
+                                              ("$1", "lanes23", 0x0F, PAIR_SPREAD_LOW, "$6"),
+                                              ("$2", "lanes01", 0xF0, PAIR_SPREAD_HIGH, "$5"),
+                                              ("$3", "lanes23", 0xF0, PAIR_SPREAD_HIGH, "$6")):
+        steps += [f"and.b32 w, {lanes}, {both(nibble)};", f"mul.lo.u32 w, w, {spread};",
+                  f"and.b32 w, w, {both(PAIR_KEEP)};", "mul.rn.bf16x2 w, w, unit;", f"mul.rn.bf16x2 {out}, w, {scale};"]
+    return "{ .reg .b32 zero, unit, lanes01, lanes23, w; " + " ".join(steps) + " }"
+
+
+PAIRS_PTX = tl.constexpr(_pairs_ptx())
+
+
+@triton.jit
+def _e2m1_pairs(packed, scale):
+    """Bytes of FP4 codes [...] (uint8) and their blocks' scales as bfloat16 [...] -> (low-nibble weights,
+    high-nibble weights) as bfloat16 [...], in inline PTX, four bytes a call: each weight costs ~2.5 instructions,
+    against ~8 for the element-wise decodes (sm_90: bf16x2 multiplies)."""
+    return tl.inline_asm_elementwise(asm=PAIRS_PTX, constraints="=r,=r,=r,=r,r,r,r", args=[packed, scale],
+                                     dtype=(tl.bfloat16, tl.bfloat16), is_pure=True, pack=4)
+
+
 @triton.jit
 def _e8m0(scale_bytes):
     """E8M0 scale bytes -> 2^(byte - 127) as float32, exactly (byte 0 is the float32 subnormal 2^-127)."""
@@ -92,13 +141,21 @@ def _matvec_step(x_ptr, x_row, blocks_ptr, scales_ptr, w_row, col_ok, k0, K,
     group = k0 // 32 + tl.arange(0, G)  # [G]
     byte = tl.arange(0, 16)  # [16]
     group_ok = group < K // 32
-    at = (w_row[:, None, None] * (K // 2) + group[None, :, None] * 16 + byte[None, None, :])  # [BN, G, 16]
+    # a block's 16 bytes start at (row · K/32 + group) · 16: written so, Triton sees 16-byte aligned runs and loads
+    # each block with one vector load (from row · K/2 it cannot tell, and loads byte by byte: 3x slower)
+    at = (w_row[:, None, None] * (K // 32) + group[None, :, None]) * 16 + byte[None, None, :]  # [BN, G, 16]
     ok = col_ok[:, None, None] & group_ok[None, :, None]
     packed = tl.load(blocks_ptr + at, mask=ok, other=0)
     column = group[:, None] * 32 + 2 * byte[None, :]  # [G, 16] the even input column of each byte
     x_ok = group_ok[:, None]
     x_even = tl.load(x_ptr + x_row * K + column, mask=x_ok, other=0.0).to(tl.float32)
     x_odd = tl.load(x_ptr + x_row * K + column + 1, mask=x_ok, other=0.0).to(tl.float32)
+    scale = _e8m0(tl.load(scales_ptr + w_row[:, None] * (K // 32) + group[None, :],
+                          mask=col_ok[:, None] & group_ok[None, :], other=127))  # [BN, G]
+    if DECODE == "pairs":  # the weights come scaled
+        scale_bf16 = tl.broadcast_to(scale.to(tl.bfloat16)[:, :, None], (BLOCK_N, G, 16))
+        low, high = _e2m1_pairs(packed, scale_bf16)
+        return tl.sum(low.to(tl.float32) * x_even[None] + high.to(tl.float32) * x_odd[None], axis=2)
     if DECODE == "f16":
         low, high = _e2m1_f16(packed & 0x0F), _e2m1_f16(packed >> 4)
     else:
@@ -106,22 +163,29 @@ def _matvec_step(x_ptr, x_row, blocks_ptr, scales_ptr, w_row, col_ok, k0, K,
     partial = tl.sum(low * x_even[None] + high * x_odd[None], axis=2)  # [BN, G]
     if DECODE == "f16":
         partial = partial * F16_DECODE_SCALE
-    scale = _e8m0(tl.load(scales_ptr + w_row[:, None] * (K // 32) + group[None, :],
-                          mask=col_ok[:, None] & group_ok[None, :], other=127))
     return partial * scale
+
+
+@triton.jit
+def _load_tile(blocks_ptr, scales_ptr, w_row, col_ok, k0, K, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """Rows w_row [BLOCK_N] (of the [E·out] weight rows), input columns k0..k0+BLOCK_K -> (packed bytes
+    [BN, BK/2] uint8, scale bytes [BN, BK/32] uint8), addressed in whole 16-byte blocks (see _matvec_step)."""
+    byte = tl.arange(0, BLOCK_K // 2)
+    group = k0 // 32 + tl.arange(0, BLOCK_K // 32)
+    block_of_byte = k0 // 32 + byte // 16
+    packed = tl.load(blocks_ptr + (w_row[:, None] * (K // 32) + k0 // 32) * 16 + byte[None, :],
+                     mask=col_ok[:, None] & (block_of_byte < K // 32)[None, :], other=0)  # [BN, BK/2]
+    scale = tl.load(scales_ptr + w_row[:, None] * (K // 32) + group[None, :],
+                    mask=col_ok[:, None] & (group < K // 32)[None, :], other=127)  # [BN, BK/32]
+    return packed, scale
 
 
 @triton.jit
 def _weight_tile(blocks_ptr, scales_ptr, w_row, col_ok, k0, K,
                  BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DECODE: tl.constexpr):
-    """Rows w_row [BLOCK_N] (of the [E·out] weight rows), input columns k0..k0+BLOCK_K -> float32 [BN, BLOCK_K],
-    for the tensor-core path: x's tile stays contiguous (vector loads), the codes are interleaved in registers."""
-    byte = k0 // 2 + tl.arange(0, BLOCK_K // 2)
-    group = k0 // 32 + tl.arange(0, BLOCK_K // 32)
-    packed = tl.load(blocks_ptr + w_row[:, None] * (K // 2) + byte[None, :],
-                     mask=col_ok[:, None] & (byte < K // 2)[None, :], other=0)  # [BN, BK/2]
-    scale = tl.load(scales_ptr + w_row[:, None] * (K // 32) + group[None, :],
-                    mask=col_ok[:, None] & (group < K // 32)[None, :], other=127)  # [BN, BK/32]
+    """The weight tile of _load_tile -> float32 [BN, BLOCK_K], for the tensor-core path: x's tile stays contiguous
+    (vector loads), the codes are interleaved in registers."""
+    packed, scale = _load_tile(blocks_ptr, scales_ptr, w_row, col_ok, k0, K, BLOCK_N, BLOCK_K)
     codes = tl.interleave(packed & 0x0F, packed >> 4)  # [BN, BK]: element 2j is byte j's low nibble
     if DECODE == "f16":
         values = _e2m1_f16(codes) * F16_DECODE_SCALE
@@ -129,6 +193,15 @@ def _weight_tile(blocks_ptr, scales_ptr, w_row, col_ok, k0, K,
         values = _e2m1(codes)
     values = tl.reshape(values, (BLOCK_N, BLOCK_K // 32, 32)) * _e8m0(scale)[:, :, None]
     return tl.reshape(values, (BLOCK_N, BLOCK_K))
+
+
+@triton.jit
+def _weight_tile_pairs(blocks_ptr, scales_ptr, w_row, col_ok, k0, K, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """_weight_tile through _e2m1_pairs: the weights come out in bf16, scaled."""
+    packed, scale = _load_tile(blocks_ptr, scales_ptr, w_row, col_ok, k0, K, BLOCK_N, BLOCK_K)
+    scale = tl.broadcast_to(_e8m0(scale).to(tl.bfloat16)[:, :, None], (BLOCK_N, BLOCK_K // 32, 16))
+    low, high = _e2m1_pairs(packed, tl.reshape(scale, (BLOCK_N, BLOCK_K // 2)))
+    return tl.interleave(low, high)  # [BN, BK]: element 2j is byte j's low nibble
 
 
 @triton.jit
@@ -143,6 +216,8 @@ def _tile_product(acc, x, blocks_ptr, scales_ptr, w_row, col_ok, k0, K,
         scale = tl.load(scales_ptr + w_row[:, None] * (K // 32) + group[None, :],
                         mask=col_ok[:, None] & (group < K // 32)[None, :], other=127)
         return tl.dot_scaled(x.to(tl.bfloat16), None, "bf16", packed, scale, "e2m1", acc)
+    if DECODE == "pairs":  # bf16 models only (moe_mxfp4_linear)
+        return acc + tl.dot(x, _weight_tile_pairs(blocks_ptr, scales_ptr, w_row, col_ok, k0, K, BLOCK_N, BLOCK_K).T)
     w = _weight_tile(blocks_ptr, scales_ptr, w_row, col_ok, k0, K, BLOCK_N, BLOCK_K, DECODE)
     if DOT_FLOAT32:  # float32 models, and bf16 under the interpreter (which multiplies bf16 bit patterns)
         return acc + tl.dot(x.to(tl.float32), w.T, input_precision="ieee")
@@ -251,11 +326,14 @@ def moe_mxfp4_linear(x, blocks, scales, bias, tiles, x_rows=None, swiglu=None, c
     K = G * 32
     rows = x_rows.shape[0] if x_rows is not None else x.shape[0]
     out = torch.empty(rows, N // 2 if swiglu else N, dtype=x.dtype, device=x.device)
-    one_row = config == "one_row"
     tile = CONFIGS[config] if isinstance(config, str) else config
-    block_m = 1 if one_row else tile.block_m
+    one_row = tile.block_m == 1
     split_k = tile.split_k if one_row else 1
-    decode = "bits" if tile.decode == "scaled" and (one_row or x.dtype == torch.float32) else tile.decode  # bf16 only
+    decode = tile.decode
+    if decode in ("scaled", "pairs") and x.dtype == torch.float32 or decode == "scaled" and one_row:
+        decode = "bits"  # bf16 multiplies; tl.dot_scaled needs tensor-core tiles
+    if decode == "pairs" and INTERPRETED:
+        decode = "f16"  # the interpreter runs no PTX
     partial = torch.empty(split_k, rows, N, dtype=torch.float32, device=x.device) if split_k > 1 else out
     expert, start, end = tiles
     grid = (expert.shape[0], triton.cdiv(N, tile.block_n), split_k)
@@ -265,7 +343,7 @@ def moe_mxfp4_linear(x, blocks, scales, bias, tiles, x_rows=None, swiglu=None, c
         N, K, rows, alpha, limit,
         GATHER=x_rows is not None, SWIGLU=swiglu is not None, ONE_ROW=one_row,
         DOT_FLOAT32=x.dtype == torch.float32 or INTERPRETED,
-        BLOCK_M=block_m, BLOCK_N=tile.block_n, BLOCK_K=tile.block_k, SPLIT_K=split_k, DECODE=decode,
+        BLOCK_M=tile.block_m, BLOCK_N=tile.block_n, BLOCK_K=tile.block_k, SPLIT_K=split_k, DECODE=decode,
         num_warps=tile.warps, num_stages=tile.stages,
     )
     if split_k > 1:  # one-row tiles: row r is tile r, of expert expert[r]
