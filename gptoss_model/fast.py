@@ -1,7 +1,7 @@
 """The fast paths, attached from outside when config.implementation == "fast" (or model.set_implementation("fast")).
 
-`attach(model)` re-classes the model's attention, experts and decoder layers as the subclasses below, which override
-`forward` only (parameters, names and hooks stay where they were; `detach` puts model.py's classes back), in the way
+`attach(model)` re-classes the model's attention, router, experts and decoder layers (and the attention's projections)
+as the subclasses below, which override `forward` (or attention's `attend`) only (parameters, names and hooks stay where they were; `detach` puts model.py's classes back), in the way
 PyTorch's own `fully_shard` re-classes a module (torch/distributed/fsdp/_fully_shard/_fully_shard.py). A class swap
 rather than per-instance forwards: torch.compile guards on the class, so every layer shares the compiled graphs.
 model.py never imports this file; gptoss_model/extensions.py calls attach/detach. Same contracts as the readable
@@ -13,6 +13,9 @@ functions in model.py, computed differently; tests/test_model_parity.py checks t
 - grouped_experts: every (token, expert) pair sorted by expert (a counting sort: no sort kernel, no host sync) and
   run as one grouped matmul per projection (torch._grouped_mm where available): no Python loop over experts, no
   dense all-experts compute. A single token inside a compiled piece (batch-1 decoding) takes _one_token_experts.
+- linear: the attention projections and the router of a single row (batch-1 decoding) inside a compiled piece,
+  written as a reduction that Inductor generates and fuses with its neighbours instead of cuBLAS's split-K kernels.
+- one_token_attention: one query row per head against the grouped keys as they are (no per-head copy of K and V).
 - layer_forward: on CUDA a decoder layer runs as two torch.compile'd pieces (norm + q/k/v + rotary; sinks + o_proj
   + norm + router + experts), which fuse the elementwise work between the matmuls: uncompiled, a layer is dozens of
   tiny kernel launches and passes over memory (docs/benchmarks.md). Between the pieces, uncompiled: the KV cache update
@@ -23,10 +26,12 @@ functions in model.py, computed differently; tests/test_model_parity.py checks t
 import warnings
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 from torch.nn.attention.flex_attention import AuxRequest, create_block_mask, flex_attention
 
 from gptoss_model import model as eager
-from gptoss_model.model import GptOssAttention, GptOssDecoderLayer, GptOssExperts
+from gptoss_model.model import GptOssAttention, GptOssDecoderLayer, GptOssExperts, GptOssTopKRouter
 
 COMPILE_BACKEND = "inductor"  # tests/test_compiled_layer.py traces the same pieces on the CPU with "aot_eager"
 _compiled_functions: dict = {}
@@ -38,6 +43,11 @@ def _compiled(fn):
     if fn not in _compiled_functions:
         # prefill, the first decoding step and the later ones each compile once per piece: over the default of 8
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 32)
+        # round to bf16 wherever the eager code does (a fused kernel would otherwise keep float32 in between, e.g.
+        # RMSNorm's output inside the projection after it): the fast path then rounds like the readable one
+        import torch._inductor.config as inductor_config
+
+        inductor_config.emulate_precision_casts = True
         _compiled_functions[fn] = torch.compile(fn, backend=COMPILE_BACKEND)
     return _compiled_functions[fn]
 
@@ -52,6 +62,20 @@ class FastAttention(GptOssAttention):
         return fused_attention_with_sinks(q, k, v, sinks, keep, scaling)
 
 
+class FastLinear(nn.Linear):
+    def forward(self, x):
+        return linear(x, self.weight, self.bias)
+
+
+class FastRouter(GptOssTopKRouter):
+    def forward(self, x):
+        """GptOssTopKRouter.forward, with the top k in no particular order: the experts' sum does not care, and an
+        ordered top-k costs a sort kernel per layer."""
+        logits = linear(x, self.weight, self.bias)  # [N, E]
+        top_logits, top_indices = torch.topk(logits, self.top_k, dim=-1, sorted=False)
+        return logits, F.softmax(top_logits, dim=-1, dtype=top_logits.dtype), top_indices
+
+
 class FastExperts(GptOssExperts):
     def forward(self, x, weights, indices):
         return grouped_experts(self, x, weights, indices)
@@ -64,14 +88,21 @@ class FastDecoderLayer(GptOssDecoderLayer):
         return super().forward(x, position_embeddings, keep, layer_cache)
 
 
-FAST_CLASSES = {GptOssAttention: FastAttention, GptOssExperts: FastExperts, GptOssDecoderLayer: FastDecoderLayer}
+FAST_CLASSES = {GptOssAttention: FastAttention, GptOssExperts: FastExperts, GptOssDecoderLayer: FastDecoderLayer,
+                GptOssTopKRouter: FastRouter}
 EAGER_CLASSES = {fast: eager for eager, fast in FAST_CLASSES.items()}
+EAGER_CLASSES[FastLinear] = nn.Linear
 
 
 def attach(module) -> None:
-    """Re-class every attention, experts and decoder layer inside `module` as its fast subclass."""
+    """Re-class every attention, experts, router and decoder layer inside `module` as its fast subclass, and the
+    attention projections as FastLinear (not the LM head: cuBLAS already reads it at full speed)."""
     for inner in module.modules():
         inner.__class__ = FAST_CLASSES.get(type(inner), type(inner))
+        if isinstance(inner, GptOssAttention):
+            for projection in (inner.q_proj, inner.k_proj, inner.v_proj, inner.o_proj):
+                if type(projection) is nn.Linear:
+                    projection.__class__ = FastLinear
 
 
 def detach(module) -> None:
@@ -106,7 +137,7 @@ def _finish_after_flex(layer, x, out, lse):
 
 def _finish_after_one_token_attention(layer, x, q, k, v, keep):
     attention = layer.self_attn
-    return _finish(layer, x, eager.attention_with_sinks(q, k, v, attention.sinks, keep, attention.scaling))
+    return _finish(layer, x, one_token_attention(q, k, v, attention.sinks, keep, attention.scaling))
 
 
 def _finish(layer, x, attention_out):
@@ -124,8 +155,33 @@ def fused_attention_with_sinks(q, k, v, sinks, keep, scaling: float) -> torch.Te
     """Same contract as eager.attention_with_sinks: q [B, nq, T, d], k/v [B, nkv, S, d], keep [B, 1, T, S] bool
     -> [B, T, nq, d]."""
     if q.shape[2] == 1:  # decoding one token: a single row of scores, nothing for a fused kernel to save
-        return eager.attention_with_sinks(q, k, v, sinks, keep, scaling)
+        return one_token_attention(q, k, v, sinks, keep, scaling)
     return _scale_by_sinks(*_flex_with_lse(q, k, v, keep, scaling), sinks)
+
+
+def one_token_attention(q, k, v, sinks, keep, scaling: float) -> torch.Tensor:
+    """eager.attention_with_sinks for one query row (T = 1), the same steps with the query heads grouped by the kv
+    head they read, [B, nkv, group, d], so that K and V are used as stored instead of copied once per query head."""
+    B, nq, T, d = q.shape
+    nkv = k.shape[1]
+    q = q.reshape(B, nkv, nq // nkv, d)  # query head h = kv head h // group, position h % group
+    scores = _small_matmul(q, k.transpose(2, 3)) * scaling  # [B, nkv, group, S]
+    scores = scores.masked_fill(~keep, float("-inf"))  # keep [B, 1, 1, S]
+    sink_column = sinks.reshape(1, nkv, nq // nkv, 1).expand(B, -1, -1, 1).to(scores.dtype)
+    logits = torch.cat([scores, sink_column], dim=-1)  # [B, nkv, group, S + 1]
+    logits = logits - logits.max(dim=-1, keepdim=True).values
+    probs = F.softmax(logits, dim=-1, dtype=logits.dtype)[..., :-1]  # [B, nkv, group, S]
+    out = _small_matmul(probs.to(v.dtype), v)  # [B, nkv, group, d]
+    return out.reshape(B, T, nq, d)  # [B, nkv, group, d] is [B, 1, nq, d]
+
+
+def _small_matmul(a, b):
+    """torch.matmul(a, b) for a with few rows; inside a compiled piece a float32 product summed and rounded once
+    (what the matmul computes), which Inductor fuses with the mask and the softmax around it into a few reductions:
+    cuBLAS runs a batched matrix-vector kernel per product there, slower than the whole step around it."""
+    if not torch.compiler.is_compiling():
+        return torch.matmul(a, b)
+    return (a.float()[..., :, :, None] * b.float()[..., None, :, :]).sum(-2).to(a.dtype)
 
 
 def _flex_with_lse(q, k, v, keep, scaling):
@@ -189,6 +245,21 @@ def _block_mask(keep):
     block_mask = create_block_mask(may_attend, B, None, T, S, device=keep.device, _compile=keep.is_cuda)
     _block_masks[id(keep)] = (keep, block_mask)
     return _block_masks[id(keep)][1]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Linear layers of a single row
+
+
+def linear(x, weight, bias=None):
+    """F.linear(x, weight, bias), except for a single row inside a compiled piece (batch-1 decoding): there it is a
+    float32 product summed over the input, which Inductor turns into one reduction kernel that reads the weight
+    once near the memory bandwidth and takes the RMSNorm before it along; for one row cuBLAS runs a split-K kernel
+    plus a reduce kernel per projection (docs/benchmarks.md, the decode profile)."""
+    if x.numel() != x.shape[-1] or not torch.compiler.is_compiling():
+        return F.linear(x, weight, bias)
+    y = (x.float()[..., None, :] * weight.float()).sum(-1)  # [..., out]
+    return (y if bias is None else y + bias.float()).to(x.dtype)  # one rounding, as cuBLAS's bias epilogue
 
 
 # ---------------------------------------------------------------------------------------------------------------
