@@ -1,6 +1,8 @@
 """Packed MXFP4 experts on CUDA (the fused Triton kernels): against dequantize-then-matmul, and the packed model
 against the dequantized one (logits within bf16 rounding, 64 greedy steps equal). Skipped without CUDA."""
 
+import math
+
 import pytest
 import torch
 
@@ -85,7 +87,7 @@ def small_pair():
 
 def test_packed_logits_within_bf16_rounding_of_dequantized(small_pair):
     dense, packed = small_pair
-    ids = torch.randint(0, dense.config.vocab_size, (2, 200), device="cuda")
+    ids = torch.randint(0, dense.config.vocab_size, (4, 256), device="cuda")
     with torch.no_grad():
         want32 = dense.float()(input_ids=ids)
         dense.bfloat16()
@@ -96,7 +98,10 @@ def test_packed_logits_within_bf16_rounding_of_dequantized(small_pair):
                f"top-1 agreement with float32: dequantized {top1[0]:.3f}, packed {top1[1]:.3f}")
     print(summary)
     assert packed_err <= 1.5 * dense_err + 1e-3, summary
-    assert top1[1] >= top1[0] - 0.02, summary
+    # this chaotic bf16 model agrees with float32 on ~half the positions: two such rates over n positions differ by
+    # chance by up to ~3 standard errors, sqrt(2 p (1 - p) / n) each (a fixed 0.02 over 400 positions flaked)
+    n = ids.numel()
+    assert top1[1] >= top1[0] - 3 * math.sqrt(2 * top1[0] * (1 - top1[0]) / n), summary
 
 
 def test_packed_greedy_64_steps_equal_dequantized():
