@@ -6,7 +6,8 @@
 #   bash scripts/gpu_session.sh offload    # bench_offload.py: 120b-shaped, layers in pinned host memory
 #   bash scripts/gpu_session.sh tests      # only tests/test_gpu.py
 #   bash scripts/gpu_session.sh grpo       # bench_grpo_gpu.py: one GRPO step with LoRA, 20b shape, G = 8, 256 tokens
-#   bash scripts/gpu_session.sh mxfp4      # packed experts: their GPU tests, then bench_gpu.py against HF and ours (~8 min)
+#   bash scripts/gpu_session.sh mxfp4      # packed experts: bench_gpu.py against HF and ours, the kernel, fast-path and
+#                                          # decoder GPU tests, the decode profile (~9.5 min)
 #   bash scripts/gpu_session.sh mxfp4-memory  # packed 20b from a checkpoint + 4k KV cache; 120b built in memory
 #   bash scripts/gpu_session.sh calibrate [float32|bfloat16]
 #                                          # calibrate_gates.py: gptoss_model, OpenAI's gpt_oss.torch and Transformers
@@ -20,6 +21,10 @@
 #   bash scripts/gpu_session.sh goldens    # bench_goldens.py: float32 then bfloat16 goldens of a 20b-shaped checkpoint
 #                                          # (24 layers, 45 checked rows): real size (goal: float32 < 100 MB) against the
 #                                          # estimate, replayed by verify --goldens
+#   bash scripts/gpu_session.sh tune       # the kernel, fast-path and decoder GPU tests, then the tile sweep of
+#                                          # bench_mxfp4_kernels.py (CUDA-graph timing), its best tiles in $OUT/tiles.json
+#   bash scripts/gpu_session.sh profile-bench  # with $OUT/tiles.json (or TILES=...): profile_gpu.py at batch 1 and 8,
+#                                          # then bench_gpu.py for our two CUDA-graph paths (no Transformers rows)
 set -uo pipefail
 export PYTHONPATH=. PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
 OUT=${OUT:-gpu-out}; mkdir -p "$OUT"
@@ -44,10 +49,27 @@ bench)
 grpo)
   python3 scripts/bench_grpo_gpu.py --out "$OUT/bench_grpo.json" 2>&1 | tee "$OUT/bench_grpo.log"
   ;;
-mxfp4)
-  python3 -m pytest -q -p no:cacheprovider -p no:logging -W ignore tests/test_gpu_mxfp4.py tests/test_mxfp4_kernels.py 2>&1 | grep -v DEBUG | tail -15 | tee "$OUT/gpu_mxfp4_tests.log"
-  python3 scripts/bench_mxfp4_kernels.py --no-sweep --json "$OUT/mxfp4_kernels.json" 2>&1 | tail -3
-  python3 scripts/bench_gpu.py --prefill 2048 --impl hf-eager hf-flex ours-graph ours-mxfp4-graph --json "$OUT/bench_gpu_mxfp4.json" 2>&1 | grep -v Warning | tee "$OUT/bench_gpu_mxfp4.log"
+mxfp4)  # bench first (the figures), then the GPU tests of the kernels and fast path, then the decode profile
+  timeout 270 python3 scripts/bench_gpu.py --prefill 2048 --impl hf-eager hf-flex ours-graph ours-mxfp4-graph \
+    --json "$OUT/bench_gpu_mxfp4.json" 2>&1 | grep -v Warning > "$OUT/bench_gpu_mxfp4.log"; tail -8 "$OUT/bench_gpu_mxfp4.log"
+  timeout 230 python3 -m pytest -q -p no:cacheprovider -p no:logging -W ignore tests/test_mxfp4_kernels.py \
+    tests/test_gpu_mxfp4.py tests/test_gpu.py tests/test_decode.py 2>&1 | grep -v DEBUG > "$OUT/gpu_tests.log"
+  tail -6 "$OUT/gpu_tests.log"
+  timeout 75 python3 scripts/profile_gpu.py --impl ours-mxfp4-graph --json "$OUT/profile.json" 2>&1 | tail -2
+  ;;
+tune)
+  timeout 300 python3 -m pytest -q -p no:cacheprovider -p no:logging -W ignore ${TESTS:-tests/test_mxfp4_kernels.py \
+    tests/test_gpu_mxfp4.py tests/test_gpu.py tests/test_decode.py} 2>&1 | grep -v DEBUG > "$OUT/gpu_tests.log"
+  tail -12 "$OUT/gpu_tests.log"
+  timeout 280 python3 scripts/bench_mxfp4_kernels.py --graph --tokens 1 8 2048 --save-best "$OUT/tiles.json" \
+    --json "$OUT/mxfp4_kernels.json" 2>&1 | tail -12
+  ;;
+profile-bench)
+  export GPTOSS_MXFP4_TILES=${TILES:-$OUT/tiles.json}
+  python3 scripts/profile_gpu.py --impl ours-mxfp4-graph ours-graph --json "$OUT/profile-b1.json" 2>&1 | tail -4
+  python3 scripts/profile_gpu.py --impl ours-mxfp4-graph --batch 8 --prefill 256 --json "$OUT/profile-b8.json" 2>&1 | tail -4
+  python3 scripts/bench_gpu.py --prefill 2048 --impl ours-graph ours-mxfp4-graph --json "$OUT/bench_gpu_ours.json" \
+    2>&1 | grep -v Warning | tee "$OUT/bench_gpu_ours.log"
   ;;
 mxfp4-memory)
   python3 scripts/make_checkpoint.py --shape 20b --layout hf --out /tmp/ckpt20b 2>&1 | tail -1

@@ -60,7 +60,7 @@ def kernel_table(prof, steps: int) -> dict:
         "kernels_per_step": round(sum(counts.values()) / steps, 1),
         "by_category_us_per_step": {k: round(v / steps, 1) for k, v in by_category.most_common()},
         "top_kernels_us_per_step": [(name[:90], round(us / steps, 1), counts[name] // steps)
-                                    for name, us in by_name.most_common(15)],
+                                    for name, us in by_name.most_common(25)],
     }
 
 
