@@ -1,0 +1,23 @@
+"""The MXFP4 kernel compiled for Hopper on the CPU (scripts/kernel_sass.py: Triton's ptxas and nvdisasm, no GPU
+needed): what the GPU sweeps cannot show between sessions. "pairs" decoding must keep its main loop shorter than
+the float16 decoding it replaced, and the weight bytes must stay 16-byte vector loads (the aligned addressing of
+mxfp4_moe._matvec_step; written as row · K/2 + column, Triton loaded 8 bytes at a time)."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("triton")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+kernel_sass = pytest.importorskip("kernel_sass")
+from gptoss_model.kernels.mxfp4_moe import TileConfig  # noqa: E402
+
+
+def test_pairs_decoding_shortens_the_one_row_loop_and_loads_16_bytes_at_a_time():
+    f16 = kernel_sass.describe(TileConfig(1, 16, 512, 4, 3, 1, "f16"))
+    pairs = kernel_sass.describe(TileConfig(1, 16, 512, 4, 3, 1, "pairs"))
+    assert pairs["weights_per_thread_per_step"] == 64
+    assert pairs["instructions_per_weight"] < 0.8 * f16["instructions_per_weight"], (pairs, f16)
+    assert pairs["mix"]["HMUL2"] >= 32  # the bf16x2 multiplies of the PTX: by 2^126 and by the scale
+    assert pairs["global_loads_128_bit"] >= 2 and f16["global_loads_128_bit"] >= 2
