@@ -1,9 +1,10 @@
 """The fast paths, attached from outside when config.implementation == "fast" (or model.set_implementation("fast")).
 
-`attach(model)` re-classes the model's attention, router, experts and decoder layers (and the attention's projections)
-as the subclasses below, which override `forward` (or attention's `attend`) only (parameters, names and hooks stay where they were; `detach` puts model.py's classes back), in the way
-PyTorch's own `fully_shard` re-classes a module (torch/distributed/fsdp/_fully_shard/_fully_shard.py). A class swap
-rather than per-instance forwards: torch.compile guards on the class, so every layer shares the compiled graphs.
+`attach(model)` re-classes the model's attention, router, experts and decoder layers (and the attention's
+projections) as the subclasses below, which override `forward` (or attention's `attend`) only (parameters, names and
+hooks stay where they were; `detach` puts model.py's classes back), in the way PyTorch's own `fully_shard`
+re-classes a module (torch/distributed/fsdp/_fully_shard/_fully_shard.py). A class swap rather than per-instance
+forwards: torch.compile guards on the class, so every layer shares the compiled graphs.
 model.py never imports this file; gptoss_model/extensions.py calls attach/detach. Same contracts as the readable
 functions in model.py, computed differently; tests/test_model_parity.py checks them equal to the eager path.
 

@@ -28,9 +28,9 @@ T = mxfp4_moe.TileConfig
 # tiles are swept in two rounds: tile shape × warps × decoding, then the best of those with split_k × stages.
 SWEEP = {  # the current tile of each kind is timed too (sweep())
     "one_row": [T(1, n, k, w, 3, 1, "pairs") for n, k, w in itertools.product((16, 32, 64), (256, 512), (4, 8))]
-    + [T(16, n, k, w, 3, 1, "pairs") for n, k, w in itertools.product((32, 64, 128), (64, 128, 256), (4, 8))]
-    # a row's whole input in one or two steps (K = 2880): every load of a program in flight at once
-    + [T(1, n, k, w, 1, 1, "pairs") for n, k, w in itertools.product((2, 4, 8), (1024, 2048, 4096), (2, 4, 8))],
+    + [T(16, n, k, w, 3, 1, "pairs") for n, k, w in itertools.product((32, 64, 128), (64, 128, 256), (4, 8))],
+    # a row's whole input in one or two steps (block_n 2-8, block_k 1024-4096) lost on the H200: left out
+    # (docs/results/mxfp4-kernels-h200-2026-12-01-session3-one-row-long.json; rerun them with --tiles)
     "small": [T(16, n, k, w, 3, 1, "pairs") for n, k, w in itertools.product((32, 64, 128), (64, 128, 256), (4, 8))],
     "large": [T(m, n, k, w, 3, 1, "pairs") for (m, n, k), w in
               itertools.product(((128, 64, 64), (128, 128, 64), (64, 128, 128), (128, 128, 128), (128, 256, 64)),
@@ -139,9 +139,10 @@ def main():
 
 def save(result, path):
     """After every step: a run cut short by a time limit still leaves what it measured."""
-    if path:
-        with open(path, "w") as f:
+    if path:  # written whole, then renamed: a reader never sees half a file
+        with open(path + ".tmp", "w") as f:
             json.dump(result, f, indent=2)
+        os.replace(path + ".tmp", path)
 
 
 if __name__ == "__main__":

@@ -54,3 +54,26 @@ def test_pairs_recipe_gives_every_code_and_keeps_the_two_lanes_apart():
         lanes = ((word & mask) * spread) & keep & 0xFFFFFFFF  # mul.lo.u32 keeps the low 32 bits
         alone = (((first & (mask & 0xFF)) * spread) & PAIR_KEEP) | (((second & (mask & 0xFF)) * spread) & PAIR_KEEP) << 16
         assert torch.equal(lanes, alone)
+
+
+@pytest.mark.parametrize("content, named", [
+    ('{"one_row": [1, 16, 512, 4, 3, 1, "pairs"], "large": [128, 128, 64, 8, 3, 1, "f16"]}', None),
+    ("{not json", "JSONDecodeError"),
+    ('{"huge": [1, 16, 512, 4, 3, 1, "pairs"]}', "'huge'"),
+    ('{"one_row": [1, 16, 512, 4, 3, 1, "fp8"]}', "'fp8'"),
+    ('{"one_row": [1, 16, 512]}', "TypeError"),
+    ('{"small": [16, 0, 64, 4, 3, 1, "bits"]}', "[16, 0, 64"),
+])
+def test_a_tiles_file_is_read_or_refused_in_one_line(tmp_path, content, named):
+    from gptoss_model.kernels.mxfp4_moe import TILES_ENV, TileConfig, tiles_from_file
+
+    path = tmp_path / "tiles.json"
+    path.write_text(content)
+    if named is None:
+        assert tiles_from_file(str(path)) == {"one_row": TileConfig(1, 16, 512, 4, 3, 1, "pairs"),
+                                              "large": TileConfig(128, 128, 64, 8, 3, 1, "f16")}
+        return
+    with pytest.raises(ValueError) as refused:
+        tiles_from_file(str(path))
+    message = str(refused.value)
+    assert "\n" not in message and message.startswith(f"{TILES_ENV}={path}: expected") and named in message

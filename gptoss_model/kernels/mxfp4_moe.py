@@ -55,11 +55,30 @@ CONFIGS = {
     "small": TileConfig(16, 128, 64, 4, 3, 1, "pairs"),
     "large": TileConfig(128, 128, 64, 8, 3, 1, "pairs"),
 }
+DECODES = ("bits", "f16", "pairs", "scaled")
 TILES_ENV = "GPTOSS_MXFP4_TILES"  # a JSON file {kind: [block_m, block_n, ...]} that replaces these tiles, e.g. the
 # fastest on another GPU (scripts/bench_mxfp4_kernels.py --save-best FILE)
+
+
+def tiles_from_file(path: str) -> dict:
+    """The tiles of a TILES_ENV file -> {kind: TileConfig}; anything else raises ValueError, in one line naming the
+    file and what was expected."""
+    expected = (f"{TILES_ENV}={path}: expected a JSON object {{kind: [block_m, block_n, block_k, warps, stages, "
+                f"split_k, decode]}} with kinds among {sorted(CONFIGS)} and decode among {list(DECODES)}")
+    try:
+        with open(path) as tiles_file:
+            tiles = {kind: TileConfig(*tile) for kind, tile in json.load(tiles_file).items()}
+    except (OSError, ValueError, TypeError, AttributeError) as error:
+        raise ValueError(f"{expected}; {type(error).__name__}: {error}") from None
+    for kind, tile in tiles.items():
+        if (kind not in CONFIGS or tile.decode not in DECODES
+                or not all(type(n) is int and n > 0 for n in tile[:6])):
+            raise ValueError(f"{expected}; got {kind!r}: {list(tile)}")
+    return tiles
+
+
 if os.environ.get(TILES_ENV):
-    with open(os.environ[TILES_ENV]) as tiles_file:
-        CONFIGS.update({kind: TileConfig(*tile) for kind, tile in json.load(tiles_file).items()})
+    CONFIGS.update(tiles_from_file(os.environ[TILES_ENV]))
 SMALL_ROWS = 256  # up to this many (token, expert) rows, the "small" tiles
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"  # Triton's CPU interpreter (tests)
 F16_DECODE_SCALE = tl.constexpr(16384.0)  # _e2m1_f16's values are the E2M1 values times 2^-14
@@ -142,7 +161,8 @@ def _matvec_step(x_ptr, x_row, blocks_ptr, scales_ptr, w_row, col_ok, k0, K,
     byte = tl.arange(0, 16)  # [16]
     group_ok = group < K // 32
     # a block's 16 bytes start at (row · K/32 + group) · 16: written so, Triton sees 16-byte aligned runs and loads
-    # each block with one vector load (from row · K/2 it cannot tell, and loads byte by byte: 3x slower)
+    # each block with one vector load (from row · K/2 it cannot tell, and loaded 8 bytes at a time;
+    # tests/test_kernel_sass.py)
     at = (w_row[:, None, None] * (K // 32) + group[None, :, None]) * 16 + byte[None, None, :]  # [BN, G, 16]
     ok = col_ok[:, None, None] & group_ok[None, :, None]
     packed = tl.load(blocks_ptr + at, mask=ok, other=0)
