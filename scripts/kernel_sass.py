@@ -24,7 +24,7 @@ from triton.compiler import ASTSource
 sys.path.insert(0, ".")
 from gptoss_model.kernels import mxfp4_moe  # noqa: E402
 
-ARGUMENTS = {  # the kernel's runtime arguments, for a bf16 model with a gathered x and the fused SwiGLU
+ARGUMENTS = {  # the kernel's runtime arguments, for a bf16 model's gate/up projection (the fused SwiGLU)
     "x_ptr": "*bf16", "x_row_ptr": "*i32", "blocks_ptr": "*u8", "scales_ptr": "*u8", "bias_ptr": "*bf16",
     "out_ptr": "*bf16", "partial_ptr": "*bf16", "tile_expert_ptr": "*i32", "tile_start_ptr": "*i32",
     "tile_end_ptr": "*i32", "N": "i32", "K": "i32", "R": "i32", "alpha": "fp32", "limit": "fp32",
@@ -32,8 +32,9 @@ ARGUMENTS = {  # the kernel's runtime arguments, for a bf16 model with a gathere
 
 
 def compile_tile(tile: mxfp4_moe.TileConfig):
-    constants = dict(GATHER=True, SWIGLU=True, ONE_ROW=tile.block_m == 1, DOT_FLOAT32=False, BLOCK_M=tile.block_m,
-                     BLOCK_N=tile.block_n, BLOCK_K=tile.block_k, SPLIT_K=1, DECODE=tile.decode)
+    constants = dict(GATHER=tile.block_m != 1, SWIGLU=True, ONE_ROW=tile.block_m == 1, DOT_FLOAT32=False, BLOCK_M=tile.block_m,
+                     BLOCK_N=tile.block_n, BLOCK_K=tile.block_k, SPLIT_K=1, DECODE=tile.decode,
+                     ROW_TILES=tile.block_m == 1, SHARED_X=tile.block_m == 1)  # one-row: as batch-1 decoding runs
     signature = {**ARGUMENTS, **{name: "constexpr" for name in constants}}
     names = list(signature)
     aligned = {(names.index(n),): [["tt.divisibility", 16]] for n, t in ARGUMENTS.items() if t[0] == "*" or n in "NK"}

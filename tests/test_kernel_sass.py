@@ -1,7 +1,9 @@
 """The MXFP4 kernel compiled for Hopper on the CPU (scripts/kernel_sass.py: Triton's ptxas and nvdisasm, no GPU
 needed): what the GPU sweeps cannot show between sessions. "pairs" decoding must keep its main loop shorter than
-the float16 decoding it replaced, and the weight bytes must stay 16-byte vector loads (the aligned addressing of
-mxfp4_moe._matvec_step; written as row · K/2 + column, Triton loaded 8 bytes at a time)."""
+the float16 decoding it replaced, the weight bytes must stay 16-byte vector loads (the aligned addressing of
+mxfp4_moe._matvec_step; written as row · K/2 + column, Triton loaded 8 bytes at a time), and the one-row loop must
+not pass x through shared memory (mxfp4_moe._x_pairs; x loaded once and shuffled between threads, it did, behind
+barriers every step)."""
 
 import sys
 from pathlib import Path
@@ -22,3 +24,4 @@ def test_pairs_decoding_shortens_the_one_row_loop_and_loads_16_bytes_at_a_time()
     assert pairs["instructions_per_weight"] < 0.8 * f16["instructions_per_weight"], (pairs, f16)
     assert pairs["mix"]["HMUL2"] >= 32  # the bf16x2 multiplies of the PTX: by 2^126 and by the scale
     assert pairs["global_loads_128_bit"] >= 2 and f16["global_loads_128_bit"] >= 2
+    assert pairs["shared_memory_in_loop"] == 0 and f16["shared_memory_in_loop"] == 0, (pairs, f16)

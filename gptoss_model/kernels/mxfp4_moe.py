@@ -166,24 +166,37 @@ def _matvec_step(x_ptr, x_row, blocks_ptr, scales_ptr, w_row, col_ok, k0, K,
     at = (w_row[:, None, None] * (K // 32) + group[None, :, None]) * 16 + byte[None, None, :]  # [BN, G, 16]
     ok = col_ok[:, None, None] & group_ok[None, :, None]
     packed = tl.load(blocks_ptr + at, mask=ok, other=0)
-    column = group[:, None] * 32 + 2 * byte[None, :]  # [G, 16] the even input column of each byte
-    x_ok = group_ok[:, None]
-    x_even = tl.load(x_ptr + x_row * K + column, mask=x_ok, other=0.0).to(tl.float32)
-    x_odd = tl.load(x_ptr + x_row * K + column + 1, mask=x_ok, other=0.0).to(tl.float32)
+    x_even, x_odd = _x_pairs(x_ptr, x_row, group, group_ok, K, BLOCK_N, G)
     scale = _e8m0(tl.load(scales_ptr + w_row[:, None] * (K // 32) + group[None, :],
                           mask=col_ok[:, None] & group_ok[None, :], other=127))  # [BN, G]
     if DECODE == "pairs":  # the weights come scaled
         scale_bf16 = tl.broadcast_to(scale.to(tl.bfloat16)[:, :, None], (BLOCK_N, G, 16))
         low, high = _e2m1_pairs(packed, scale_bf16)
-        return tl.sum(low.to(tl.float32) * x_even[None] + high.to(tl.float32) * x_odd[None], axis=2)
+        return tl.sum(low.to(tl.float32) * x_even + high.to(tl.float32) * x_odd, axis=2)
     if DECODE == "f16":
         low, high = _e2m1_f16(packed & 0x0F), _e2m1_f16(packed >> 4)
     else:
         low, high = _e2m1(packed & 0x0F), _e2m1(packed >> 4)
-    partial = tl.sum(low * x_even[None] + high * x_odd[None], axis=2)  # [BN, G]
+    partial = tl.sum(low * x_even + high * x_odd, axis=2)  # [BN, G]
     if DECODE == "f16":
         partial = partial * F16_DECODE_SCALE
     return partial * scale
+
+
+@triton.jit
+def _x_pairs(x_ptr, x_row, group, group_ok, K, BLOCK_N: tl.constexpr, G: tl.constexpr):
+    """x's even and odd input columns for the bytes of _matvec_step's tile, as float32 [BN, G, 16], loaded in the
+    tile's own layout (the addresses broadcast over its rows): each thread reads the x values its bytes need (from
+    L1), so that x never passes through shared memory between the threads (scripts/kernel_sass.py). A bf16 pair
+    (columns 2j, 2j+1) is one 32-bit word, read 16 bytes at a time; its halves are the two bf16s."""
+    pair = (x_row * (K // 32) + group[None, :, None]) * 16 + tl.arange(0, 16)[None, None, :]  # [1, G, 16]
+    pair = tl.broadcast_to(pair, (BLOCK_N, G, 16))
+    ok = tl.broadcast_to(group_ok[None, :, None], (BLOCK_N, G, 16))
+    if x_ptr.dtype.element_ty == tl.bfloat16:
+        words = tl.load(x_ptr.to(tl.pointer_type(tl.int32), bitcast=True) + pair, mask=ok, other=0)
+        return (words << 16).to(tl.float32, bitcast=True), (words & -65536).to(tl.float32, bitcast=True)
+    x_even = tl.load(x_ptr + 2 * pair, mask=ok, other=0.0).to(tl.float32)
+    return x_even, tl.load(x_ptr + 2 * pair + 1, mask=ok, other=0.0).to(tl.float32)
 
 
 @triton.jit
@@ -274,22 +287,30 @@ def _moe_mxfp4_kernel(
     N, K, R, alpha, limit,
     GATHER: tl.constexpr, SWIGLU: tl.constexpr, ONE_ROW: tl.constexpr, DOT_FLOAT32: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
-    DECODE: tl.constexpr,
+    DECODE: tl.constexpr, ROW_TILES: tl.constexpr = False, SHARED_X: tl.constexpr = False,
 ):
     """x [X, K] (rows picked by x_row [R] when GATHER, else x row = r), blocks [E, N, K/32, 16], scales [E, N, K/32],
     bias [E, N] -> out [R, N] (or [R, N/2] after the SwiGLU). Tile t covers rows tile_start[t]..tile_end[t]-1, all
     of expert tile_expert[t]; an empty tile does nothing. ONE_ROW tiles hold one row each (BLOCK_M = 1); with
-    SPLIT_K > 1 program (t, n, s) sums its share s of the input columns into partial [SPLIT_K, R, N] instead."""
+    SPLIT_K > 1 program (t, n, s) sums its share s of the input columns into partial [SPLIT_K, R, N] instead.
+    ROW_TILES: tile t is row t (no start/end arrays: batch-1 decoding, tile_expert = the chosen experts); SHARED_X:
+    every row reads x's row 0 (the token's input, shared by its chosen experts)."""
     tile = tl.program_id(0)
     expert = tl.load(tile_expert_ptr + tile).to(tl.int64)
-    start = tl.load(tile_start_ptr + tile)
-    end = tl.load(tile_end_ptr + tile)
+    if ROW_TILES:
+        start = tile
+        end = tile + 1
+    else:
+        start = tl.load(tile_start_ptr + tile)
+        end = tl.load(tile_end_ptr + tile)
     if start >= end:
         return
     rows = start + tl.arange(0, BLOCK_M)
     row_ok = rows < end
     if GATHER:
         x_rows = tl.load(x_row_ptr + rows, mask=row_ok, other=0).to(tl.int64)
+    elif SHARED_X:
+        x_rows = tl.zeros((BLOCK_M,), dtype=tl.int64)
     else:
         x_rows = rows.to(tl.int64)
     cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -340,11 +361,18 @@ def moe_mxfp4_linear(x, blocks, scales, bias, tiles, x_rows=None, swiglu=None, c
     """out[r] = x[x_rows[r]] @ dequantize(blocks, scales)[e].T + bias[e] for every row r of every tile.
 
     x [X, K] contiguous, blocks [E, N, K/32, 16] / scales [E, N, K/32] uint8, bias [E, N], tiles = (expert,
-    start, end) int32 [T] each, covering rows 0..R-1 (R = len(x_rows), or X); swiglu = (alpha, limit) fuses the
-    clamped SwiGLU (out [R, N/2]); config: a CONFIGS key or a TileConfig. Returns out in x's dtype."""
+    start, end) int32 [T] each, covering rows 0..R-1 (R = len(x_rows), or X); or tiles = the experts [R] (any
+    integer dtype) of rows 0..R-1, a row a tile, each reading x's row r, or row 0 if x has one row (batch-1
+    decoding: no tile arrays to build); swiglu = (alpha, limit) fuses the clamped SwiGLU (out [R, N/2]); config: a
+    CONFIGS key or a TileConfig. Returns out in x's dtype."""
     E, N, G, _ = blocks.shape
     K = G * 32
-    rows = x_rows.shape[0] if x_rows is not None else x.shape[0]
+    row_tiles = isinstance(tiles, torch.Tensor)
+    if row_tiles:
+        tiles = (tiles, tiles, tiles)  # start and end are the tile's number: never read
+        rows = tiles[0].shape[0]
+    else:
+        rows = x_rows.shape[0] if x_rows is not None else x.shape[0]
     out = torch.empty(rows, N // 2 if swiglu else N, dtype=x.dtype, device=x.device)
     tile = CONFIGS[config] if isinstance(config, str) else config
     one_row = tile.block_m == 1
@@ -364,6 +392,7 @@ def moe_mxfp4_linear(x, blocks, scales, bias, tiles, x_rows=None, swiglu=None, c
         GATHER=x_rows is not None, SWIGLU=swiglu is not None, ONE_ROW=one_row,
         DOT_FLOAT32=x.dtype == torch.float32 or INTERPRETED,
         BLOCK_M=tile.block_m, BLOCK_N=tile.block_n, BLOCK_K=tile.block_k, SPLIT_K=split_k, DECODE=decode,
+        ROW_TILES=row_tiles, SHARED_X=row_tiles and x.shape[0] == 1 and rows > 1,
         num_warps=tile.warps, num_stages=tile.stages,
     )
     if split_k > 1:  # one-row tiles: row r is tile r, of expert expert[r]
@@ -395,15 +424,12 @@ def packed_experts_forward(experts, x, weights, indices):
     N, K = indices.shape
     swiglu = (experts.alpha, experts.limit)
     x = x.contiguous()
-    if N == 1:  # batch-1 decoding: K one-row tiles, no sorting
-        expert = indices.reshape(-1).int()
-        start = torch.arange(K, device=x.device, dtype=torch.int32)
-        tiles = (expert, start, start + 1)
-        x_rows = torch.zeros(K, device=x.device, dtype=torch.int32)
+    if N == 1:  # batch-1 decoding: K one-row tiles, no sorting, no tile arrays
+        chosen = indices.reshape(-1)
         a = moe_mxfp4_linear(x, experts.gate_up_proj_blocks, experts.gate_up_proj_scales, experts.gate_up_proj_bias,
-                             tiles, x_rows, swiglu, "one_row")
+                             chosen, None, swiglu, "one_row")  # [K, I]
         y = moe_mxfp4_linear(a, experts.down_proj_blocks, experts.down_proj_scales, experts.down_proj_bias,
-                             tiles, None, None, "one_row")  # [K, H]
+                             chosen, None, None, "one_row")  # [K, H]
         return (y * weights[0, :, None].to(y.dtype)).sum(dim=0, keepdim=True).to(x.dtype)
     from gptoss_model.fast import _sort_by_expert
 
