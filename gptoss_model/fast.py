@@ -17,11 +17,13 @@ functions in model.py, computed differently; tests/test_model_parity.py checks t
 - linear: the attention projections and the router of a single row (batch-1 decoding) inside a compiled piece,
   written as a reduction that Inductor generates and fuses with its neighbours instead of cuBLAS's split-K kernels.
 - one_token_attention: one query row per head against the grouped keys as they are (no per-head copy of K and V).
+- top_k: the router's top k inside a compiled piece on CUDA, from each logit's rank (fused, no top-k kernel).
 - layer_forward: on CUDA a decoder layer runs as two torch.compile'd pieces (norm + q/k/v + rotary; sinks + o_proj
   + norm + router + experts), which fuse the elementwise work between the matmuls: uncompiled, a layer is dozens of
   tiny kernel launches and passes over memory (docs/benchmarks.md). Between the pieces, uncompiled: the KV cache update
   (a Python object that grows would make the graphs recompile) and the flex attention kernel, compiled on its own
-  so that it can be specialised to the sequence length (see _flex). Nothing is compiled on the CPU.
+  so that it can be specialised to the sequence length (see _flex). A decoding step over StaticDecoder's buffers
+  is one piece instead, cache writes included (_one_token_layer). Nothing is compiled on the CPU.
 """
 
 import warnings
@@ -32,6 +34,7 @@ from torch import nn
 from torch.nn.attention.flex_attention import AuxRequest, create_block_mask, flex_attention
 
 from gptoss_model import model as eager
+from gptoss_model.generate import StaticLayerCache
 from gptoss_model.model import GptOssAttention, GptOssDecoderLayer, GptOssExperts, GptOssTopKRouter
 
 COMPILE_BACKEND = "inductor"  # tests/test_compiled_layer.py traces the same pieces on the CPU with "aot_eager"
@@ -70,10 +73,9 @@ class FastLinear(nn.Linear):
 
 class FastRouter(GptOssTopKRouter):
     def forward(self, x):
-        """GptOssTopKRouter.forward, with the top k in no particular order: the experts' sum does not care, and an
-        ordered top-k costs a sort kernel per layer."""
+        """GptOssTopKRouter.forward through `linear` and `top_k`, which fuse into the compiled piece around them."""
         logits = linear(x, self.weight, self.bias)  # [N, E]
-        top_logits, top_indices = torch.topk(logits, self.top_k, dim=-1, sorted=False)
+        top_logits, top_indices = top_k(logits, self.top_k)
         return logits, F.softmax(top_logits, dim=-1, dtype=top_logits.dtype), top_indices
 
 
@@ -118,7 +120,10 @@ def detach(module) -> None:
 
 def layer_forward(layer, x, position_embeddings, keep, layer_cache):
     """Same contract and steps as GptOssDecoderLayer.forward (model.py), for CUDA: compiled pieces around the two
-    things that stay outside a graph, the KV cache update and the flex attention kernel."""
+    things that stay outside a graph, the KV cache update and the flex attention kernel. A decoding step of
+    StaticDecoder (one token, static buffers) is one compiled piece, cache writes included."""
+    if x.shape[1] == 1 and isinstance(layer_cache, StaticLayerCache):
+        return _compiled(_one_token_layer)(layer, x, position_embeddings, keep, *layer_cache.buffers())
     q, k, v = _compiled(_attention_inputs)(layer, x, position_embeddings)
     if layer_cache is not None:
         k, v = layer_cache.update(k, v)
@@ -126,6 +131,15 @@ def layer_forward(layer, x, position_embeddings, keep, layer_cache):
         return _compiled(_finish_after_one_token_attention)(layer, x, q, k, v, keep)
     out, lse = _flex_with_lse(q, k, v, keep, layer.self_attn.scaling)
     return _compiled(_finish_after_flex)(layer, x, out, lse)
+
+
+def _one_token_layer(layer, x, position_embeddings, keep, keys, values, slot):
+    """The whole layer for one new token over static KV buffers: the cache write is an indexed store that Inductor
+    puts in the kernel computing k and v, and the attention reads the buffers in the same graph (split in two
+    pieces, the step was ~26 kernels a layer, two of them the cache's index_copy; docs/benchmarks.md)."""
+    q, k, v = _attention_inputs(layer, x, position_embeddings)
+    keys, values = StaticLayerCache.write(keys, values, slot, k, v)
+    return _finish_after_one_token_attention(layer, x, q, keys, values, keep)
 
 
 def _attention_inputs(layer, x, position_embeddings):
@@ -261,6 +275,28 @@ def linear(x, weight, bias=None):
         return F.linear(x, weight, bias)
     y = (x.float()[..., None, :] * weight.float()).sum(-1)  # [..., out]
     return (y if bias is None else y + bias.float()).to(x.dtype)  # one rounding, as cuBLAS's bias epilogue
+
+
+def top_k(logits, k: int):
+    """torch.topk(logits, k, dim=-1) -> (values, indices) [..., k]; inside a compiled piece on CUDA through
+    _top_k_by_rank, which Inductor fuses with the router's softmax instead of launching a top-k kernel (~4.5 µs a
+    layer in the decode profile). Both keep the lower index among tied logits at the k-th place (CUDA's top-k
+    gathers in index order); torch.topk on the CPU may not, so the CPU keeps it."""
+    if torch.compiler.is_compiling() and logits.is_cuda:
+        return _top_k_by_rank(logits, k)
+    return torch.topk(logits, k, dim=-1)
+
+
+def _top_k_by_rank(logits, k: int):
+    """The k largest logits, largest first, from each logit's rank: how many logits beat it, a tie going to the
+    lower index."""
+    index = torch.arange(logits.shape[-1], device=logits.device)
+    above = logits[..., None, :] > logits[..., :, None]  # [..., E, E]: [j, i] = logit i beats logit j
+    tied_before = (logits[..., None, :] == logits[..., :, None]) & (index[None, :] < index[:, None])
+    rank = (above | tied_before).sum(-1)  # [..., E]: 0 for the largest
+    at_rank = rank[..., :, None] == torch.arange(k, device=logits.device)  # [..., E, k]
+    values = torch.where(at_rank, logits[..., :, None], 0).sum(-2).to(logits.dtype)  # one term each: exact
+    return values, (at_rank * index[:, None]).sum(-2)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -85,9 +85,19 @@ class StaticLayerCache:
         self.keys, self.values, self.slot = keys, values, slot
 
     def update(self, k, v):
-        self.keys.index_copy_(2, self.slot, k)
-        self.values.index_copy_(2, self.slot, v)
-        return self.keys, self.values
+        return self.write(self.keys, self.values, self.slot, k, v)
+
+    def buffers(self):
+        return self.keys, self.values, self.slot
+
+    @staticmethod
+    def write(keys, values, slot, k, v):
+        """k, v [B, nkv, 1, d] into keys, values [B, nkv, max_len, d] at position slot ([1] long) -> the buffers. An
+        indexed assignment, which a compiled piece turns into stores inside the kernel making k and v
+        (fast._one_token_layer)."""
+        keys[:, :, slot] = k
+        values[:, :, slot] = v
+        return keys, values
 
 
 class StaticDecoder:

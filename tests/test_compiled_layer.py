@@ -75,3 +75,38 @@ def test_greedy_decoding_through_the_cache_is_unchanged(compiled_everywhere, bat
             model(input_ids=ids, cache=cache)
             steps.append(model(input_ids=want[:, 12:13], cache=cache).float())
     assert (steps[0] - steps[1]).abs().max().item() <= 0.01 * steps[1].abs().max().item()
+
+
+def test_static_decoder_steps_compile_to_one_piece_with_the_cache_writes_inside(compiled_everywhere):
+    """StaticDecoder's steps (one token over static buffers) take fast._one_token_layer: the whole layer, cache write
+    included, as one graph shared by every layer and step; same greedy tokens as the uncompiled model, and the
+    buffers hold the keys the uncompiled path writes."""
+    from gptoss_model.generate import StaticDecoder
+
+    config = GPTOss_Small(sliding_window=8)
+    compiled, uncompiled = models(config)
+    ids = torch.randint(0, config.vocab_size, (1, 12), generator=torch.Generator().manual_seed(2))
+    decoders = [StaticDecoder(model, batch=1, max_len=24) for model in (compiled, uncompiled)]
+    want = decoders[1].generate(ids, max_new_tokens=9)
+    frames_after_prefill = compiled_everywhere.frame_count
+    got = decoders[0].generate(ids, max_new_tokens=9)
+    assert dict(counters["graph_break"]) == {}
+    assert torch.equal(got, want)
+    # prefill: the two pieces; the steps: one more graph (static sizes), shared by the 4 layers and 8 steps
+    assert compiled_everywhere.frame_count - frames_after_prefill == 3
+    for written, reference in zip(decoders[0].keys + decoders[0].values, decoders[1].keys + decoders[1].values):
+        assert torch.allclose(written[:, :, 12:20].float(), reference[:, :, 12:20].float(), atol=0.02, rtol=0.02)
+        assert written[:, :, 12:20].abs().sum() > 0 and not written[:, :, 20:].any()
+
+
+def test_top_k_by_rank_keeps_the_largest_and_the_lower_index_of_ties():
+    """fast._top_k_by_rank (the router's top k inside a compiled piece on CUDA), eager and traced, against a stable
+    sort: on bf16 logits full of ties, the same values and experts, a tie at the k-th place going to the lower index
+    as CUDA's top-k does (tests/test_gpu_mxfp4.py compares it with torch.topk there)."""
+    generator = torch.Generator().manual_seed(0)
+    logits = (torch.randint(-6, 7, (64, 32), generator=generator) / 4).to(torch.bfloat16)  # 13 values over 32
+    order = torch.sort(-logits.float(), dim=-1, stable=True).indices[:, :4]  # ties in index order
+    for top_k in (fast._top_k_by_rank, torch.compile(fast._top_k_by_rank, backend="aot_eager")):
+        values, indices = top_k(logits, 4)
+        assert torch.equal(indices, order) and torch.equal(values, logits.gather(1, order))
+        assert values.dtype == torch.bfloat16 and indices.dtype == torch.int64

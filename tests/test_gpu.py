@@ -91,3 +91,17 @@ def test_verify_tiny_on_cuda(tmp_path):
 
     result = CliRunner().invoke(cli, ["verify", "--device", "cuda", "--quiet", "--report", str(tmp_path)])
     assert result.exit_code == 0, result.output
+
+
+def test_top_k_by_rank_picks_what_cuda_topk_picks_among_ties():
+    """The router's fused top k (fast._top_k_by_rank, compiled pieces on CUDA) against torch.topk on CUDA, on bf16
+    logits full of ties: the same experts (as sets: the sum over them does not care about order) and values."""
+    from gptoss_model import fast
+
+    generator = torch.Generator("cuda").manual_seed(0)
+    logits = (torch.randint(-6, 7, (4096, 32), generator=generator, device="cuda") / 4).to(torch.bfloat16)
+    want = torch.topk(logits, 4, dim=-1)
+    for top_k in (fast._top_k_by_rank, torch.compile(fast._top_k_by_rank)):
+        values, indices = top_k(logits, 4)
+        assert torch.equal(indices.sort(-1).values, want.indices.sort(-1).values)
+        assert torch.equal(values.sort(-1).values, want.values.sort(-1).values)
