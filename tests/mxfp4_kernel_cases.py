@@ -134,3 +134,20 @@ def test_packed_experts_forward_equals_selected_dequantization(tokens, config):
     want = experts.forward_selected(x, weights, indices)
     got = km.packed_experts_forward(experts, x, weights, indices)
     assert torch.allclose(got, want, atol=1e-4 * want.abs().max().item(), rtol=1e-4)
+
+
+def test_e8m0_bf16_builds_every_scale_exactly():
+    """_e8m0_bf16 (the scales of the bf16 tensor-core tiles, built as bits) for all 256 bytes: 2^(byte - 127) exactly,
+    byte 0 the bf16 subnormal 2^-127, byte 255 above float32's range as E8M0 allows (2^128 = inf in bf16)."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def scales_kernel(bytes_ptr, out_ptr):
+        offsets = tl.arange(0, 256)
+        tl.store(out_ptr + offsets, km._e8m0_bf16(tl.load(bytes_ptr + offsets)))
+
+    out = torch.empty(256, dtype=torch.bfloat16, device=DEVICE)
+    scales_kernel[(1,)](torch.arange(256, dtype=torch.uint8, device=DEVICE), out)
+    want = torch.pow(2.0, torch.arange(256, dtype=torch.float64) - 127)
+    assert torch.equal(out.view(torch.int16).cpu(), want.to(torch.bfloat16).view(torch.int16)), out

@@ -22,6 +22,8 @@ def test_pairs_decoding_shortens_the_one_row_loop_and_loads_16_bytes_at_a_time()
     pairs = kernel_sass.describe(TileConfig(1, 16, 512, 4, 3, 1, "pairs"))
     assert pairs["weights_per_thread_per_step"] == 64
     assert pairs["instructions_per_weight"] < 0.8 * f16["instructions_per_weight"], (pairs, f16)
-    assert pairs["mix"]["HMUL2"] >= 32  # the bf16x2 multiplies of the PTX: by 2^126 and by the scale
+    # the PTX's bf16x2 multiplies by 2^126, one per two weights (ptxas writes some as HFMA2); the scale multiplies
+    # each group's sum instead (mxfp4_moe._e2m1_pairs_unscaled), so no more than that
+    assert pairs["mix"]["HMUL2"] + pairs["mix"].get("HFMA2", 0) == 32, pairs["mix"]
     assert pairs["global_loads_128_bit"] >= 2 and f16["global_loads_128_bit"] >= 2
     assert pairs["shared_memory_in_loop"] == 0 and f16["shared_memory_in_loop"] == 0, (pairs, f16)

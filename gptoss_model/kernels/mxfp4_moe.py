@@ -112,9 +112,10 @@ def _e2m1_f16(codes):
 PAIR_SPREAD_LOW, PAIR_SPREAD_HIGH, PAIR_KEEP, PAIR_UNIT = 0x1040, 0x104, 0x81C0, 0x7E80
 
 
-def _pairs_ptx() -> str:
+def _pairs_ptx(scaled: bool = True) -> str:
     """The PTX of _e2m1_pairs: $4 holds four bytes, $5/$6 the scales of bytes 0-1/2-3 (bf16x2); $0/$1 get the
-    low-nibble weights of bytes 0-1/2-3, $2/$3 the high-nibble ones."""
+    low-nibble weights of bytes 0-1/2-3, $2/$3 the high-nibble ones. Unscaled (_e2m1_pairs_unscaled): no scale
+    registers, the weights come out as the E2M1 values themselves."""
     def both(lane):  # a 16-bit constant in both lanes of a 32-bit register
         return f"0x{lane * 0x10001:08X}"
 
@@ -126,11 +127,14 @@ def _pairs_ptx() -> str:
                                               ("$2", "lanes01", 0xF0, PAIR_SPREAD_HIGH, "$5"),
                                               ("$3", "lanes23", 0xF0, PAIR_SPREAD_HIGH, "$6")):
         steps += [f"and.b32 w, {lanes}, {both(nibble)};", f"mul.lo.u32 w, w, {spread};",
-                  f"and.b32 w, w, {both(PAIR_KEEP)};", "mul.rn.bf16x2 w, w, unit;", f"mul.rn.bf16x2 {out}, w, {scale};"]
+                  f"and.b32 w, w, {both(PAIR_KEEP)};"]
+        steps += ["mul.rn.bf16x2 w, w, unit;", f"mul.rn.bf16x2 {out}, w, {scale};"] if scaled else [
+            f"mul.rn.bf16x2 {out}, w, unit;"]
     return "{ .reg .b32 zero, unit, lanes01, lanes23, w; " + " ".join(steps) + " }"
 
 
 PAIRS_PTX = tl.constexpr(_pairs_ptx())
+PAIRS_UNSCALED_PTX = tl.constexpr(_pairs_ptx(scaled=False))
 
 
 @triton.jit
@@ -143,10 +147,25 @@ def _e2m1_pairs(packed, scale):
 
 
 @triton.jit
+def _e2m1_pairs_unscaled(packed):
+    """_e2m1_pairs without the scale: the E2M1 values (18 instructions for 8 weights), for the one-row path, which
+    scales each group's sum instead."""
+    return tl.inline_asm_elementwise(asm=PAIRS_UNSCALED_PTX, constraints="=r,=r,=r,=r,r", args=[packed],
+                                     dtype=(tl.bfloat16, tl.bfloat16), is_pure=True, pack=4)
+
+
+@triton.jit
 def _e8m0(scale_bytes):
     """E8M0 scale bytes -> 2^(byte - 127) as float32, exactly (byte 0 is the float32 subnormal 2^-127)."""
     s = scale_bytes.to(tl.uint32)
     return tl.where(s == 0, 0x00400000, s << 23).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _e8m0_bf16(scale_bytes):
+    """E8M0 scale bytes -> 2^(byte - 127) as bfloat16, exactly, built as bits: the byte is bf16's exponent field
+    (byte << 7); byte 0, 2^-127, is the subnormal 0x0040, which max() gives too (every other byte's bits are larger)."""
+    return tl.maximum(scale_bytes.to(tl.uint16) << 7, 0x40).to(tl.bfloat16, bitcast=True)
 
 
 @triton.jit
@@ -169,10 +188,9 @@ def _matvec_step(x_ptr, x_row, blocks_ptr, scales_ptr, w_row, col_ok, k0, K,
     x_even, x_odd = _x_pairs(x_ptr, x_row, group, group_ok, K, BLOCK_N, G)
     scale = _e8m0(tl.load(scales_ptr + w_row[:, None] * (K // 32) + group[None, :],
                           mask=col_ok[:, None] & group_ok[None, :], other=127))  # [BN, G]
-    if DECODE == "pairs":  # the weights come scaled
-        scale_bf16 = tl.broadcast_to(scale.to(tl.bfloat16)[:, :, None], (BLOCK_N, G, 16))
-        low, high = _e2m1_pairs(packed, scale_bf16)
-        return tl.sum(low.to(tl.float32) * x_even + high.to(tl.float32) * x_odd, axis=2)
+    if DECODE == "pairs":
+        low, high = _e2m1_pairs_unscaled(packed)
+        return tl.sum(low.to(tl.float32) * x_even + high.to(tl.float32) * x_odd, axis=2) * scale
     if DECODE == "f16":
         low, high = _e2m1_f16(packed & 0x0F), _e2m1_f16(packed >> 4)
     else:
@@ -232,7 +250,7 @@ def _weight_tile(blocks_ptr, scales_ptr, w_row, col_ok, k0, K,
 def _weight_tile_pairs(blocks_ptr, scales_ptr, w_row, col_ok, k0, K, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """_weight_tile through _e2m1_pairs: the weights come out in bf16, scaled."""
     packed, scale = _load_tile(blocks_ptr, scales_ptr, w_row, col_ok, k0, K, BLOCK_N, BLOCK_K)
-    scale = tl.broadcast_to(_e8m0(scale).to(tl.bfloat16)[:, :, None], (BLOCK_N, BLOCK_K // 32, 16))
+    scale = tl.broadcast_to(_e8m0_bf16(scale)[:, :, None], (BLOCK_N, BLOCK_K // 32, 16))
     low, high = _e2m1_pairs(packed, tl.reshape(scale, (BLOCK_N, BLOCK_K // 2)))
     return tl.interleave(low, high)  # [BN, BK]: element 2j is byte j's low nibble
 
