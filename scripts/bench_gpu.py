@@ -3,7 +3,8 @@
 20b shape (or --layers N of it), bf16, random weights built directly on the GPU. For each implementation:
 prefill tokens/s at each --prefill length (batch 1, full logits, median of --repeats timed with CUDA events after a
 warm-up), greedy decode tokens/s at each --decode-batch (a 128-token prompt, then --decode-steps new tokens; the
-prefill time is subtracted), and peak GPU memory (torch.cuda.max_memory_allocated). Models are built one at a time
+prefill time is subtracted; medians of --repeats runs too, since the fourth session), and peak GPU memory
+(torch.cuda.max_memory_allocated). Models are built one at a time
 and freed in between (two 20b models do not fit one 80 GB GPU together).
 
     PYTHONPATH=. python3 scripts/bench_gpu.py --json bench_gpu.json
@@ -119,8 +120,9 @@ def bench_one(impl, config, args) -> dict:
         for b in args.decode_batch:
             ids = torch.randint(0, vocab, (b, 128), device="cuda")
             try:
-                full = timed(lambda: generate(impl, model, ids, args.decode_steps + 1), 1)
-                first = timed(lambda: generate(impl, model, ids, 1), 1)
+                # medians of --repeats runs each: a single run of 32 steps varied by ~10 % from call to call
+                full = timed(lambda: generate(impl, model, ids, args.decode_steps + 1), args.repeats)
+                first = timed(lambda: generate(impl, model, ids, 1), args.repeats)
                 row[f"decode_b{b}_tok_s"] = round(b * args.decode_steps / max(full - first, 1e-9), 1)
             except Exception as error:
                 row[f"decode_b{b}_tok_s"] = f"error: {type(error).__name__}: {str(error)[:200]}"

@@ -6,8 +6,11 @@
 #   bash scripts/gpu_session.sh offload    # bench_offload.py: 120b-shaped, layers in pinned host memory
 #   bash scripts/gpu_session.sh tests      # only tests/test_gpu.py
 #   bash scripts/gpu_session.sh grpo       # bench_grpo_gpu.py: one GRPO step with LoRA, 20b shape, G = 8, 256 tokens
-#   bash scripts/gpu_session.sh mxfp4      # packed experts: bench_gpu.py against HF and ours, the kernel, fast-path and
-#                                          # decoder GPU tests, the decode profile (~9.5 min)
+#   bash scripts/gpu_session.sh mxfp4      # packed experts: bench_gpu.py against HF and ours (same run), then the decode
+#                                          # profiles at batch 1 and 8 (~9 min)
+#   bash scripts/gpu_session.sh mxfp4-tests  # the kernel, fast-path and decoder GPU tests (a call of their own: in the
+#                                          # fourth session 220 s ran 97 of the 106)
+#   bash scripts/gpu_session.sh decode-variants  # bench_decode_variants.py: Inductor tuning, linear for 8 rows (~8 min)
 #   bash scripts/gpu_session.sh mxfp4-memory  # packed 20b from a checkpoint + 4k KV cache; 120b built in memory
 #   bash scripts/gpu_session.sh calibrate [float32|bfloat16]
 #                                          # calibrate_gates.py: gptoss_model, OpenAI's gpt_oss.torch and Transformers
@@ -49,13 +52,20 @@ bench)
 grpo)
   python3 scripts/bench_grpo_gpu.py --out "$OUT/bench_grpo.json" 2>&1 | tee "$OUT/bench_grpo.log"
   ;;
-mxfp4)  # bench first (the figures), then the GPU tests of the kernels and fast path, then the decode profile
-  timeout 270 python3 scripts/bench_gpu.py --prefill 2048 --impl hf-eager hf-flex ours-graph ours-mxfp4-graph \
+mxfp4)  # the same-run figures first, then where the decode step spends its time
+  timeout 400 python3 scripts/bench_gpu.py --prefill 2048 --impl hf-eager hf-flex ours-graph ours-mxfp4-graph \
     --json "$OUT/bench_gpu_mxfp4.json" 2>&1 | grep -v Warning > "$OUT/bench_gpu_mxfp4.log"; tail -8 "$OUT/bench_gpu_mxfp4.log"
-  timeout 230 python3 -m pytest -q -p no:cacheprovider -p no:logging -W ignore tests/test_mxfp4_kernels.py \
+  timeout 80 python3 scripts/profile_gpu.py --impl ours-mxfp4-graph --json "$OUT/profile.json" 2>&1 | tail -2
+  timeout 80 python3 scripts/profile_gpu.py --impl ours-mxfp4-graph --batch 8 --prefill 256 \
+    --json "$OUT/profile-b8.json" 2>&1 | tail -2
+  ;;
+mxfp4-tests)
+  timeout 560 python3 -m pytest -q -p no:cacheprovider -p no:logging -W ignore tests/test_mxfp4_kernels.py \
     tests/test_gpu_mxfp4.py tests/test_gpu.py tests/test_decode.py 2>&1 | grep -v DEBUG > "$OUT/gpu_tests.log"
-  tail -6 "$OUT/gpu_tests.log"
-  timeout 75 python3 scripts/profile_gpu.py --impl ours-mxfp4-graph --json "$OUT/profile.json" 2>&1 | tail -2
+  tail -8 "$OUT/gpu_tests.log"
+  ;;
+decode-variants)
+  timeout 560 python3 scripts/bench_decode_variants.py --json "$OUT/decode_variants.json" 2>&1 | grep -v Warning
   ;;
 tune)
   timeout 300 python3 -m pytest -q -p no:cacheprovider -p no:logging -W ignore ${TESTS:-tests/test_mxfp4_kernels.py \

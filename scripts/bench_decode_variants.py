@@ -1,0 +1,101 @@
+"""Decode-step variants that only a GPU can judge, each timed in its own process with bench_gpu.py's measurement
+(20b shape, bf16, packed experts, CUDA-graph decoder): prefill 2048 and greedy decoding at batch 1 and 8.
+
+    PYTHONPATH=. python3 scripts/bench_decode_variants.py --json variants.json            # all of VARIANTS
+    PYTHONPATH=. python3 scripts/bench_decode_variants.py --variants base inductor-tuned
+
+A variant is a change applied from here before the model is built, so the tree's fast path stays as it is until a
+variant wins on the GPU:
+- base: the tree as it is;
+- inductor-tuned: Inductor's coordinate-descent tuning of its generated kernels' block sizes (what gpt-fast turns
+  on); the decode step's projections and attention are Inductor reductions;
+- linear-8-rows: fast.linear's single-row reduction also for up to 8 rows (batch-8 decoding), instead of cuBLAS's
+  split-K kernels and their reduce kernels (0.96 ms of a 7.4 ms batch-8 step, docs/benchmarks.md);
+- inductor-tuned+linear-8-rows: both.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import types
+
+import torch
+
+sys.path.insert(0, ".")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+ENVIRONMENT = {"inductor-tuned": {"TORCHINDUCTOR_COORDINATE_DESCENT_TUNING": "1"}}  # read when Inductor is imported
+VARIANTS = ("base", "inductor-tuned", "linear-8-rows", "inductor-tuned+linear-8-rows")
+
+
+def unknown_parts(variant: str) -> list[str]:
+    return [part for part in variant.split("+") if part not in VARIANTS]
+
+
+def apply(variant: str) -> None:
+    """Patch this process for `variant` (its environment part is set by the parent, before torch is imported)."""
+    if unknown_parts(variant):
+        raise ValueError(f"variant {variant!r}: unknown {unknown_parts(variant)}; expected among {list(VARIANTS)}")
+    if "linear-8-rows" in variant.split("+"):
+        from gptoss_model import fast
+
+        fast.linear = linear_up_to(8)
+
+
+def linear_up_to(max_rows: int):
+    """fast.linear with its reduction taken for up to max_rows rows (the tree: one)."""
+    import torch.nn.functional as F
+
+    def linear(x, weight, bias=None):
+        if x.numel() // x.shape[-1] > max_rows or not torch.compiler.is_compiling():
+            return F.linear(x, weight, bias)
+        y = (x.float()[..., None, :] * weight.float()).sum(-1)
+        return (y if bias is None else y + bias.float()).to(x.dtype)
+
+    return linear
+
+
+def environment(variant: str) -> dict:
+    env = dict(os.environ)
+    for part in variant.split("+"):
+        env.update(ENVIRONMENT.get(part, {}))
+    return env
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    parser.add_argument("--impl", default="ours-mxfp4-graph", choices=("ours-mxfp4-graph", "ours-graph"))
+    parser.add_argument("--json")
+    parser.add_argument("--single", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.single:
+        apply(args.single)
+        import bench_gpu
+        from gptoss_model import GPTOss_20B
+
+        options = types.SimpleNamespace(prefill=[2048], decode_batch=[1, 8], decode_steps=32, repeats=3)
+        row = bench_gpu.bench_one(args.impl, GPTOss_20B(), options)
+        print("ROW " + json.dumps({"variant": args.single, **row}), flush=True)
+        return
+    for variant in args.variants:
+        if unknown_parts(variant):
+            parser.error(f"--variants: {variant!r} has unknown {unknown_parts(variant)}; expected among {list(VARIANTS)}")
+    rows = []
+    for variant in args.variants:
+        child = subprocess.run([sys.executable, __file__, "--impl", args.impl, "--single", variant],
+                               capture_output=True, text=True, env=environment(variant))
+        found = [line[4:] for line in child.stdout.splitlines() if line.startswith("ROW ")]
+        rows.append(json.loads(found[0]) if found else {"variant": variant, "error": child.stderr[-300:]})
+        print(json.dumps(rows[-1]), flush=True)
+    if args.json:
+        with open(args.json + ".tmp", "w") as out:
+            json.dump({"device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+                       "torch": torch.__version__, "impl": args.impl, "rows": rows}, out, indent=2)
+        os.replace(args.json + ".tmp", args.json)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""scripts/bench_decode_variants.py on the CPU: what it can check without a GPU (the timing itself needs one)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+import bench_decode_variants as variants  # noqa: E402
+
+
+def test_an_unknown_variant_is_refused_in_one_line_naming_it():
+    run = subprocess.run([sys.executable, "scripts/bench_decode_variants.py", "--variants", "base", "fast+turbo"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2
+    assert "'fast+turbo' has unknown ['fast', 'turbo']" in run.stderr.strip().splitlines()[-1]
+
+
+def test_linear_8_rows_takes_the_reduction_up_to_8_rows_only():
+    linear = variants.linear_up_to(8)
+    compiled = torch.compile(linear, backend="aot_eager")
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(48, 64, generator=generator).bfloat16()
+    bias = torch.randn(48, generator=generator).bfloat16()
+    for rows in (1, 8, 9):
+        x = torch.randn(rows, 64, generator=generator).bfloat16()
+        want = F.linear(x, weight, bias)
+        reduction = ((x.float()[:, None, :] * weight.float()).sum(-1) + bias.float()).to(torch.bfloat16)
+        got = compiled(x, weight, bias)
+        assert torch.equal(got, reduction if rows <= 8 else want)
+        assert torch.allclose(got.float(), want.float(), atol=0.05, rtol=0.02)
+    assert torch.equal(linear(x, weight, bias), F.linear(x, weight, bias))  # not compiling: F.linear
+
+
+def test_inductor_tuning_is_an_environment_switch_for_the_child():
+    assert variants.environment("inductor-tuned+linear-8-rows")["TORCHINDUCTOR_COORDINATE_DESCENT_TUNING"] == "1"
+    assert "TORCHINDUCTOR_COORDINATE_DESCENT_TUNING" not in variants.environment("linear-8-rows")
