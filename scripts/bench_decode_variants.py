@@ -11,7 +11,9 @@ variant wins on the GPU:
   on); the decode step's projections and attention are Inductor reductions;
 - linear-8-rows: fast.linear's single-row reduction also for up to 8 rows (batch-8 decoding), instead of cuBLAS's
   split-K kernels and their reduce kernels (0.96 ms of a 7.4 ms batch-8 step, docs/benchmarks.md);
-- inductor-tuned+linear-8-rows: both.
+- norm-qkv-kernel: batch-1 decoding's RMSNorm and q/k/v projections in one Triton launch
+  (gptoss_model/kernels/norm_linear.py) instead of Inductor's three reductions (the q one at ~1.6 TB/s).
+Parts combine with "+".
 """
 
 import argparse
@@ -27,21 +29,24 @@ sys.path.insert(0, ".")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 ENVIRONMENT = {"inductor-tuned": {"TORCHINDUCTOR_COORDINATE_DESCENT_TUNING": "1"}}  # read when Inductor is imported
-VARIANTS = ("base", "inductor-tuned", "linear-8-rows", "inductor-tuned+linear-8-rows")
+PARTS = ("base", "inductor-tuned", "linear-8-rows", "norm-qkv-kernel")
+VARIANTS = PARTS  # the default run, ~7 min on the H200; combinations (e.g. inductor-tuned+linear-8-rows) on request
 
 
 def unknown_parts(variant: str) -> list[str]:
-    return [part for part in variant.split("+") if part not in VARIANTS]
+    return [part for part in variant.split("+") if part not in PARTS]
 
 
 def apply(variant: str) -> None:
     """Patch this process for `variant` (its environment part is set by the parent, before torch is imported)."""
     if unknown_parts(variant):
-        raise ValueError(f"variant {variant!r}: unknown {unknown_parts(variant)}; expected among {list(VARIANTS)}")
-    if "linear-8-rows" in variant.split("+"):
-        from gptoss_model import fast
+        raise ValueError(f"variant {variant!r}: unknown {unknown_parts(variant)}; expected among {list(PARTS)}")
+    from gptoss_model import fast
 
+    if "linear-8-rows" in variant.split("+"):
         fast.linear = linear_up_to(8)
+    if "norm-qkv-kernel" in variant.split("+"):
+        fast._attention_inputs = attention_inputs_in_one_kernel(fast._attention_inputs)
 
 
 def linear_up_to(max_rows: int):
@@ -55,6 +60,23 @@ def linear_up_to(max_rows: int):
         return (y if bias is None else y + bias.float()).to(x.dtype)
 
     return linear
+
+
+def attention_inputs_in_one_kernel(tree_version):
+    """fast._attention_inputs with a single row's RMSNorm and q/k/v in one launch (norm_linear); the rest as
+    GptOssAttention.project."""
+    def attention_inputs(layer, x, position_embeddings):
+        if x.numel() != x.shape[-1]:
+            return tree_version(layer, x, position_embeddings)
+        from gptoss_model.kernels.norm_linear import norm_linear
+        from gptoss_model.model import apply_rotary
+
+        attention, (B, T, _), (cos, sin) = layer.self_attn, x.shape, position_embeddings
+        projections = norm_linear(x, layer.input_layernorm, [attention.q_proj, attention.k_proj, attention.v_proj])
+        q, k, v = (y.view(B, T, -1, attention.head_dim).transpose(1, 2) for y in projections)
+        return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin), v
+
+    return attention_inputs
 
 
 def environment(variant: str) -> dict:
@@ -82,7 +104,7 @@ def main():
         return
     for variant in args.variants:
         if unknown_parts(variant):
-            parser.error(f"--variants: {variant!r} has unknown {unknown_parts(variant)}; expected among {list(VARIANTS)}")
+            parser.error(f"--variants: {variant!r} has unknown {unknown_parts(variant)}; expected among {list(PARTS)}")
     rows = []
     for variant in args.variants:
         child = subprocess.run([sys.executable, __file__, "--impl", args.impl, "--single", variant],

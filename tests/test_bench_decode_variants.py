@@ -38,3 +38,32 @@ def test_linear_8_rows_takes_the_reduction_up_to_8_rows_only():
 def test_inductor_tuning_is_an_environment_switch_for_the_child():
     assert variants.environment("inductor-tuned+linear-8-rows")["TORCHINDUCTOR_COORDINATE_DESCENT_TUNING"] == "1"
     assert "TORCHINDUCTOR_COORDINATE_DESCENT_TUNING" not in variants.environment("linear-8-rows")
+
+
+NORM_QKV_CHECK = """
+import torch
+from gptoss_model import GPTOss_Small, GPTOssModelFull, fast
+import bench_decode_variants as variants
+
+model = GPTOssModelFull(GPTOss_Small(implementation="fast"), dtype=torch.bfloat16).eval()
+layer = model.model.layers[1]
+x = torch.randn(1, 1, model.config.hidden_size).bfloat16() * 20
+position_embeddings = model.model.rotary_emb(torch.tensor([[17]]), torch.bfloat16)
+want = fast._attention_inputs(layer, x, position_embeddings)
+variants.apply("norm-qkv-kernel")
+assert fast._attention_inputs is not None
+got = fast._attention_inputs(layer, x, position_embeddings)
+for a, b in zip(got, want):
+    assert a.shape == b.shape and a.dtype == b.dtype, (a.shape, b.shape)
+    assert torch.allclose(a.float(), b.float(), rtol=2**-6, atol=2**-6 * b.abs().max().item()), (a - b).abs().max()
+print("same q, k, v")
+"""
+
+
+def test_norm_qkv_kernel_variant_gives_the_tree_s_q_k_v():
+    """The variant's q, k and v for one token (its Triton kernel under the interpreter) against the tree's
+    _attention_inputs: same shapes, within bf16 rounding (the interpreter rounds bf16 by truncation)."""
+    env = {"TRITON_INTERPRET": "1", "PYTHONPATH": f"{ROOT}:{ROOT / 'scripts'}", "PATH": ""}
+    run = subprocess.run([sys.executable, "-c", NORM_QKV_CHECK], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0 and "same q, k, v" in run.stdout, run.stderr[-2000:]
