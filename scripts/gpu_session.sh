@@ -10,7 +10,7 @@
 #                                          # profiles at batch 1 and 8 (~9 min)
 #   bash scripts/gpu_session.sh mxfp4-tests  # the kernel, fast-path and decoder GPU tests (a call of their own: in the
 #                                          # fourth session 220 s ran 97 of the 106)
-#   bash scripts/gpu_session.sh decode-variants  # bench_decode_variants.py: Inductor tuning, linear for 8 rows (~8 min)
+#   bash scripts/gpu_session.sh decode-variants  # bench_decode_variants.py: Inductor tuning, 8-row linear, q/k/v kernel, b8 attention (~8 min)
 #   bash scripts/gpu_session.sh mxfp4-memory  # packed 20b from a checkpoint + 4k KV cache; 120b built in memory
 #   bash scripts/gpu_session.sh calibrate [float32|bfloat16]
 #                                          # calibrate_gates.py: gptoss_model, OpenAI's gpt_oss.torch and Transformers

@@ -67,3 +67,17 @@ def test_norm_qkv_kernel_variant_gives_the_tree_s_q_k_v():
     run = subprocess.run([sys.executable, "-c", NORM_QKV_CHECK], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=300)
     assert run.returncode == 0 and "same q, k, v" in run.stdout, run.stderr[-2000:]
+
+
+def test_attention_matmul_8_uses_cublas_for_several_sequences_only():
+    from gptoss_model import fast
+
+    calls = []
+    small_matmul = variants.matmul_for_batches(lambda a, b: calls.append(a.shape) or torch.matmul(a, b))
+    generator = torch.Generator().manual_seed(0)
+    for batch in (1, 8):
+        q = torch.randn(batch, 8, 8, 64, generator=generator)
+        k = torch.randn(batch, 8, 64, 40, generator=generator)
+        assert torch.allclose(small_matmul(q, k), torch.matmul(q, k))
+    assert calls == [(1, 8, 8, 64)]  # batch 8 went to torch.matmul directly
+    assert fast._small_matmul.__name__ == "_small_matmul"  # building the variant patches nothing
