@@ -14,7 +14,9 @@ variant wins on the GPU:
 - norm-qkv-kernel: batch-1 decoding's RMSNorm and q/k/v projections in one Triton launch
   (gptoss_model/kernels/norm_linear.py) instead of Inductor's three reductions (the q one at ~1.6 TB/s);
 - attention-matmul-8: one-token attention's two products as cuBLAS batched matmuls when several sequences decode
-  together, instead of the fused reductions (0.62 ms of the batch-8 step); batch 1 keeps the reductions.
+  together, instead of the fused reductions (0.62 ms of the batch-8 step); batch 1 keeps the reductions;
+- prefill-graph: the prefill forward captured once per prompt shape as a CUDA graph and replayed (the issue's
+  "next step" for prefill: ~10 % of its time is gaps between ~770 kernels).
 Parts combine with "+".
 """
 
@@ -31,8 +33,8 @@ sys.path.insert(0, ".")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 ENVIRONMENT = {"inductor-tuned": {"TORCHINDUCTOR_COORDINATE_DESCENT_TUNING": "1"}}  # read when Inductor is imported
-PARTS = ("base", "inductor-tuned", "linear-8-rows", "norm-qkv-kernel", "attention-matmul-8")
-VARIANTS = PARTS  # the default run, ~8 min on the H200; combinations (e.g. inductor-tuned+linear-8-rows) on request
+PARTS = ("base", "inductor-tuned", "linear-8-rows", "norm-qkv-kernel", "attention-matmul-8", "prefill-graph")
+VARIANTS = PARTS  # the default run, ~9 min on the H200; combinations (e.g. inductor-tuned+linear-8-rows) on request
 
 
 def unknown_parts(variant: str) -> list[str]:
@@ -51,6 +53,10 @@ def apply(variant: str) -> None:
         fast._attention_inputs = attention_inputs_in_one_kernel(fast._attention_inputs)
     if "attention-matmul-8" in variant.split("+"):
         fast._small_matmul = matmul_for_batches(fast._small_matmul)
+    if "prefill-graph" in variant.split("+"):
+        import bench_gpu
+
+        bench_gpu.forward = graphed(bench_gpu.forward)
 
 
 def linear_up_to(max_rows: int):
@@ -89,6 +95,30 @@ def matmul_for_batches(tree_version):
         return torch.matmul(a, b) if a.shape[0] > 1 else tree_version(a, b)
 
     return small_matmul
+
+
+def graphed(forward, new_graph=lambda: torch.cuda.CUDAGraph(), capturing=lambda graph: torch.cuda.graph(graph)):
+    """forward(impl, model, ids) replayed from a CUDA graph captured at the first call of each ids shape: ids are
+    copied into the graph's own input, and the output is the graph's own buffer (valid until the next replay).
+    Warmed up twice uncaptured first, as StaticDecoder does (compilation, the allocator, lazy state)."""
+    graphs = {}
+
+    def replay(impl, model, ids):
+        key = (impl, id(model), tuple(ids.shape))
+        if key not in graphs:
+            static_ids = ids.clone()
+            for _ in range(2):
+                forward(impl, model, static_ids)
+            graph = new_graph()
+            with capturing(graph):
+                out = forward(impl, model, static_ids)
+            graphs[key] = (graph, static_ids, out)
+        graph, static_ids, out = graphs[key]
+        static_ids.copy_(ids)
+        graph.replay()
+        return out
+
+    return replay
 
 
 def environment(variant: str) -> dict:

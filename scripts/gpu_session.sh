@@ -10,7 +10,8 @@
 #                                          # profiles at batch 1 and 8 (~9 min)
 #   bash scripts/gpu_session.sh mxfp4-tests  # the kernel, fast-path and decoder GPU tests (a call of their own: in the
 #                                          # fourth session 220 s ran 97 of the 106)
-#   bash scripts/gpu_session.sh decode-variants  # bench_decode_variants.py: Inductor tuning, 8-row linear, q/k/v kernel, b8 attention (~8 min)
+#   bash scripts/gpu_session.sh decode-variants  # bench_decode_variants.py: Inductor tuning, 8-row linear, q/k/v kernel,
+#                                          # b8 attention, prefill CUDA graph (~9 min; VARIANTS="..." for a subset)
 #   bash scripts/gpu_session.sh mxfp4-memory  # packed 20b from a checkpoint + 4k KV cache; 120b built in memory
 #   bash scripts/gpu_session.sh calibrate [float32|bfloat16]
 #                                          # calibrate_gates.py: gptoss_model, OpenAI's gpt_oss.torch and Transformers
@@ -65,7 +66,8 @@ mxfp4-tests)
   tail -8 "$OUT/gpu_tests.log"
   ;;
 decode-variants)
-  timeout 560 python3 scripts/bench_decode_variants.py --json "$OUT/decode_variants.json" 2>&1 | grep -v Warning
+  timeout 560 python3 scripts/bench_decode_variants.py ${VARIANTS:+--variants $VARIANTS} \
+    --json "$OUT/decode_variants.json" 2>&1 | grep -v Warning  # VARIANTS="a b": a subset, if one call is too short
   ;;
 tune)
   timeout 300 python3 -m pytest -q -p no:cacheprovider -p no:logging -W ignore ${TESTS:-tests/test_mxfp4_kernels.py \

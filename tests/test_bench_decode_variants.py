@@ -81,3 +81,46 @@ def test_attention_matmul_8_uses_cublas_for_several_sequences_only():
         assert torch.allclose(small_matmul(q, k), torch.matmul(q, k))
     assert calls == [(1, 8, 8, 64)]  # batch 8 went to torch.matmul directly
     assert fast._small_matmul.__name__ == "_small_matmul"  # building the variant patches nothing
+
+
+class RecordedGraph:
+    """Stands in for torch.cuda.CUDAGraph on the CPU: capture records the forward, replay runs it again into the
+    same output buffer (what a CUDA graph's replay does)."""
+
+    def __init__(self):
+        self.replays = 0
+
+    def replay(self):
+        self.replays += 1
+        self.out.copy_(self.forward())
+
+
+class Capturing:
+    def __init__(self, graph, forwards):
+        self.graph, self.forwards = graph, forwards
+
+    def __enter__(self):
+        self.forwards.graph = self.graph
+
+    def __exit__(self, *exc):
+        self.forwards.graph = None
+
+
+def test_prefill_graph_captures_once_per_shape_and_replays_new_ids():
+    calls = []
+
+    def forward(impl, model, ids):
+        calls.append(tuple(ids.shape))
+        out = ids.float() * 2
+        if forward.graph is not None:  # being captured: the graph replays this computation on the same input
+            forward.graph.forward, forward.graph.out = (lambda: ids.float() * 2), out
+        return out
+
+    forward.graph = None
+    replay = variants.graphed(forward, new_graph=RecordedGraph, capturing=lambda g: Capturing(g, forward))
+    first = replay("ours", "model", torch.tensor([[1, 2, 3]]))
+    assert torch.equal(first, torch.tensor([[2.0, 4.0, 6.0]])) and calls == [(1, 3)] * 3  # 2 warm-ups + capture
+    second = replay("ours", "model", torch.tensor([[5, 6, 7]]))
+    assert torch.equal(second, torch.tensor([[10.0, 12.0, 14.0]])) and len(calls) == 3  # replayed, not called
+    replay("ours", "model", torch.tensor([[1, 2]]))
+    assert len(calls) == 6  # a new shape: captured again
