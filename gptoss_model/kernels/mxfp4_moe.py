@@ -164,8 +164,10 @@ def _e8m0(scale_bytes):
 @triton.jit
 def _e8m0_bf16(scale_bytes):
     """E8M0 scale bytes -> 2^(byte - 127) as bfloat16, exactly, built as bits: the byte is bf16's exponent field
-    (byte << 7); byte 0, 2^-127, is the subnormal 0x0040, which max() gives too (every other byte's bits are larger)."""
-    return tl.maximum(scale_bytes.to(tl.uint16) << 7, 0x40).to(tl.bfloat16, bitcast=True)
+    (byte << 7); byte 0, 2^-127, is the subnormal 0x0040, which max() gives too (every other byte's bits are larger).
+    The cast back to 16 bits: Triton 3.6 widens the max with a constant to 32 bits (3.9 does not)."""
+    bits = tl.maximum(scale_bytes.to(tl.uint16) << 7, 0x40).to(tl.uint16)
+    return bits.to(tl.bfloat16, bitcast=True)
 
 
 @triton.jit
