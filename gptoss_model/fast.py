@@ -18,6 +18,7 @@ functions in model.py, computed differently; tests/test_model_parity.py checks t
   written as a reduction that Inductor generates and fuses with its neighbours instead of cuBLAS's split-K kernels.
 - one_token_attention: one query row per head against the grouped keys as they are (no per-head copy of K and V).
 - top_k: the router's top k inside a compiled piece on CUDA, from each logit's rank (fused, no top-k kernel).
+- _one_token_attention_inputs: on CUDA, one token's RMSNorm and q/k/v projections in one Triton launch.
 - layer_forward: on CUDA a decoder layer runs as two torch.compile'd pieces (norm + q/k/v + rotary; sinks + o_proj
   + norm + router + experts), which fuse the elementwise work between the matmuls: uncompiled, a layer is dozens of
   tiny kernel launches and passes over memory (docs/benchmarks.md). Between the pieces, uncompiled: the KV cache update
@@ -143,7 +144,22 @@ def _one_token_layer(layer, x, position_embeddings, keep, keys, values, slot):
 
 
 def _attention_inputs(layer, x, position_embeddings):
-    return layer.self_attn.project(layer.input_layernorm(x), position_embeddings)
+    attention = layer.self_attn
+    if x.is_cuda and x.numel() == x.shape[-1] and attention.q_proj.bias is not None:
+        return _one_token_attention_inputs(layer, x, position_embeddings)
+    return attention.project(layer.input_layernorm(x), position_embeddings)
+
+
+def _one_token_attention_inputs(layer, x, position_embeddings):
+    """GptOssAttention.project(input_layernorm(x)) for a single token, the RMSNorm and the q/k/v projections in one
+    Triton launch (kernels/norm_linear.py): Inductor made them three reductions, the q one at ~1.6 TB/s, and batch-1
+    decoding ran 27 % faster with the kernel (docs/benchmarks.md, fourth session)."""
+    from gptoss_model.kernels.norm_linear import norm_linear
+
+    attention, (B, T, _), (cos, sin) = layer.self_attn, x.shape, position_embeddings
+    projections = norm_linear(x, layer.input_layernorm, [attention.q_proj, attention.k_proj, attention.v_proj])
+    q, k, v = (y.view(B, T, -1, attention.head_dim).transpose(1, 2) for y in projections)
+    return eager.apply_rotary(q, cos, sin), eager.apply_rotary(k, cos, sin), v
 
 
 def _finish_after_flex(layer, x, out, lse):

@@ -11,8 +11,9 @@ variant wins on the GPU:
   on); the decode step's projections and attention are Inductor reductions;
 - linear-8-rows: fast.linear's single-row reduction also for up to 8 rows (batch-8 decoding), instead of cuBLAS's
   split-K kernels and their reduce kernels (0.96 ms of a 7.4 ms batch-8 step, docs/benchmarks.md);
-- norm-qkv-kernel: batch-1 decoding's RMSNorm and q/k/v projections in one Triton launch
-  (gptoss_model/kernels/norm_linear.py) instead of Inductor's three reductions (the q one at ~1.6 TB/s);
+- qkv-inductor: batch-1 decoding's RMSNorm and q/k/v as Inductor's three reductions, as before the fourth
+  session wired in gptoss_model/kernels/norm_linear.py's one launch (measured then as the variant
+  "norm-qkv-kernel": 468.0 against 369.2 tok/s, docs/benchmarks.md);
 - attention-matmul-8: one-token attention's two products as cuBLAS batched matmuls when several sequences decode
   together, instead of the fused reductions (0.62 ms of the batch-8 step); batch 1 keeps the reductions;
 - prefill-graph: the prefill forward captured once per prompt shape as a CUDA graph and replayed (the issue's
@@ -33,7 +34,7 @@ sys.path.insert(0, ".")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 ENVIRONMENT = {"inductor-tuned": {"TORCHINDUCTOR_COORDINATE_DESCENT_TUNING": "1"}}  # read when Inductor is imported
-PARTS = ("base", "inductor-tuned", "linear-8-rows", "norm-qkv-kernel", "attention-matmul-8", "prefill-graph")
+PARTS = ("base", "inductor-tuned", "linear-8-rows", "qkv-inductor", "attention-matmul-8", "prefill-graph")
 VARIANTS = PARTS  # the default run, ~9 min on the H200; combinations (e.g. inductor-tuned+linear-8-rows) on request
 
 
@@ -49,8 +50,8 @@ def apply(variant: str) -> None:
 
     if "linear-8-rows" in variant.split("+"):
         fast.linear = linear_up_to(8)
-    if "norm-qkv-kernel" in variant.split("+"):
-        fast._attention_inputs = attention_inputs_in_one_kernel(fast._attention_inputs)
+    if "qkv-inductor" in variant.split("+"):
+        fast._attention_inputs = attention_inputs_by_inductor
     if "attention-matmul-8" in variant.split("+"):
         fast._small_matmul = matmul_for_batches(fast._small_matmul)
     if "prefill-graph" in variant.split("+"):
@@ -72,21 +73,9 @@ def linear_up_to(max_rows: int):
     return linear
 
 
-def attention_inputs_in_one_kernel(tree_version):
-    """fast._attention_inputs with a single row's RMSNorm and q/k/v in one launch (norm_linear); the rest as
-    GptOssAttention.project."""
-    def attention_inputs(layer, x, position_embeddings):
-        if x.numel() != x.shape[-1]:
-            return tree_version(layer, x, position_embeddings)
-        from gptoss_model.kernels.norm_linear import norm_linear
-        from gptoss_model.model import apply_rotary
-
-        attention, (B, T, _), (cos, sin) = layer.self_attn, x.shape, position_embeddings
-        projections = norm_linear(x, layer.input_layernorm, [attention.q_proj, attention.k_proj, attention.v_proj])
-        q, k, v = (y.view(B, T, -1, attention.head_dim).transpose(1, 2) for y in projections)
-        return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin), v
-
-    return attention_inputs
+def attention_inputs_by_inductor(layer, x, position_embeddings):
+    """fast._attention_inputs without the one-token Triton launch: the readable projections, compiled."""
+    return layer.self_attn.project(layer.input_layernorm(x), position_embeddings)
 
 
 def matmul_for_batches(tree_version):

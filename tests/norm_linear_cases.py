@@ -71,3 +71,24 @@ def test_refuses_more_than_one_row_or_a_missing_bias():
     no_bias = nn.Linear(32, 8, bias=False, device=DEVICE)
     with pytest.raises(ValueError, match="biases"):
         norm_linear(torch.zeros(1, 32, device=DEVICE), norm, [no_bias])
+
+
+def test_fast_path_one_token_attention_inputs_equal_the_readable_projection():
+    """fast._one_token_attention_inputs (what the compiled decode step runs on CUDA for one token) against
+    GptOssAttention.project after the layer's RMSNorm: q and k rotated, v, same shapes, within bf16 rounding."""
+    from gptoss_model import GPTOss_Small, GPTOssModelFull, fast
+
+    torch.manual_seed(0)
+    model = GPTOssModelFull(GPTOss_Small(implementation="fast"), device=DEVICE, dtype=torch.bfloat16).eval()
+    for module in model.modules():
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            module.bias.data.normal_(0, 0.5)
+    layer = model.model.layers[1]
+    x = (torch.randn(1, 1, model.config.hidden_size, device=DEVICE) * 20).to(torch.bfloat16)
+    position_embeddings = model.model.rotary_emb(torch.tensor([[17]], device=DEVICE), torch.bfloat16)
+    with torch.no_grad():
+        got = fast._one_token_attention_inputs(layer, x, position_embeddings)
+        want = layer.self_attn.project(layer.input_layernorm(x), position_embeddings)
+    for a, b in zip(got, want):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        assert torch.allclose(a.float(), b.float(), rtol=2**-6, atol=2**-6 * b.abs().max().item())
