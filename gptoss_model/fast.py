@@ -145,7 +145,8 @@ def _one_token_layer(layer, x, position_embeddings, keep, keys, values, slot):
 
 def _attention_inputs(layer, x, position_embeddings):
     attention = layer.self_attn
-    if x.is_cuda and x.numel() == x.shape[-1] and attention.q_proj.bias is not None:
+    one_token = x.is_cuda and x.numel() == x.shape[-1] and attention.q_proj.bias is not None
+    if one_token and not torch.is_grad_enabled():  # the kernel has no backward: with gradients, the readable way
         return _one_token_attention_inputs(layer, x, position_embeddings)
     return attention.project(layer.input_layernorm(x), position_embeddings)
 

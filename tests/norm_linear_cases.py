@@ -92,3 +92,4 @@ def test_fast_path_one_token_attention_inputs_equal_the_readable_projection():
     for a, b in zip(got, want):
         assert a.shape == b.shape and a.dtype == b.dtype
         assert torch.allclose(a.float(), b.float(), rtol=2**-6, atol=2**-6 * b.abs().max().item())
+

@@ -105,3 +105,20 @@ def test_top_k_by_rank_picks_what_cuda_topk_picks_among_ties():
         values, indices = top_k(logits, 4)
         assert torch.equal(indices.sort(-1).values, want.indices.sort(-1).values)
         assert torch.equal(values.sort(-1).values, want.values.sort(-1).values)
+
+
+def test_fast_path_takes_the_one_token_launch_only_without_gradients():
+    """With gradients enabled the step must stay differentiable: fast._attention_inputs then projects the readable
+    way (q has a grad_fn); under no_grad it takes the RMSNorm + q/k/v launch (kernels/norm_linear.py)."""
+    from gptoss_model import GPTOss_Small, GPTOssModelFull, fast
+
+    model = GPTOssModelFull(GPTOss_Small(implementation="fast"), device="cuda", dtype=torch.bfloat16)
+    layer = model.model.layers[0]
+    x = torch.randn(1, 1, model.config.hidden_size, device="cuda").to(torch.bfloat16)
+    position_embeddings = model.model.rotary_emb(torch.tensor([[3]], device="cuda"), torch.bfloat16)
+    with torch.enable_grad():
+        assert fast._attention_inputs(layer, x, position_embeddings)[0].grad_fn is not None
+    with torch.no_grad():
+        got = fast._attention_inputs(layer, x, position_embeddings)
+        want = fast._one_token_attention_inputs(layer, x, position_embeddings)
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
