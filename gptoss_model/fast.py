@@ -157,10 +157,9 @@ def _one_token_attention_inputs(layer, x, position_embeddings):
     decoding ran 27 % faster with the kernel (docs/benchmarks.md, fourth session)."""
     from gptoss_model.kernels.norm_linear import norm_linear
 
-    attention, (B, T, _), (cos, sin) = layer.self_attn, x.shape, position_embeddings
+    attention = layer.self_attn
     projections = norm_linear(x, layer.input_layernorm, [attention.q_proj, attention.k_proj, attention.v_proj])
-    q, k, v = (y.view(B, T, -1, attention.head_dim).transpose(1, 2) for y in projections)
-    return eager.apply_rotary(q, cos, sin), eager.apply_rotary(k, cos, sin), v
+    return attention.rotated_heads(*projections, position_embeddings)
 
 
 def _finish_after_flex(layer, x, out, lse):
@@ -283,12 +282,15 @@ def _block_mask(keep):
 # Linear layers of a single row
 
 
+REDUCTION_ROWS = 1  # up to this many rows `linear` is a reduction (scripts/bench_decode_variants.py tries 8)
+
+
 def linear(x, weight, bias=None):
     """F.linear(x, weight, bias), except for a single row inside a compiled piece (batch-1 decoding): there it is a
     float32 product summed over the input, which Inductor turns into one reduction kernel that reads the weight
     once near the memory bandwidth and takes the RMSNorm before it along; for one row cuBLAS runs a split-K kernel
     plus a reduce kernel per projection (docs/benchmarks.md, the decode profile)."""
-    if x.numel() != x.shape[-1] or not torch.compiler.is_compiling():
+    if x.numel() > REDUCTION_ROWS * x.shape[-1] or not torch.compiler.is_compiling():
         return F.linear(x, weight, bias)
     y = (x.float()[..., None, :] * weight.float()).sum(-1)  # [..., out]
     return (y if bias is None else y + bias.float()).to(x.dtype)  # one rounding, as cuBLAS's bias epilogue

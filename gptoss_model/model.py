@@ -126,10 +126,12 @@ class GptOssAttention(nn.Module):
 
     def project(self, x, position_embeddings):
         """x [B, T, H] -> q [B, nq, T, d], k and v [B, nkv, T, d], q and k rotated."""
-        B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, -1, self.head_dim).transpose(1, 2)  # [B, nq, T, d]
-        k = self.k_proj(x).view(B, T, -1, self.head_dim).transpose(1, 2)  # [B, nkv, T, d]
-        v = self.v_proj(x).view(B, T, -1, self.head_dim).transpose(1, 2)  # [B, nkv, T, d]
+        return self.rotated_heads(self.q_proj(x), self.k_proj(x), self.v_proj(x), position_embeddings)
+
+    def rotated_heads(self, q, k, v, position_embeddings):
+        """The projections' outputs [B, T, heads·d] -> [B, heads, T, d] each, q and k rotated."""
+        B, T, _ = q.shape
+        q, k, v = (y.view(B, T, -1, self.head_dim).transpose(1, 2) for y in (q, k, v))
         cos, sin = position_embeddings
         return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin), v
 

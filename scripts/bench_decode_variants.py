@@ -9,8 +9,9 @@ variant wins on the GPU:
 - base: the tree as it is;
 - inductor-tuned: Inductor's coordinate-descent tuning of its generated kernels' block sizes (what gpt-fast turns
   on); the decode step's projections and attention are Inductor reductions;
-- linear-8-rows: fast.linear's single-row reduction also for up to 8 rows (batch-8 decoding), instead of cuBLAS's
-  split-K kernels and their reduce kernels (0.96 ms of a 7.4 ms batch-8 step, docs/benchmarks.md);
+- linear-8-rows: fast.linear's single-row reduction also for up to 8 rows (fast.REDUCTION_ROWS = 8, batch-8
+  decoding), instead of cuBLAS's split-K kernels and their reduce kernels (0.96 ms of a 7.4 ms batch-8 step,
+  docs/benchmarks.md);
 - qkv-inductor: batch-1 decoding's RMSNorm and q/k/v as Inductor's three reductions, as before the fourth
   session wired in gptoss_model/kernels/norm_linear.py's one launch (measured then as the variant
   "norm-qkv-kernel": 468.0 against 369.2 tok/s, docs/benchmarks.md);
@@ -49,7 +50,7 @@ def apply(variant: str) -> None:
     from gptoss_model import fast
 
     if "linear-8-rows" in variant.split("+"):
-        fast.linear = linear_up_to(8)
+        fast.REDUCTION_ROWS = 8
     if "qkv-inductor" in variant.split("+"):
         fast._attention_inputs = attention_inputs_by_inductor
     if "attention-matmul-8" in variant.split("+"):
@@ -58,19 +59,6 @@ def apply(variant: str) -> None:
         import bench_gpu
 
         bench_gpu.forward = graphed(bench_gpu.forward)
-
-
-def linear_up_to(max_rows: int):
-    """fast.linear with its reduction taken for up to max_rows rows (the tree: one)."""
-    import torch.nn.functional as F
-
-    def linear(x, weight, bias=None):
-        if x.numel() // x.shape[-1] > max_rows or not torch.compiler.is_compiling():
-            return F.linear(x, weight, bias)
-        y = (x.float()[..., None, :] * weight.float()).sum(-1)
-        return (y if bias is None else y + bias.float()).to(x.dtype)
-
-    return linear
 
 
 def attention_inputs_by_inductor(layer, x, position_embeddings):

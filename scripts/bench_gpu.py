@@ -15,6 +15,7 @@ import argparse
 import datetime
 import gc
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -169,9 +170,10 @@ def main():
         rows.append(json.loads(found[0]) if found else {"impl": impl, "error": child.stderr[-300:]})
         print(json.dumps(rows[-1]), flush=True)
     keys = [k for k in rows[0] if k not in ("impl",)]
-    if args.json:
-        with open(args.json, "w") as f:
+    if args.json:  # written whole, then renamed: no half-written file if the run is stopped
+        with open(args.json + ".tmp", "w") as f:
             json.dump({"meta": meta, "rows": rows}, f, indent=2)
+        os.replace(args.json + ".tmp", args.json)
     print("\n| impl | " + " | ".join(keys) + " |")
     print("|---" * (len(keys) + 1) + "|")
     for row in rows:

@@ -7,7 +7,6 @@ alternated twice (A, B, A, B) so that drift in the GPU's clock shows.
 """
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
@@ -15,13 +14,8 @@ import sys
 import torch
 
 sys.path.insert(0, ".")
-
-
-def load(path, name):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_mxfp4_variants import module_from_source, two_launches  # noqa: E402
 
 
 def main():
@@ -35,16 +29,12 @@ def main():
     from gptoss_model.kernels import mxfp4_moe as after
     from gptoss_model.mxfp4_experts import MXFP4Experts, fill_random_
 
-    before = load(args.before, "mxfp4_moe_before")
+    before = module_from_source("mxfp4_moe_before", open(args.before).read())
     config = GPTOss_20B(num_hidden_layers=1)
     torch.manual_seed(0)
-    experts = fill_random_(MXFP4Experts(config, device="cuda", dtype=torch.bfloat16))
-
-    def launches(kernel, x, tiles, x_rows, kind):
-        a = kernel.moe_mxfp4_linear(x, experts.gate_up_proj_blocks, experts.gate_up_proj_scales,
-                                    experts.gate_up_proj_bias, tiles, x_rows, (experts.alpha, experts.limit), kind)
-        return kernel.moe_mxfp4_linear(a, experts.down_proj_blocks, experts.down_proj_scales, experts.down_proj_bias,
-                                       tiles, None, None, kind)
+    layer = fill_random_(MXFP4Experts(config, device="cuda", dtype=torch.bfloat16))
+    experts = {"gate_up": (layer.gate_up_proj_blocks, layer.gate_up_proj_scales, layer.gate_up_proj_bias),
+               "down": (layer.down_proj_blocks, layer.down_proj_scales, layer.down_proj_bias)}
 
     rows = []
     for tokens in (1, 8, 2048):
@@ -60,7 +50,8 @@ def main():
             tiles = after.tiles_by_expert(ends, flat.numel(), after.CONFIGS[kind][0])
             x_rows = (torch.argsort(flat, stable=True) // 4).int()
         for name, kernel in (("before", before), ("after", after), ("before", before), ("after", after)):
-            ms = triton.testing.do_bench_cudagraph(lambda: launches(kernel, x, tiles, x_rows, kind), rep=200)
+            ms = triton.testing.do_bench_cudagraph(lambda: two_launches(kernel, experts, x, tiles, x_rows, kind),
+                                                   rep=200)
             rows.append({"tokens": tokens, "kernel": name, "tile": kind, "ms": round(ms, 4)})
             print(json.dumps(rows[-1]), flush=True)
     if args.json:

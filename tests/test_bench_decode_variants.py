@@ -19,8 +19,13 @@ def test_an_unknown_variant_is_refused_in_one_line_naming_it():
     assert "'fast+turbo' has unknown ['fast', 'turbo']" in run.stderr.strip().splitlines()[-1]
 
 
-def test_linear_8_rows_takes_the_reduction_up_to_8_rows_only():
-    linear = variants.linear_up_to(8)
+def test_linear_8_rows_takes_the_reduction_up_to_8_rows_only(monkeypatch):
+    from gptoss_model import fast
+
+    monkeypatch.setattr(fast, "REDUCTION_ROWS", 1)
+    variants.apply("linear-8-rows")
+    assert fast.REDUCTION_ROWS == 8
+    linear = fast.linear
     compiled = torch.compile(linear, backend="aot_eager")
     generator = torch.Generator().manual_seed(0)
     weight = torch.randn(48, 64, generator=generator).bfloat16()
