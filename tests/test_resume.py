@@ -24,8 +24,16 @@ cli(["download", "--model", "20b"])
 
 
 def _leftovers(directory: Path) -> list[Path]:
-    """huggingface_hub's temporary files, largest first (the shard's; small files may have left one too)."""
-    return sorted((p for p in directory.rglob("*.incomplete") if p.is_file()), key=lambda p: -p.stat().st_size)
+    """huggingface_hub's temporary files, largest first (the shard's; small files may have left one too). A small
+    file can finish, and its temporary file be renamed, between the listing and the stat: it is no leftover then
+    (CI once failed on exactly that race)."""
+    sized = []
+    for path in directory.rglob("*.incomplete"):
+        try:
+            sized.append((path.stat().st_size, path))
+        except FileNotFoundError:
+            continue
+    return [path for _, path in sorted(sized, key=lambda pair: -pair[0])]
 
 
 def _killed_mid_file(fake, target, tmp_path) -> int:  # noqa: F811
