@@ -120,6 +120,7 @@ class StaticDecoder:
         self.key_slots = torch.arange(max_len, device=device)[None, :]  # [1, S]
         self.graph = None
         self.use_graph = weight.is_cuda
+        self.steps_left = 0  # decode steps that still fit after start
 
     def _step(self):
         """One greedy step on the static buffers; writes the next token into self.token. Graph-capturable."""
@@ -166,6 +167,13 @@ class StaticDecoder:
     @torch.no_grad()
     def generate(self, input_ids, max_new_tokens: int) -> torch.Tensor:
         """Greedy decoding of an unpadded batch [B, T] -> [B, T + max_new_tokens]."""
+        first = self.start(input_ids, max_new_tokens)
+        return torch.cat([input_ids, first, *self.decode(max_new_tokens - 1)], dim=1)
+
+    @torch.no_grad()
+    def start(self, input_ids, max_new_tokens: int) -> torch.Tensor:
+        """The prompt [B, T] through the model (and the step captured, the first time) -> the first new token [B, 1];
+        `decode` then gives the next ones, up to max_new_tokens in all."""
         batch, length = input_ids.shape
         if batch != self.batch or length + max_new_tokens > self.max_len:
             raise ValueError(f"batch {batch} / length {length + max_new_tokens} do not fit this decoder "
@@ -173,8 +181,51 @@ class StaticDecoder:
         self.token.copy_(self._prefill(input_ids).argmax(-1, keepdim=True))
         if self.graph is None and self.use_graph:
             self._capture()
-        new = [self.token.clone()]
-        for _ in range(max_new_tokens - 1):
+        self.steps_left = max_new_tokens - 1  # the slots that remain in the buffers
+        return self.token.clone()
+
+    @torch.no_grad()
+    def decode(self, steps: int) -> list[torch.Tensor]:
+        """`steps` more greedy tokens after `start` (or an earlier decode), each [B, 1]; no host synchronisation."""
+        if steps > self.steps_left:
+            raise ValueError(f"decode({steps}): only {self.steps_left} steps left of the max_new_tokens given to start")
+        self.steps_left -= steps
+        new = []
+        for _ in range(steps):
             self.graph.replay() if self.use_graph else self._step()  # without CUDA: the same step, uncaptured
             new.append(self.token.clone())
-        return torch.cat([input_ids, *new], dim=1)
+        return new
+
+
+class GraphedForward:
+    """model(input_ids=...) -> logits replayed from a CUDA graph captured once per input shape: a prefill's ~770
+    kernel launches cost the host more than the GPU needs for the smaller ones (docs/benchmarks.md, fifth session).
+    The ids are copied into the graph's own input, and the logits returned are the graph's own buffer, valid until
+    the next call with that shape. Each shape keeps its graph's memory (activations, logits) while this object
+    lives. CUDA and a fast-path model only (the eager experts synchronise with the host)."""
+
+    def __init__(self, model):
+        if model.config.implementation != "fast":
+            raise ValueError("GraphedForward needs model.set_implementation('fast'): the eager experts synchronise "
+                             "with the host every layer, which a CUDA graph cannot capture")
+        self.model, self.graphs = model, {}
+
+    @torch.no_grad()
+    def __call__(self, input_ids: torch.Tensor) -> torch.Tensor:
+        shape = tuple(input_ids.shape)
+        if shape not in self.graphs:
+            static_ids = input_ids.clone()
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):  # warm-up outside the graph: compilation, the allocator, lazy state
+                for _ in range(2):
+                    self.model(input_ids=static_ids)
+            torch.cuda.current_stream().wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                logits = self.model(input_ids=static_ids)
+            self.graphs[shape] = (graph, static_ids, logits)
+        graph, static_ids, logits = self.graphs[shape]
+        static_ids.copy_(input_ids)
+        graph.replay()
+        return logits

@@ -16,9 +16,9 @@ variant wins on the GPU:
   session wired in gptoss_model/kernels/norm_linear.py's one launch (measured then as the variant
   "norm-qkv-kernel": 468.0 against 369.2 tok/s, docs/benchmarks.md);
 - attention-matmul-8: one-token attention's two products as cuBLAS batched matmuls when several sequences decode
-  together, instead of the fused reductions (0.62 ms of the batch-8 step); batch 1 keeps the reductions;
-- prefill-graph: the prefill forward captured once per prompt shape as a CUDA graph and replayed (the issue's
-  "next step" for prefill: ~10 % of its time is gaps between ~770 kernels).
+  together, instead of the fused reductions (0.62 ms of the batch-8 step); batch 1 keeps the reductions.
+(The fifth session's first call measured "prefill-graph", the prefill captured as a CUDA graph per prompt shape:
+34.7k against 29.2k tok/s; it is now gptoss_model.generate.GraphedForward, which bench_gpu.py uses.)
 Parts combine with "+".
 """
 
@@ -35,7 +35,7 @@ sys.path.insert(0, ".")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 ENVIRONMENT = {"inductor-tuned": {"TORCHINDUCTOR_COORDINATE_DESCENT_TUNING": "1"}}  # read when Inductor is imported
-PARTS = ("base", "inductor-tuned", "linear-8-rows", "qkv-inductor", "attention-matmul-8", "prefill-graph")
+PARTS = ("base", "inductor-tuned", "linear-8-rows", "qkv-inductor", "attention-matmul-8")
 VARIANTS = PARTS  # the default run, ~9 min on the H200; combinations (e.g. inductor-tuned+linear-8-rows) on request
 
 
@@ -55,10 +55,6 @@ def apply(variant: str) -> None:
         fast._attention_inputs = attention_inputs_by_inductor
     if "attention-matmul-8" in variant.split("+"):
         fast._small_matmul = matmul_for_batches(fast._small_matmul)
-    if "prefill-graph" in variant.split("+"):
-        import bench_gpu
-
-        bench_gpu.forward = graphed(bench_gpu.forward)
 
 
 def attention_inputs_by_inductor(layer, x, position_embeddings):
@@ -72,30 +68,6 @@ def matmul_for_batches(tree_version):
         return torch.matmul(a, b) if a.shape[0] > 1 else tree_version(a, b)
 
     return small_matmul
-
-
-def graphed(forward, new_graph=lambda: torch.cuda.CUDAGraph(), capturing=lambda graph: torch.cuda.graph(graph)):
-    """forward(impl, model, ids) replayed from a CUDA graph captured at the first call of each ids shape: ids are
-    copied into the graph's own input, and the output is the graph's own buffer (valid until the next replay).
-    Warmed up twice uncaptured first, as StaticDecoder does (compilation, the allocator, lazy state)."""
-    graphs = {}
-
-    def replay(impl, model, ids):
-        key = (impl, id(model), tuple(ids.shape))
-        if key not in graphs:
-            static_ids = ids.clone()
-            for _ in range(2):
-                forward(impl, model, static_ids)
-            graph = new_graph()
-            with capturing(graph):
-                out = forward(impl, model, static_ids)
-            graphs[key] = (graph, static_ids, out)
-        graph, static_ids, out = graphs[key]
-        static_ids.copy_(ids)
-        graph.replay()
-        return out
-
-    return replay
 
 
 def environment(variant: str) -> dict:

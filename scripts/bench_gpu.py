@@ -2,8 +2,10 @@
 
 20b shape (or --layers N of it), bf16, random weights built directly on the GPU. For each implementation:
 prefill tokens/s at each --prefill length (batch 1, full logits, median of --repeats timed with CUDA events after a
-warm-up), greedy decode tokens/s at each --decode-batch (a 128-token prompt, then --decode-steps new tokens; the
-prefill time is subtracted; medians of --repeats runs too, since the fourth session), and peak GPU memory
+warm-up; the "-graph" implementations replay the prefill from a CUDA graph per prompt shape, since the fifth
+session), greedy decode tokens/s at each --decode-batch (a 128-token prompt, then --decode-steps new tokens; the
+prefill time is subtracted, and for the CUDA-graph decoders only the steps are timed, since the fifth session;
+medians of --repeats runs too, since the fourth session), and peak GPU memory
 (torch.cuda.max_memory_allocated). Models are built one at a time
 and freed in between (two 20b models do not fit one 80 GB GPU together).
 
@@ -68,12 +70,19 @@ def build_packed(config, dtype):
 
 
 def forward(impl, model, ids):
+    if impl.endswith("-graph"):  # the prefill replayed from a CUDA graph per prompt shape (since the fifth session)
+        from gptoss_model.generate import GraphedForward
+
+        if id(model) not in _graphed:
+            _graphed.clear()
+            _graphed[id(model)] = GraphedForward(model)
+        return _graphed[id(model)](ids)
     if impl.startswith("ours"):
         return model(input_ids=ids)
     return model(input_ids=ids, use_cache=False).logits
 
 
-_decoders = {}
+_decoders, _graphed = {}, {}
 
 
 def generate(impl, model, ids, steps):
@@ -103,6 +112,24 @@ def timed(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def timed_decode(impl, model, ids, steps: int, repeats: int) -> float:
+    """Median seconds of `steps` greedy decoding steps of the CUDA-graph decoder after the prompt, timed with CUDA
+    events around the steps alone: the prompt's prefill, launched from the host, varied enough to move the older
+    full-minus-first difference by ~20 % between processes (docs/benchmarks.md, fifth session)."""
+    generate(impl, model, ids, 2)  # builds the decoder, compiles, captures
+    decoder = _decoders[ids.shape[0]]
+    times = []
+    for _ in range(repeats + 1):  # the first as a warm-up
+        decoder.start(ids, steps + 1)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        decoder.decode(steps)
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) / 1000)
+    return statistics.median(times[1:])
+
+
 def bench_one(impl, config, args) -> dict:
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
@@ -121,10 +148,12 @@ def bench_one(impl, config, args) -> dict:
         for b in args.decode_batch:
             ids = torch.randint(0, vocab, (b, 128), device="cuda")
             try:
-                # medians of --repeats runs each: a single run of 32 steps varied by ~10 % from call to call
-                full = timed(lambda: generate(impl, model, ids, args.decode_steps + 1), args.repeats)
-                first = timed(lambda: generate(impl, model, ids, 1), args.repeats)
-                row[f"decode_b{b}_tok_s"] = round(b * args.decode_steps / max(full - first, 1e-9), 1)
+                if impl.endswith("-graph"):
+                    seconds = timed_decode(impl, model, ids, args.decode_steps, args.repeats)
+                else:  # medians of --repeats runs each: a single run of 32 steps varied by ~10 % from call to call
+                    full = timed(lambda: generate(impl, model, ids, args.decode_steps + 1), args.repeats)
+                    seconds = full - timed(lambda: generate(impl, model, ids, 1), args.repeats)
+                row[f"decode_b{b}_tok_s"] = round(b * args.decode_steps / max(seconds, 1e-9), 1)
             except Exception as error:
                 row[f"decode_b{b}_tok_s"] = f"error: {type(error).__name__}: {str(error)[:200]}"
     row["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 1)

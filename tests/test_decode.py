@@ -5,6 +5,7 @@ import torch
 
 from gptoss_model import GPTOss_Small, GPTOssModelFull
 from gptoss_model.decode import StaticDecoder
+from gptoss_model.generate import GraphedForward
 
 
 def random_model(device="cpu"):
@@ -48,3 +49,36 @@ def test_static_decoder_refuses_what_it_cannot_do():
         StaticDecoder(model, batch=1, max_len=16).generate(torch.zeros(1, 10, dtype=torch.long), 10)
     with pytest.raises(ValueError, match="fast"):
         StaticDecoder(model.set_implementation("eager"), batch=1, max_len=16)
+
+
+def test_start_then_decode_gives_generate_tokens_and_refuses_steps_past_the_buffers():
+    model = random_model()
+    ids = torch.randint(0, model.config.vocab_size, (1, 5))
+    decoder = StaticDecoder(model, batch=1, max_len=16)
+    expected = decoder.generate(ids, 6)
+    first = decoder.start(ids, 6)
+    assert torch.equal(torch.cat([ids, first, *decoder.decode(3), *decoder.decode(2)], dim=1), expected)
+    with pytest.raises(ValueError, match=r"decode\(1\): only 0 steps left"):
+        decoder.decode(1)
+
+
+def test_graphed_forward_refuses_the_eager_path():
+    with pytest.raises(ValueError, match="GraphedForward needs model.set_implementation"):
+        GraphedForward(random_model().set_implementation("eager"))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_graphed_forward_replays_new_ids_as_the_forward_computes_them():
+    model = random_model("cuda").to(torch.bfloat16)
+    graphed = GraphedForward(model)
+    for seed in range(3):  # the first captures, the next replay with other ids
+        torch.manual_seed(seed)
+        ids = torch.randint(0, model.config.vocab_size, (2, 13), device="cuda")
+        with torch.no_grad():
+            want = model(input_ids=ids)
+        got = graphed(ids)
+        assert got.shape == want.shape
+        assert ((got.float() - want.float()).norm() / want.float().norm()).item() < 1e-2  # the same compiled kernels
+        assert (got.argmax(-1) == want.argmax(-1)).float().mean().item() > 0.95
+    assert len(graphed.graphs) == 1
