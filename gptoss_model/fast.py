@@ -18,7 +18,8 @@ functions in model.py, computed differently; tests/test_model_parity.py checks t
   written as a reduction that Inductor generates and fuses with its neighbours instead of cuBLAS's split-K kernels.
 - one_token_attention: one query row per head against the grouped keys as they are (no per-head copy of K and V).
 - top_k: the router's top k inside a compiled piece on CUDA, from each logit's rank (fused, no top-k kernel).
-- _one_token_attention_inputs: on CUDA, one token's RMSNorm and q/k/v projections in one Triton launch.
+- _attention_inputs_in_one_launch, _output_projection: on CUDA, decoding's few rows (batch 1 to 16) through
+  kernels/norm_linear.py: the RMSNorm and q/k/v projections in one Triton launch, o_proj in another.
 - layer_forward: on CUDA a decoder layer runs as two torch.compile'd pieces (norm + q/k/v + rotary; sinks + o_proj
   + norm + router + experts), which fuse the elementwise work between the matmuls: uncompiled, a layer is dozens of
   tiny kernel launches and passes over memory (docs/benchmarks.md). Between the pieces, uncompiled: the KV cache update
@@ -144,22 +145,40 @@ def _one_token_layer(layer, x, position_embeddings, keep, keys, values, slot):
 
 
 def _attention_inputs(layer, x, position_embeddings):
-    attention = layer.self_attn
-    one_token = x.is_cuda and x.numel() == x.shape[-1] and attention.q_proj.bias is not None
-    if one_token and not torch.is_grad_enabled():  # the kernel has no backward: with gradients, the readable way
-        return _one_token_attention_inputs(layer, x, position_embeddings)
-    return attention.project(layer.input_layernorm(x), position_embeddings)
+    if _takes_norm_linear(x, layer.self_attn.q_proj):
+        return _attention_inputs_in_one_launch(layer, x, position_embeddings)
+    return layer.self_attn.project(layer.input_layernorm(x), position_embeddings)
 
 
-def _one_token_attention_inputs(layer, x, position_embeddings):
-    """GptOssAttention.project(input_layernorm(x)) for a single token, the RMSNorm and the q/k/v projections in one
-    Triton launch (kernels/norm_linear.py): Inductor made them three reductions, the q one at ~1.6 TB/s, and batch-1
-    decoding ran 27 % faster with the kernel (docs/benchmarks.md, fourth session)."""
+def _takes_norm_linear(x, projection) -> bool:
+    """Whether a projection of x goes through kernels/norm_linear.py: on CUDA, for decoding's few rows (up to its
+    MAX_ROWS), with a bias, and with gradients off (the kernel has no backward: with them, the readable way)."""
+    from gptoss_model.kernels.norm_linear import MAX_ROWS
+
+    few_rows = x.numel() <= MAX_ROWS * x.shape[-1]
+    return x.is_cuda and few_rows and projection.bias is not None and not torch.is_grad_enabled()
+
+
+def _attention_inputs_in_one_launch(layer, x, position_embeddings):
+    """GptOssAttention.project(input_layernorm(x)) for a few rows, the RMSNorm and the q/k/v projections in one
+    Triton launch (kernels/norm_linear.py): for one token Inductor made them three reductions, the q one at ~1.6
+    TB/s, and batch-1 decoding ran 27 % faster with the kernel (docs/benchmarks.md, fourth session); for batch 8
+    cuBLAS ran split-K kernels and their reduce kernels."""
     from gptoss_model.kernels.norm_linear import norm_linear
 
     attention = layer.self_attn
     projections = norm_linear(x, layer.input_layernorm, [attention.q_proj, attention.k_proj, attention.v_proj])
     return attention.rotated_heads(*projections, position_embeddings)
+
+
+def _output_projection(attention, out):
+    """attention.o_proj(out) [B, T, nq·d] -> [B, T, H]; for decoding's few rows one norm_linear launch without the
+    norm (Inductor's reduction for one row read the weight at ~2.5 TB/s; cuBLAS split K for batch 8)."""
+    if _takes_norm_linear(out, attention.o_proj):
+        from gptoss_model.kernels.norm_linear import norm_linear
+
+        return norm_linear(out, None, [attention.o_proj])[0]
+    return attention.o_proj(out)
 
 
 def _finish_after_flex(layer, x, out, lse):
@@ -174,7 +193,7 @@ def _finish_after_one_token_attention(layer, x, q, k, v, keep):
 def _finish(layer, x, attention_out):
     """attention_out [B, T, nq, d] -> the layer's output: o_proj, residual, norm, mixture of experts, residual."""
     B, T, _ = x.shape
-    x = x + layer.self_attn.o_proj(attention_out.reshape(B, T, -1))
+    x = x + _output_projection(layer.self_attn, attention_out.reshape(B, T, -1))
     return x + layer.mlp(layer.post_attention_layernorm(x))
 
 

@@ -16,7 +16,11 @@ variant wins on the GPU:
   session wired in gptoss_model/kernels/norm_linear.py's one launch (measured then as the variant
   "norm-qkv-kernel": 468.0 against 369.2 tok/s, docs/benchmarks.md);
 - attention-matmul-8: one-token attention's two products as cuBLAS batched matmuls when several sequences decode
-  together, instead of the fused reductions (0.62 ms of the batch-8 step); batch 1 keeps the reductions.
+  together, instead of the fused reductions (0.62 ms of the batch-8 step); batch 1 keeps the reductions;
+- o-proj-inductor: o_proj as before the fifth session (batch 1: Inductor's reduction; batch 8: cuBLAS), not
+  kernels/norm_linear.py's launch without the norm;
+- rows-cublas: norm_linear's launches for one row only, as before the fifth session (batch 8's q/k/v and o_proj
+  through cuBLAS's split-K kernels).
 (The fifth session's first call measured "prefill-graph", the prefill captured as a CUDA graph per prompt shape:
 34.7k against 29.2k tok/s; it is now gptoss_model.generate.GraphedForward, which bench_gpu.py uses.)
 Parts combine with "+".
@@ -35,7 +39,8 @@ sys.path.insert(0, ".")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 ENVIRONMENT = {"inductor-tuned": {"TORCHINDUCTOR_COORDINATE_DESCENT_TUNING": "1"}}  # read when Inductor is imported
-PARTS = ("base", "inductor-tuned", "linear-8-rows", "qkv-inductor", "attention-matmul-8")
+PARTS = ("base", "inductor-tuned", "linear-8-rows", "qkv-inductor", "attention-matmul-8", "o-proj-inductor",
+         "rows-cublas")
 VARIANTS = PARTS  # the default run, ~9 min on the H200; combinations (e.g. inductor-tuned+linear-8-rows) on request
 
 
@@ -55,11 +60,28 @@ def apply(variant: str) -> None:
         fast._attention_inputs = attention_inputs_by_inductor
     if "attention-matmul-8" in variant.split("+"):
         fast._small_matmul = matmul_for_batches(fast._small_matmul)
+    if "o-proj-inductor" in variant.split("+"):
+        fast._output_projection = output_projection_by_inductor
+    if "rows-cublas" in variant.split("+"):
+        fast._takes_norm_linear = one_row_only(fast._takes_norm_linear)
 
 
 def attention_inputs_by_inductor(layer, x, position_embeddings):
     """fast._attention_inputs without the one-token Triton launch: the readable projections, compiled."""
     return layer.self_attn.project(layer.input_layernorm(x), position_embeddings)
+
+
+def output_projection_by_inductor(attention, out):
+    """fast._output_projection without the norm_linear launch: FastLinear, compiled."""
+    return attention.o_proj(out)
+
+
+def one_row_only(tree_version):
+    """fast._takes_norm_linear, but for a single row only."""
+    def takes_norm_linear(x, projection):
+        return x.numel() == x.shape[-1] and tree_version(x, projection)
+
+    return takes_norm_linear
 
 
 def matmul_for_batches(tree_version):

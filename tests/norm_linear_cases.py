@@ -40,42 +40,48 @@ def layers(K, sizes, dtype, seed=0):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-@pytest.mark.parametrize("sizes, block_n, block_k", [((64, 16, 16), 8, 64), ((40,), 16, 128), ((24, 8), 16, 32)])
-def test_norm_then_projections_as_the_readable_path(dtype, sizes, block_n, block_k):
-    """K = 160 (not a multiple of the blocks), output sizes not multiples of block_n, one to three projections:
-    the readable RMSNorm's output (rounded to the dtype) times each weight, float32 sums, one rounding."""
+@pytest.mark.parametrize("rows, sizes, block_n, block_k, with_norm", [
+    (1, (64, 16, 16), 8, 64, True), (1, (40,), 16, 128, True), (1, (24, 8), 16, 32, False),
+    (2, (64, 16, 16), 16, 64, True), (8, (40,), 16, 32, False), (16, (24, 8), 16, 64, True)])
+def test_norm_then_projections_as_the_readable_path(dtype, rows, sizes, block_n, block_k, with_norm):
+    """K = 160 (not a multiple of the blocks), output sizes not multiples of block_n, one to three projections, one
+    row (the float32 register path) or several (the tensor-core tile), with the RMSNorm or without: the readable
+    RMSNorm's output (rounded to the dtype) times each weight, float32 sums, one rounding."""
     K = 160
     norm, linears = layers(K, sizes, dtype)
-    x = (torch.randn(1, 1, K, device=DEVICE) * 30).to(dtype)
-    outs = norm_linear(x, norm, linears, block_n=block_n, block_k=block_k)
+    x = (torch.randn(rows, 1, K, device=DEVICE) * 30).to(dtype)
+    outs = norm_linear(x, norm if with_norm else None, linears, block_n=block_n, block_k=block_k)
     x32 = x.float()
     normed = rounded(norm.weight * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + norm.eps)), dtype)
     if not INTERPRETED:
         assert torch.equal(normed, norm(x))  # the recipe is GptOssRMSNorm's
+    normed = normed if with_norm else x
     for out, linear in zip(outs, linears):
         want = rounded(normed.float() @ linear.weight.float().T + linear.bias.float(), dtype)
-        assert out.shape == (1, 1, linear.out_features) and out.dtype == dtype
+        assert out.shape == (rows, 1, linear.out_features) and out.dtype == dtype
         # float32 sums in another order: at most one rounding step of the output apart, and nearly all equal
         tolerance = 1e-5 if dtype == torch.float32 else 2**-7
         assert torch.allclose(out.float(), want.float(), rtol=tolerance, atol=tolerance * want.abs().max().item())
         if dtype == torch.bfloat16:
             assert (out == want).float().mean().item() >= 0.9
-        readable = F.linear(norm(x), linear.weight, linear.bias)
+        readable = F.linear(norm(x) if with_norm else x, linear.weight, linear.bias)
         assert torch.allclose(out.float(), readable.float(), rtol=2**-6, atol=2**-6 * want.abs().max().item())
 
 
-def test_refuses_more_than_one_row_or_a_missing_bias():
+def test_refuses_more_than_16_rows_or_a_missing_bias():
     norm, linears = layers(32, (8,), torch.float32)
-    with pytest.raises(ValueError, match="one row"):
-        norm_linear(torch.zeros(2, 32, device=DEVICE), norm, linears)
+    with pytest.raises(ValueError, match=r"expected x holding 1 to 16 rows \(got \(17, 32\)\)"):
+        norm_linear(torch.zeros(17, 32, device=DEVICE), norm, linears)
     no_bias = nn.Linear(32, 8, bias=False, device=DEVICE)
     with pytest.raises(ValueError, match="biases"):
         norm_linear(torch.zeros(1, 32, device=DEVICE), norm, [no_bias])
 
 
-def test_fast_path_one_token_attention_inputs_equal_the_readable_projection():
-    """fast._one_token_attention_inputs (what the compiled decode step runs on CUDA for one token) against
-    GptOssAttention.project after the layer's RMSNorm: q and k rotated, v, same shapes, within bf16 rounding."""
+@pytest.mark.parametrize("batch", [1, 8])
+def test_fast_path_launches_equal_the_readable_projections(batch):
+    """fast._attention_inputs_in_one_launch and fast._output_projection (what the compiled decode step runs on CUDA
+    for batch 1 to 16) against GptOssAttention.project after the layer's RMSNorm and against o_proj: q and k
+    rotated, v, the output projection, same shapes, within bf16 rounding."""
     from gptoss_model import GPTOss_Small, GPTOssModelFull, fast
 
     torch.manual_seed(0)
@@ -84,12 +90,14 @@ def test_fast_path_one_token_attention_inputs_equal_the_readable_projection():
         if isinstance(module, nn.Linear) and module.bias is not None:
             module.bias.data.normal_(0, 0.5)
     layer = model.model.layers[1]
-    x = (torch.randn(1, 1, model.config.hidden_size, device=DEVICE) * 20).to(torch.bfloat16)
-    position_embeddings = model.model.rotary_emb(torch.tensor([[17]], device=DEVICE), torch.bfloat16)
+    attention = layer.self_attn
+    x = (torch.randn(batch, 1, model.config.hidden_size, device=DEVICE) * 20).to(torch.bfloat16)
+    out = torch.randn(batch, 1, attention.o_proj.in_features, device=DEVICE).to(torch.bfloat16)
+    position_embeddings = model.model.rotary_emb(torch.full((batch, 1), 17, device=DEVICE), torch.bfloat16)
     with torch.no_grad():
-        got = fast._one_token_attention_inputs(layer, x, position_embeddings)
-        want = layer.self_attn.project(layer.input_layernorm(x), position_embeddings)
+        got = [*fast._attention_inputs_in_one_launch(layer, x, position_embeddings),
+               fast._output_projection(attention, out)]
+        want = [*attention.project(layer.input_layernorm(x), position_embeddings), attention.o_proj(out)]
     for a, b in zip(got, want):
         assert a.shape == b.shape and a.dtype == b.dtype
         assert torch.allclose(a.float(), b.float(), rtol=2**-6, atol=2**-6 * b.abs().max().item())
-

@@ -75,3 +75,23 @@ def test_attention_matmul_8_uses_cublas_for_several_sequences_only():
         assert torch.allclose(small_matmul(q, k), torch.matmul(q, k))
     assert calls == [(1, 8, 8, 64)]  # batch 8 went to torch.matmul directly
     assert fast._small_matmul.__name__ == "_small_matmul"  # building the variant patches nothing
+
+
+def test_o_proj_inductor_and_rows_cublas_put_back_the_older_projections():
+    from gptoss_model import GPTOss_Small, GPTOssModelFull, fast
+
+    saved = fast._output_projection, fast._takes_norm_linear
+    try:
+        variants.apply("o-proj-inductor+rows-cublas")
+        assert fast._output_projection is variants.output_projection_by_inductor
+        model = GPTOssModelFull(GPTOss_Small(implementation="fast")).eval()
+        attention = model.model.layers[0].self_attn
+        out = torch.randn(2, 1, attention.o_proj.in_features)
+        assert torch.equal(fast._output_projection(attention, out), attention.o_proj(out))
+        seen = []
+        fast._takes_norm_linear = variants.one_row_only(lambda x, projection: seen.append(x.shape) or True)
+        assert fast._takes_norm_linear(out[:1], attention.o_proj)  # one row: the tree's decision
+        assert not fast._takes_norm_linear(out, attention.o_proj)  # two rows: cuBLAS, without asking the tree
+        assert seen == [(1, 1, attention.o_proj.in_features)]
+    finally:
+        fast._output_projection, fast._takes_norm_linear = saved

@@ -107,9 +107,10 @@ def test_top_k_by_rank_picks_what_cuda_topk_picks_among_ties():
         assert torch.equal(values.sort(-1).values, want.values.sort(-1).values)
 
 
-def test_fast_path_takes_the_one_token_launch_only_without_gradients():
-    """With gradients enabled the step must stay differentiable: fast._attention_inputs then projects the readable
-    way (q has a grad_fn); under no_grad it takes the RMSNorm + q/k/v launch (kernels/norm_linear.py)."""
+def test_fast_path_takes_the_norm_linear_launches_only_without_gradients_and_for_few_rows():
+    """With gradients enabled the step must stay differentiable: fast._attention_inputs and _output_projection then
+    project the readable way (a grad_fn); under no_grad they take kernels/norm_linear.py's launches, for up to
+    MAX_ROWS rows only."""
     from gptoss_model import GPTOss_Small, GPTOssModelFull, fast
 
     model = GPTOssModelFull(GPTOss_Small(implementation="fast"), device="cuda", dtype=torch.bfloat16)
@@ -120,5 +121,12 @@ def test_fast_path_takes_the_one_token_launch_only_without_gradients():
         assert fast._attention_inputs(layer, x, position_embeddings)[0].grad_fn is not None
     with torch.no_grad():
         got = fast._attention_inputs(layer, x, position_embeddings)
-        want = fast._one_token_attention_inputs(layer, x, position_embeddings)
+        want = fast._attention_inputs_in_one_launch(layer, x, position_embeddings)
     assert all(torch.equal(a, b) for a, b in zip(got, want))
+    out = torch.randn(1, 1, layer.self_attn.o_proj.in_features, device="cuda").to(torch.bfloat16)
+    with torch.enable_grad():
+        assert fast._output_projection(layer.self_attn, out).grad_fn is not None
+    with torch.no_grad():
+        assert fast._takes_norm_linear(out, layer.self_attn.o_proj)
+        assert not fast._takes_norm_linear(out.expand(17, 1, -1), layer.self_attn.o_proj)
+        assert not fast._takes_norm_linear(out.cpu(), layer.self_attn.o_proj)

@@ -1,5 +1,5 @@
-"""One token's RMSNorm and the projections that read it, in one launch (Triton): out_i = W_i · norm(x) + b_i for up
-to three weights, e.g. an attention's q, k and v.
+"""A few rows' RMSNorm and the projections that read it, in one launch (Triton): out_i = W_i · norm(x) + b_i for up
+to three weights, e.g. an attention's q, k and v; or without the norm, e.g. o_proj.
 
 In batch-1 decoding the compiled step computes q, k and v as Inductor reductions: three kernels, each with the
 RMSNorm folded in, the q one at ~1.6 TB/s where o_proj, the same size, reaches ~2.5 (docs/benchmarks.md, fourth
@@ -8,23 +8,31 @@ session). Here the three weights are one grid: a program takes BLOCK_N rows of o
 once at the end. Same roundings as the readable path: the normalised x is rounded to the model's dtype as
 GptOssRMSNorm does, each output once after its bias as `fast.linear`.
 
-Not wired into the fast path: `scripts/bench_decode_variants.py`'s "norm-qkv-kernel" variant measures it against
-the tree on the GPU first. Tested under Triton's interpreter against the RMSNorm then F.linear
-(tests/norm_linear_cases.py).
+Several rows (2 to MAX_ROWS, batch-8 decoding) take `_norm_linear_rows_kernel`: the same grid over the weights'
+rows, the rows of x as one tensor-core tile, so each weight is read once for all of them; cuBLAS ran these as
+split-K kernels plus a reduce kernel each (0.96 ms of a 7.4 ms batch-8 step, docs/benchmarks.md).
+The fast path takes these launches for q/k/v and o_proj when decoding (fast._attention_inputs, fast._output_projection).
+Tested under Triton's interpreter against the RMSNorm then F.linear (tests/norm_linear_cases.py).
 """
+
+import os
 
 import torch
 import triton
 import triton.language as tl
 
 
+MAX_ROWS = 16  # rows of x a launch takes (one tensor-core tile)
+MAX_ROWS_C = tl.constexpr(MAX_ROWS)
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"  # Triton's CPU interpreter multiplies bf16 bit patterns in
+# tl.dot, so there the rows kernel multiplies in float32 (as mxfp4_moe does)
+
+
 @triton.jit
-def _norm_linear_kernel(x_ptr, norm_weight_ptr, eps, w0_ptr, b0_ptr, N0, w1_ptr, b1_ptr, N1, w2_ptr, b2_ptr, N2,
-                        out_ptr, K, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    """x [K], norm weight [K] -> out [N0 + N1 + N2], the concatenation of W_i [N_i, K] · norm(x) + b_i [N_i]. Program
-    p takes rows of W0 first, then of W1, then of W2. (Only the weights are picked by branch: the one output
-    pointer keeps the stores plain, which torch.compile's analysis of what a kernel writes needs.)"""
-    program = tl.program_id(0)
+def _weight_rows(program, w0_ptr, b0_ptr, N0, w1_ptr, b1_ptr, N1, w2_ptr, b2_ptr, N2, BLOCK_N: tl.constexpr):
+    """Program p's share of the three weights: rows of W0 first, then of W1, then of W2 -> (weight, bias, its row
+    count, first row, where its outputs start). (Only the weights are picked by branch: the one output pointer
+    keeps the stores plain, which torch.compile's analysis of what a kernel writes needs.)"""
     programs0 = tl.cdiv(N0, BLOCK_N)
     programs1 = tl.cdiv(N1, BLOCK_N)
     if program < programs0:
@@ -33,20 +41,40 @@ def _norm_linear_kernel(x_ptr, norm_weight_ptr, eps, w0_ptr, b0_ptr, N0, w1_ptr,
         w_ptr, b_ptr, N, first, offset = w1_ptr, b1_ptr, N1, (program - programs0) * BLOCK_N, N0
     else:
         w_ptr, b_ptr, N, first, offset = w2_ptr, b2_ptr, N2, (program - programs0 - programs1) * BLOCK_N, N0 + N1
+    return w_ptr, b_ptr, N, first, offset
+
+
+@triton.jit
+def _normed(x, norm_weight_ptr, k, K, inverse_rms, dtype, NORM: tl.constexpr):
+    """A tile of x's input columns k (float32) -> GptOssRMSNorm's output in `dtype`, as float32 (or x itself)."""
+    if NORM:
+        norm_weight = tl.load(norm_weight_ptr + k, mask=k < K, other=0.0).to(tl.float32)
+        return (norm_weight * (x * inverse_rms)).to(dtype).to(tl.float32)
+    return x
+
+
+@triton.jit
+def _norm_linear_kernel(x_ptr, norm_weight_ptr, eps, w0_ptr, b0_ptr, N0, w1_ptr, b1_ptr, N1, w2_ptr, b2_ptr, N2,
+                        out_ptr, K, NORM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """x [K], norm weight [K] -> out [N0 + N1 + N2], the concatenation of W_i [N_i, K] · norm(x) + b_i [N_i]
+    (x itself without NORM), products in float32 registers: one row has nothing for tensor cores to do."""
+    w_ptr, b_ptr, N, first, offset = _weight_rows(tl.program_id(0), w0_ptr, b0_ptr, N0, w1_ptr, b1_ptr, N1, w2_ptr,
+                                                  b2_ptr, N2, BLOCK_N)
     rows = first + tl.arange(0, BLOCK_N)
     row_ok = rows < N
-    squares = tl.zeros((BLOCK_K,), dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        k = k0 + tl.arange(0, BLOCK_K)
-        x = tl.load(x_ptr + k, mask=k < K, other=0.0).to(tl.float32)
-        squares += x * x
-    inverse_rms = tl.math.rsqrt(tl.sum(squares) / K + eps)
+    inverse_rms = 1.0
+    if NORM:
+        squares = tl.zeros((BLOCK_K,), dtype=tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            k = k0 + tl.arange(0, BLOCK_K)
+            x = tl.load(x_ptr + k, mask=k < K, other=0.0).to(tl.float32)
+            squares += x * x
+        inverse_rms = tl.math.rsqrt(tl.sum(squares) / K + eps)
     products = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
         k = k0 + tl.arange(0, BLOCK_K)
         x = tl.load(x_ptr + k, mask=k < K, other=0.0).to(tl.float32)
-        norm_weight = tl.load(norm_weight_ptr + k, mask=k < K, other=0.0).to(tl.float32)
-        normed = (norm_weight * (x * inverse_rms)).to(x_ptr.dtype.element_ty).to(tl.float32)  # GptOssRMSNorm
+        normed = _normed(x, norm_weight_ptr, k, K, inverse_rms, x_ptr.dtype.element_ty, NORM)
         w = tl.load(w_ptr + rows[:, None].to(tl.int64) * K + k[None, :], mask=row_ok[:, None] & (k < K)[None, :],
                     other=0.0)
         products += w.to(tl.float32) * normed[None, :]
@@ -54,19 +82,68 @@ def _norm_linear_kernel(x_ptr, norm_weight_ptr, eps, w0_ptr, b0_ptr, N0, w1_ptr,
     tl.store(out_ptr + offset + rows, y.to(out_ptr.dtype.element_ty), mask=row_ok)
 
 
-def norm_linear(x, norm, linears, block_n: int = 16, block_k: int = 512, warps: int = 4):
-    """x [..., K] holding one token, norm a GptOssRMSNorm, linears up to three nn.Linear with biases ->
-    [linear(norm(x)) for each linear], each [..., N_i] in x's dtype."""
+@triton.jit
+def _norm_linear_rows_kernel(x_ptr, M, norm_weight_ptr, eps, w0_ptr, b0_ptr, N0, w1_ptr, b1_ptr, N1, w2_ptr, b2_ptr,
+                             N2, out_ptr, K, NORM: tl.constexpr, DOT_FLOAT32: tl.constexpr, BLOCK_N: tl.constexpr,
+                             BLOCK_K: tl.constexpr):
+    """x [M, K] (M <= MAX_ROWS) -> out [M, N0 + N1 + N2], as _norm_linear_kernel for each row; the rows are one
+    tensor-core tile, so each weight tile is read once for all of them."""
+    w_ptr, b_ptr, N, first, offset = _weight_rows(tl.program_id(0), w0_ptr, b0_ptr, N0, w1_ptr, b1_ptr, N1, w2_ptr,
+                                                  b2_ptr, N2, BLOCK_N)
+    rows = first + tl.arange(0, BLOCK_N)
+    row_ok = rows < N
+    m = tl.arange(0, MAX_ROWS_C)
+    m_ok = m < M
+    dtype = x_ptr.dtype.element_ty
+    inverse_rms = tl.full((MAX_ROWS_C,), 1.0, dtype=tl.float32)
+    if NORM:
+        squares = tl.zeros((MAX_ROWS_C, BLOCK_K), dtype=tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            k = k0 + tl.arange(0, BLOCK_K)
+            x = tl.load(x_ptr + m[:, None] * K + k[None, :], mask=m_ok[:, None] & (k < K)[None, :], other=0.0)
+            squares += x.to(tl.float32) * x.to(tl.float32)
+        inverse_rms = tl.math.rsqrt(tl.sum(squares, axis=1) / K + eps)
+    acc = tl.zeros((MAX_ROWS_C, BLOCK_N), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        k = k0 + tl.arange(0, BLOCK_K)
+        x = tl.load(x_ptr + m[:, None] * K + k[None, :], mask=m_ok[:, None] & (k < K)[None, :], other=0.0)
+        normed = _normed(x.to(tl.float32), norm_weight_ptr, k[None, :], K, inverse_rms[:, None], dtype, NORM)
+        w = tl.load(w_ptr + rows[:, None].to(tl.int64) * K + k[None, :], mask=row_ok[:, None] & (k < K)[None, :],
+                    other=0.0)
+        if DOT_FLOAT32:
+            acc += tl.dot(normed, w.to(tl.float32).T, input_precision="ieee")
+        else:
+            acc += tl.dot(normed.to(dtype), w.T)
+    y = acc + tl.load(b_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)[None, :]
+    width = N0 + N1 + N2
+    tl.store(out_ptr + m[:, None] * width + offset + rows[None, :], y.to(out_ptr.dtype.element_ty),
+             mask=m_ok[:, None] & row_ok[None, :])
+
+
+def norm_linear(x, norm, linears, block_n: int | None = None, block_k: int | None = None, warps: int = 4):
+    """x [..., K] holding 1 to MAX_ROWS rows, norm a GptOssRMSNorm (or None: x as it is), linears up to three
+    nn.Linear with biases -> [linear(norm(x)) for each linear], each [..., N_i] in x's dtype."""
     K = x.shape[-1]
-    if x.numel() != K or not 1 <= len(linears) <= 3 or any(layer.bias is None for layer in linears):
-        raise ValueError(f"norm_linear: expected x holding one row (got {tuple(x.shape)}) and 1-3 linears with "
-                         f"biases (got {len(linears)}, biases {[layer.bias is not None for layer in linears]})")
+    rows = x.numel() // K
+    if not 1 <= rows <= MAX_ROWS or not 1 <= len(linears) <= 3 or any(layer.bias is None for layer in linears):
+        raise ValueError(f"norm_linear: expected x holding 1 to {MAX_ROWS} rows (got {tuple(x.shape)}) and 1-3 "
+                         f"linears with biases (got {len(linears)}, biases {[layer.bias is not None for layer in linears]})")
+    x = x.contiguous()
     sizes = [layer.out_features for layer in linears]
     out = torch.empty(*x.shape[:-1], sum(sizes), dtype=x.dtype, device=x.device)
     arguments = []
     for layer, size in zip(linears + [linears[0]] * (3 - len(linears)), sizes + [0] * (3 - len(linears))):
         arguments += [layer.weight, layer.bias, size]  # a missing projection: zero rows, no programs
-    grid = (sum(triton.cdiv(size, block_n) for size in sizes),)
-    _norm_linear_kernel[grid](x, norm.weight, norm.eps, *arguments, out, K, BLOCK_N=block_n, BLOCK_K=block_k,
-                              num_warps=warps)
+    norm_weight, eps = (norm.weight, norm.eps) if norm is not None else (x, 0.0)  # no norm: never read
+    if rows == 1:
+        block_n, block_k = block_n or 16, block_k or 512
+        grid = (sum(triton.cdiv(size, block_n) for size in sizes),)
+        _norm_linear_kernel[grid](x, norm_weight, eps, *arguments, out, K, NORM=norm is not None, BLOCK_N=block_n,
+                                  BLOCK_K=block_k, num_warps=warps)
+    else:
+        block_n, block_k = block_n or 16, block_k or 256
+        grid = (sum(triton.cdiv(size, block_n) for size in sizes),)
+        _norm_linear_rows_kernel[grid](x, rows, norm_weight, eps, *arguments, out, K, NORM=norm is not None,
+                                       DOT_FLOAT32=x.dtype == torch.float32 or INTERPRETED, BLOCK_N=block_n,
+                                       BLOCK_K=block_k, num_warps=warps, num_stages=3)
     return list(out.split(sizes, dim=-1))
