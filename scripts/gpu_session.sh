@@ -12,6 +12,8 @@
 #                                          # fourth session 220 s ran 97 of the 106)
 #   bash scripts/gpu_session.sh decode-variants  # bench_decode_variants.py: Inductor tuning, 8-row linear, old q/k/v way,
 #                                          # b8 attention, prefill CUDA graph (~9 min; VARIANTS="..." for a subset)
+#   bash scripts/gpu_session.sh check-variants  # the kernel cases and the GPU tests (~5 min), then the decode variants of
+#                                          # $VARIANTS (default: base and the fifth session's "before" variants)
 #   bash scripts/gpu_session.sh mxfp4-memory  # packed 20b from a checkpoint + 4k KV cache; 120b built in memory
 #   bash scripts/gpu_session.sh calibrate [float32|bfloat16]
 #                                          # calibrate_gates.py: gptoss_model, OpenAI's gpt_oss.torch and Transformers
@@ -64,6 +66,14 @@ mxfp4-tests)
   timeout 560 python3 -m pytest -q -p no:cacheprovider -p no:logging -W ignore tests/test_mxfp4_kernels.py \
     tests/test_gpu_mxfp4.py tests/test_gpu.py tests/test_decode.py 2>&1 | grep -v DEBUG > "$OUT/gpu_tests.log"
   tail -8 "$OUT/gpu_tests.log"
+  ;;
+check-variants)
+  timeout ${TEST_LIMIT:-300} python3 -m pytest -q -p no:cacheprovider -p no:logging -W ignore tests/test_mxfp4_kernels.py \
+    tests/test_gpu_mxfp4.py tests/test_gpu.py tests/test_decode.py 2>&1 | grep -v DEBUG > "$OUT/gpu_tests.log"
+  tail -8 "$OUT/gpu_tests.log"
+  timeout ${VARIANT_LIMIT:-250} python3 scripts/bench_decode_variants.py \
+    --variants ${VARIANTS:-base attention-inductor o-proj-inductor+rows-cublas} \
+    --json "$OUT/decode_variants.json" 2>&1 | grep -v Warning
   ;;
 decode-variants)
   timeout 560 python3 scripts/bench_decode_variants.py ${VARIANTS:+--variants $VARIANTS} \

@@ -39,6 +39,7 @@ VARIANTS = [
     ("one_row", km.TileConfig(1, 16, 64, 2, 2, split_k=2)),
     ("one_row", km.TileConfig(1, 64, 128, 4, 3, decode="f16")),
     ("small", km.TileConfig(16, 32, 64, 4, 3, decode="f16")),
+    ("small", km.TileConfig(16, 32, 64, 4, 3, split_k=3)),  # tensor-core tiles with split input columns
     ("large", km.TileConfig(32, 64, 64, 4, 3, decode="f16")),
     ("small", km.TileConfig(16, 32, 64, 4, 3, decode="scaled")),  # bf16 only; float32 falls back to "bits"
     # inline PTX: on CUDA only (the interpreter runs them as "f16"); bf16 only (float32 falls back to "bits")
@@ -87,7 +88,8 @@ def test_kernel_decodes_every_scale_byte_exactly(config, dtype):
     if config == "one_row":  # one tile per row
         tiles = (torch.ones(rows, dtype=torch.int32, device=DEVICE), torch.arange(rows, dtype=torch.int32, device=DEVICE),
                  torch.arange(1, rows + 1, dtype=torch.int32, device=DEVICE))
-    out = km.moe_mxfp4_linear(x, blocks, scales, torch.zeros(2, N, device=DEVICE, dtype=dtype), tiles, config=config)
+    out = km.moe_mxfp4_linear(x, blocks, scales, torch.zeros(2, N, device=DEVICE, dtype=dtype), tiles, config=config,
+                              row_experts=torch.ones(rows, dtype=torch.int32, device=DEVICE))
     want = dequantize(blocks[1], scales[1], dtype)[:, columns].T  # [rows, N]
     assert out.dtype == dtype and torch.equal(out, want)
 
@@ -103,7 +105,7 @@ def test_grouped_rows_with_gather_and_swiglu(dtype, tiled_config):
     x_rows = torch.tensor([4, 0, 6, 6, 1], dtype=torch.int32, device=DEVICE)
     ends = torch.tensor([3, 3, 5], dtype=torch.int32, device=DEVICE)
     tiles = km.tiles_by_expert(ends, 5, km.CONFIGS[config][0])
-    out = km.moe_mxfp4_linear(x, blocks, scales, bias, tiles, x_rows, (alpha, limit), config)
+    out = km.moe_mxfp4_linear(x, blocks, scales, bias, tiles, x_rows, (alpha, limit), config, expert_of_row)
     W = dequantize(blocks, scales, torch.float32)
     h = torch.stack([x[r].float() @ W[e].T for r, e in zip(x_rows.tolist(), expert_of_row.tolist())])
     h = h.to(dtype) + bias[expert_of_row]
@@ -151,3 +153,11 @@ def test_e8m0_bf16_builds_every_scale_exactly():
     scales_kernel[(1,)](torch.arange(256, dtype=torch.uint8, device=DEVICE), out)
     want = torch.pow(2.0, torch.arange(256, dtype=torch.float64) - 127)
     assert torch.equal(out.view(torch.int16).cpu(), want.to(torch.bfloat16).view(torch.int16)), out
+
+
+def test_split_k_over_sorted_rows_needs_each_rows_expert():
+    blocks, scales = packed(2, 32, 64)
+    tiles = km.tiles_by_expert(torch.tensor([0, 2], dtype=torch.int32, device=DEVICE), 2, 16)
+    with pytest.raises(ValueError, match="needs row_experts"):
+        km.moe_mxfp4_linear(torch.zeros(2, 64, device=DEVICE), blocks, scales, torch.zeros(2, 32, device=DEVICE),
+                            tiles, config=km.TileConfig(16, 32, 64, 4, 3, split_k=2))

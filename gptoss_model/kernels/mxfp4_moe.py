@@ -31,8 +31,8 @@ import triton.language as tl
 
 class TileConfig(NamedTuple):
     """How a launch cuts its work: rows, output columns and input columns a program takes per step, warps and
-    pipeline stages. split_k > 1 (one-row tiles) also shares a row's input columns among split_k programs, which
-    write float32 partial sums that `_splitk_finish_kernel` adds up in a fixed order (deterministic). decode:
+    pipeline stages. split_k > 1 also shares a tile's input columns among split_k programs, which write float32
+    partial sums that `_splitk_finish_kernel` adds up in a fixed order (deterministic). decode:
     "bits" builds each weight's float32 bits by arithmetic (`_e2m1`), "f16" places the code's bits in a float16
     that the hardware converts (`_e2m1_f16`: fewer instructions), "pairs" decodes two weights per 32-bit
     instruction in inline PTX (`_e2m1_pairs`: bf16 models on CUDA), "scaled" hands the packed tile and its scales
@@ -377,14 +377,15 @@ def _splitk_finish_kernel(partial_ptr, row_expert_ptr, bias_ptr, out_ptr, N, R, 
             SWIGLU, 1, BLOCK_N, tl.program_id(1))
 
 
-def moe_mxfp4_linear(x, blocks, scales, bias, tiles, x_rows=None, swiglu=None, config="small"):
+def moe_mxfp4_linear(x, blocks, scales, bias, tiles, x_rows=None, swiglu=None, config="small", row_experts=None):
     """out[r] = x[x_rows[r]] @ dequantize(blocks, scales)[e].T + bias[e] for every row r of every tile.
 
     x [X, K] contiguous, blocks [E, N, K/32, 16] / scales [E, N, K/32] uint8, bias [E, N], tiles = (expert,
     start, end) int32 [T] each, covering rows 0..R-1 (R = len(x_rows), or X); or tiles = the experts [R] (any
     integer dtype) of rows 0..R-1, a row a tile, each reading x's row r, or row 0 if x has one row (batch-1
     decoding: no tile arrays to build); swiglu = (alpha, limit) fuses the clamped SwiGLU (out [R, N/2]); config: a
-    CONFIGS key or a TileConfig. Returns out in x's dtype."""
+    CONFIGS key or a TileConfig; row_experts [R]: each row's expert, needed by a split_k tile over sorted rows.
+    Returns out in x's dtype."""
     E, N, G, _ = blocks.shape
     K = G * 32
     row_tiles = isinstance(tiles, torch.Tensor)
@@ -396,7 +397,10 @@ def moe_mxfp4_linear(x, blocks, scales, bias, tiles, x_rows=None, swiglu=None, c
     out = torch.empty(rows, N // 2 if swiglu else N, dtype=x.dtype, device=x.device)
     tile = CONFIGS[config] if isinstance(config, str) else config
     one_row = tile.block_m == 1
-    split_k = tile.split_k if one_row else 1
+    split_k = tile.split_k
+    if split_k > 1 and not row_tiles and row_experts is None:
+        raise ValueError(f"moe_mxfp4_linear: a split_k tile ({list(tile)}) over tiles of sorted rows needs "
+                         "row_experts, the expert of each row, for the partial sums' finish")
     decode = tile.decode
     if decode in ("scaled", "pairs") and x.dtype == torch.float32 or decode == "scaled" and one_row:
         decode = "bits"  # bf16 multiplies; tl.dot_scaled needs tensor-core tiles
@@ -415,9 +419,9 @@ def moe_mxfp4_linear(x, blocks, scales, bias, tiles, x_rows=None, swiglu=None, c
         ROW_TILES=row_tiles, SHARED_X=row_tiles and x.shape[0] == 1 and rows > 1,
         num_warps=tile.warps, num_stages=tile.stages,
     )
-    if split_k > 1:  # one-row tiles: row r is tile r, of expert expert[r]
+    if split_k > 1:  # the partial sums added up per row (one-row tiles: row r is tile r, of expert expert[r])
         _splitk_finish_kernel[(rows, triton.cdiv(N, 64))](
-            partial, expert, bias, out, N, rows, alpha, limit,
+            partial, expert if row_tiles else row_experts, bias, out, N, rows, alpha, limit,
             SWIGLU=swiglu is not None, SPLIT_K=split_k, BLOCK_N=64, num_warps=2)
     return out
 
@@ -458,9 +462,10 @@ def packed_experts_forward(experts, x, weights, indices):
     config = "small" if N * K <= SMALL_ROWS else "large"
     tiles = tiles_by_expert(ends, N * K, CONFIGS[config][0])
     x_rows = (pair_of_row // K).int()  # token of each sorted row
+    row_experts = indices.reshape(-1)[pair_of_row]  # [N·K] ascending: for split_k tiles' finish
     a = moe_mxfp4_linear(x, experts.gate_up_proj_blocks, experts.gate_up_proj_scales, experts.gate_up_proj_bias,
-                         tiles, x_rows, swiglu, config)  # [N·K, I]
+                         tiles, x_rows, swiglu, config, row_experts)  # [N·K, I]
     y = moe_mxfp4_linear(a, experts.down_proj_blocks, experts.down_proj_scales, experts.down_proj_bias,
-                         tiles, None, None, config)  # [N·K, H]
+                         tiles, None, None, config, row_experts)  # [N·K, H]
     y = y[row_of_pair].view(N, K, -1) * weights[..., None].to(y.dtype)
     return y.sum(dim=1).to(x.dtype)
