@@ -57,7 +57,7 @@ CASES = [  # B, S, keep kinds, (nq, nkv, d), keys per split
     (3, 37, ["all", "window", "none"], (8, 2, 32), 1024),  # the small preset: 4 heads a group, d = 32
     (1, 300, ["window"], (16, 2, 64), 1024),
     (3, 300, ["prefix", "all", "none"], (16, 2, 64), 128),  # three splits, one of them fully masked in row 0
-    (1, 2500, ["all"], (16, 2, 64), 1024),
+    (1, 1100, ["all"], (16, 2, 64), 1024),  # two splits, the second of 76 keys
     (3, 2500, ["window", "prefix", "none"], (8, 2, 32), 1024),
 ]
 
@@ -79,7 +79,7 @@ def test_one_token_attention_as_the_readable_path(B, S, kinds, heads, keys_per_s
     assert_close_per_head(got, want, 1e-5 if dtype == torch.float32 else 2**-6)
 
 
-@pytest.mark.parametrize("S, kinds", [(300, ["window", "all"]), (2500, ["prefix", "window"])])
+@pytest.mark.parametrize("S, kinds", [(300, ["window", "all"]), (1100, ["prefix", "window"])])
 def test_bf16_random_values_as_the_readable_bf16_path(S, kinds):
     """On random bf16 values the readable path in bf16 (its scores, subtraction of the max and probabilities each
     rounded to bf16) and the kernel agree within a few bf16 steps of each head's output."""
