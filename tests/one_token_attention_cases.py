@@ -25,8 +25,9 @@ def keep_mask(kinds, S):
     """One row of keep [B, 1, 1, S] per kind: "all" keys, a causal "prefix" (the first 2/3), the last WINDOW keys of
     that prefix ("window"), or "none" (every key masked: the row must come out 0)."""
     valid = max(1, 2 * S // 3)
-    rows = {"all": torch.ones(S, dtype=torch.bool), "none": torch.zeros(S, dtype=torch.bool),
-            "prefix": torch.arange(S) < valid, "window": (torch.arange(S) < valid) & (torch.arange(S) >= valid - WINDOW)}
+    slots = torch.arange(S)
+    rows = {"all": slots >= 0, "none": slots < 0, "prefix": slots < valid,
+            "window": (slots < valid) & (slots >= valid - WINDOW)}
     return torch.stack([rows[kind] for kind in kinds]).view(len(kinds), 1, 1, S).to(DEVICE)
 
 

@@ -26,6 +26,8 @@ KEYS_PER_SPLIT = 1024  # a cache longer than this is split over several programs
 # Triton's interpreter multiplies bf16 operands of tl.dot as their raw 16-bit patterns (create_dot in
 # triton/runtime/interpreter.py): under it the operands go in as float32, the same exact products
 DOT_IN_FLOAT32 = os.environ.get("TRITON_INTERPRET") == "1"
+# keys a loop step: float32's tl.dot runs on the FMA units, 64 keys spill registers there (scripts/attention_sass.py)
+BLOCK_KEYS = {torch.float32: 32}
 
 
 @triton.jit
@@ -120,10 +122,11 @@ def _merge_splits_kernel(partials_ptr, sinks_ptr, out_ptr, splits, nkv, d,
              mask=row_ok[:, None] & col_ok[None, :])
 
 
-def one_token_attention(q, k, v, sinks, keep, scaling: float, block_s: int = 64,
+def one_token_attention(q, k, v, sinks, keep, scaling: float, block_s: int | None = None,
                         keys_per_split: int = KEYS_PER_SPLIT, warps: int = 4):
     """q [B, nq, 1, d] (rotated), k/v [B, nkv, S, d], sinks [nq], keep [B, 1, 1, S] bool (True: may attend)
-    -> [B, 1, nq, d] in q's dtype. keys_per_split is rounded up to a multiple of block_s."""
+    -> [B, 1, nq, d] in q's dtype. block_s: keys a loop step (default BLOCK_KEYS, else 64); keys_per_split is
+    rounded up to a multiple of it."""
     B, nq, T, d = q.shape
     nkv, S = k.shape[1], k.shape[2]
     if (T != 1 or nkv == 0 or nq % nkv or k.shape != (B, nkv, S, d) or v.shape != k.shape
@@ -132,7 +135,7 @@ def one_token_attention(q, k, v, sinks, keep, scaling: float, block_s: int = 64,
                          f"of nkv, sinks [nq], keep [B, 1, 1, S] bool; got q {tuple(q.shape)}, k {tuple(k.shape)}, "
                          f"v {tuple(v.shape)}, sinks {tuple(sinks.shape)}, keep {tuple(keep.shape)} {keep.dtype}")
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
-    group = nq // nkv
+    group, block_s = nq // nkv, block_s or BLOCK_KEYS.get(q.dtype, 64)
     rows, block_d = max(16, triton.next_power_of_2(group)), max(16, triton.next_power_of_2(d))
     keys_per_split = triton.cdiv(keys_per_split, block_s) * block_s
     splits = max(1, triton.cdiv(S, keys_per_split))
@@ -142,7 +145,8 @@ def one_token_attention(q, k, v, sinks, keep, scaling: float, block_s: int = 64,
     _attention_kernel[(B * nkv, splits)](
         q, k, v, sinks, keep, target, scaling, S, keys_per_split, nkv, d, q.stride(0), q.stride(1),
         k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2), keep.stride(0), keep.stride(3),
-        GROUP=group, ROWS=rows, BLOCK_D=block_d, BLOCK_S=block_s, SPLIT=splits > 1, FLOAT32_DOT=DOT_IN_FLOAT32, num_warps=warps)
+        GROUP=group, ROWS=rows, BLOCK_D=block_d, BLOCK_S=block_s, SPLIT=splits > 1, FLOAT32_DOT=DOT_IN_FLOAT32,
+        num_warps=warps)
     if splits > 1:
         _merge_splits_kernel[(B * nkv,)](target, sinks, out, splits, nkv, d, GROUP=group, ROWS=rows, BLOCK_D=block_d,
                                         num_warps=warps)
