@@ -23,11 +23,13 @@ WINDOW = 128  # a sliding-window layer's keys (gpt-oss's sliding_window)
 
 def keep_mask(kinds, S):
     """One row of keep [B, 1, 1, S] per kind: "all" keys, a causal "prefix" (the first 2/3), the last WINDOW keys of
-    that prefix ("window"), or "none" (every key masked: the row must come out 0)."""
+    that prefix ("window"), the prefix with "holes" (padding: one key in 7 and a run of 70 masked), or "none" (every
+    key masked: the row must come out 0)."""
     valid = max(1, 2 * S // 3)
     slots = torch.arange(S)
     rows = {"all": slots >= 0, "none": slots < 0, "prefix": slots < valid,
-            "window": (slots < valid) & (slots >= valid - WINDOW)}
+            "window": (slots < valid) & (slots >= valid - WINDOW),
+            "holes": (slots < valid) & (slots % 7 != 3) & ((slots < 60) | (slots >= 130))}
     return torch.stack([rows[kind] for kind in kinds]).view(len(kinds), 1, 1, S).to(DEVICE)
 
 
@@ -57,7 +59,7 @@ CASES = [  # B, S, keep kinds, (nq, nkv, d), keys per split
     (1, 37, ["prefix"], (16, 2, 64), 1024),
     (3, 37, ["all", "window", "none"], (8, 2, 32), 1024),  # the small preset: 4 heads a group, d = 32
     (1, 300, ["window"], (16, 2, 64), 1024),
-    (3, 300, ["prefix", "all", "none"], (16, 2, 64), 128),  # three splits, one of them fully masked in row 0
+    (3, 300, ["holes", "all", "none"], (16, 2, 64), 128),  # three splits, one of them fully masked in row 0
     (1, 1100, ["all"], (16, 2, 64), 1024),  # two splits, the second of 76 keys
     (3, 2500, ["window", "prefix", "none"], (8, 2, 32), 1024),
 ]
