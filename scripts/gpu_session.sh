@@ -11,7 +11,7 @@
 #   bash scripts/gpu_session.sh mxfp4-tests  # the kernel, fast-path and decoder GPU tests (a call of their own: in the
 #                                          # fourth session 220 s ran 97 of the 106)
 #   bash scripts/gpu_session.sh decode-variants  # bench_decode_variants.py: Inductor tuning, 8-row linear, old q/k/v way,
-#                                          # b8 attention, prefill CUDA graph (~9 min; VARIANTS="..." for a subset)
+#                                          # old attention way, prefill CUDA graph (~9 min; VARIANTS="..." for a subset)
 #   bash scripts/gpu_session.sh mxfp4-memory  # packed 20b from a checkpoint + 4k KV cache; 120b built in memory
 #   bash scripts/gpu_session.sh calibrate [float32|bfloat16]
 #                                          # calibrate_gates.py: gptoss_model, OpenAI's gpt_oss.torch and Transformers
