@@ -10,6 +10,8 @@
 #                                          # profiles at batch 1 and 8 (~9 min)
 #   bash scripts/gpu_session.sh mxfp4-tests  # the kernel, fast-path and decoder GPU tests (a call of their own: in the
 #                                          # fourth session 220 s ran 97 of the 106)
+#   bash scripts/gpu_session.sh attention-kernel  # bench_attention_kernel.py: the one-token attention kernel against
+#                                          # Inductor's kernels, batch 1 and 8, 1k-16k keys (a few minutes)
 #   bash scripts/gpu_session.sh decode-variants  # bench_decode_variants.py: Inductor tuning, 8-row linear, old q/k/v way,
 #                                          # old attention way, prefill CUDA graph (~9 min; VARIANTS="..." for a subset)
 #   bash scripts/gpu_session.sh mxfp4-memory  # packed 20b from a checkpoint + 4k KV cache; 120b built in memory
@@ -64,6 +66,9 @@ mxfp4-tests)
   timeout 560 python3 -m pytest -q -p no:cacheprovider -p no:logging -W ignore tests/test_mxfp4_kernels.py \
     tests/test_gpu_mxfp4.py tests/test_gpu.py tests/test_decode.py 2>&1 | grep -v DEBUG > "$OUT/gpu_tests.log"
   tail -8 "$OUT/gpu_tests.log"
+  ;;
+attention-kernel)
+  timeout 560 python3 scripts/bench_attention_kernel.py --json "$OUT/attention_kernel.json" 2>&1 | grep -v Warning
   ;;
 decode-variants)
   timeout 560 python3 scripts/bench_decode_variants.py ${VARIANTS:+--variants $VARIANTS} \
