@@ -51,7 +51,8 @@ def test_torch_compile_finds_that_the_kernels_write_their_output_only(monkeypatc
         monkeypatch.setattr(kernels, name, RecordedLaunches(getattr(kernels, name), launches))
     monkeypatch.setattr(triton.runtime.driver, "_active", Hopper())  # the IR needs a target, not a GPU
     for S in (300, 2500):  # one program per kv head; three splits and the merge
-        q, k, v = (torch.zeros(2, heads, length, 64, dtype=torch.bfloat16) for heads, length in ((64, 1), (8, S), (8, S)))
+        q, k, v = (torch.zeros(2, heads, length, 64, dtype=torch.bfloat16)
+                   for heads, length in ((64, 1), (8, S), (8, S)))
         kernels.one_token_attention(q, k, v, torch.zeros(64), torch.ones(2, 1, 1, S, dtype=torch.bool), 0.125)
     assert [kernel.fn.__name__ for kernel, _, _ in launches] == ["_attention_kernel", "_attention_kernel",
                                                                  "_merge_splits_kernel"]
