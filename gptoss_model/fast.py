@@ -20,6 +20,7 @@ functions in model.py, computed differently; tests/test_model_parity.py checks t
 - top_k: the router's top k inside a compiled piece on CUDA, from each logit's rank (fused, no top-k kernel).
 - _attention_inputs_in_one_launch, _output_projection: on CUDA, decoding's few rows (batch 1 to 16) through
   kernels/norm_linear.py: the RMSNorm and q/k/v projections in one Triton launch, o_proj in another.
+- _one_token_attention: on CUDA, one token's attention with sinks over the cache in one Triton launch (gradients off).
 - layer_forward: on CUDA a decoder layer runs as two torch.compile'd pieces (norm + q/k/v + rotary; sinks + o_proj
   + norm + router + experts), which fuse the elementwise work between the matmuls: uncompiled, a layer is dozens of
   tiny kernel launches and passes over memory (docs/benchmarks.md). Between the pieces, uncompiled: the KV cache update
@@ -186,8 +187,19 @@ def _finish_after_flex(layer, x, out, lse):
 
 
 def _finish_after_one_token_attention(layer, x, q, k, v, keep):
-    attention = layer.self_attn
-    return _finish(layer, x, one_token_attention(q, k, v, attention.sinks, keep, attention.scaling))
+    return _finish(layer, x, _one_token_attention(layer.self_attn, q, k, v, keep))
+
+
+def _one_token_attention(attention, q, k, v, keep):
+    """one_token_attention with the attention's sinks and scaling; on CUDA without gradients, for a bf16 or float32
+    model, one Triton launch (kernels/one_token_attention.py) instead of Inductor's four kernels a layer (scores,
+    max, sink column, softmax and P·V: docs/benchmarks.md). The kernel has no backward: with gradients, the readable
+    way."""
+    if q.is_cuda and not torch.is_grad_enabled() and q.dtype in (torch.bfloat16, torch.float32):
+        from gptoss_model.kernels import one_token_attention as kernel
+
+        return kernel.one_token_attention(q, k, v, attention.sinks, keep, attention.scaling)
+    return one_token_attention(q, k, v, attention.sinks, keep, attention.scaling)
 
 
 def _finish(layer, x, attention_out):

@@ -15,8 +15,11 @@ variant wins on the GPU:
 - qkv-inductor: batch-1 decoding's RMSNorm and q/k/v as Inductor's three reductions, as before the fourth
   session wired in gptoss_model/kernels/norm_linear.py's one launch (measured then as the variant
   "norm-qkv-kernel": 468.0 against 369.2 tok/s, docs/benchmarks.md);
+- attention-inductor: one-token attention as Inductor's kernels (fast.one_token_attention), as before
+  gptoss_model/kernels/one_token_attention.py's one launch was wired in (fast._one_token_attention);
 - attention-matmul-8: one-token attention's two products as cuBLAS batched matmuls when several sequences decode
-  together, instead of the fused reductions (0.62 ms of the batch-8 step); batch 1 keeps the reductions;
+  together, instead of the fused reductions (0.62 ms of the batch-8 step); batch 1 keeps the reductions. Only with
+  attention-inductor: the attention kernel has no products of its own to replace;
 - o-proj-inductor: o_proj as before the fifth session (batch 1: Inductor's reduction; batch 8: cuBLAS), not
   kernels/norm_linear.py's launch without the norm;
 - rows-cublas: norm_linear's launches for one row only, as before the fifth session (batch 8's q/k/v and o_proj
@@ -39,9 +42,10 @@ sys.path.insert(0, ".")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 ENVIRONMENT = {"inductor-tuned": {"TORCHINDUCTOR_COORDINATE_DESCENT_TUNING": "1"}}  # read when Inductor is imported
-PARTS = ("base", "inductor-tuned", "linear-8-rows", "qkv-inductor", "attention-matmul-8", "o-proj-inductor",
-         "rows-cublas")
-VARIANTS = PARTS  # the default run, ~9 min on the H200; combinations (e.g. inductor-tuned+linear-8-rows) on request
+PARTS = ("base", "inductor-tuned", "linear-8-rows", "qkv-inductor", "attention-inductor", "attention-matmul-8",
+         "o-proj-inductor", "rows-cublas")
+# the default run, ~9 min on the H200; combinations (e.g. attention-inductor+attention-matmul-8) on request
+VARIANTS = tuple(part for part in PARTS if part != "attention-matmul-8")
 
 
 def unknown_parts(variant: str) -> list[str]:
@@ -58,6 +62,8 @@ def apply(variant: str) -> None:
         fast.REDUCTION_ROWS = 8
     if "qkv-inductor" in variant.split("+"):
         fast._attention_inputs = attention_inputs_by_inductor
+    if "attention-inductor" in variant.split("+"):
+        fast._one_token_attention = attention_by_inductor
     if "attention-matmul-8" in variant.split("+"):
         fast._small_matmul = matmul_for_batches(fast._small_matmul)
     if "o-proj-inductor" in variant.split("+"):
@@ -82,6 +88,13 @@ def one_row_only(tree_version):
         return x.numel() == x.shape[-1] and tree_version(x, projection)
 
     return takes_norm_linear
+
+
+def attention_by_inductor(attention, q, k, v, keep):
+    """fast._one_token_attention without the Triton launch: fast.one_token_attention, compiled with the step."""
+    from gptoss_model import fast
+
+    return fast.one_token_attention(q, k, v, attention.sinks, keep, attention.scaling)
 
 
 def matmul_for_batches(tree_version):

@@ -27,14 +27,15 @@ T = mxfp4_moe.TileConfig
 # (block_m, block_n, block_k, warps, stages, split_k, decode); each is compiled once (a second or a few). One-row
 # tiles are swept in two rounds: tile shape × warps × decoding, then the best of those with split_k × stages.
 SWEEP = {  # the current tile of each kind is timed too (sweep())
-    "one_row": [T(1, n, k, w, 3, 1, "pairs") for n, k, w in itertools.product((16, 32, 64), (256, 512), (4, 8))]
-    + [T(16, n, k, w, 3, 1, "pairs") for n, k, w in itertools.product((32, 64, 128), (64, 128, 256), (4, 8))],
-    # a row's whole input in one or two steps (block_n 2-8, block_k 1024-4096) lost on the H200: left out
+    # fifth session: the one-row kernel changed (x in registers, session 4): shapes and warps swept again
+    "one_row": [T(1, n, k, w, 3, 1, "pairs") for n, k, w in itertools.product((8, 16, 32), (256, 512, 1024), (2, 4, 8))],
+    # a row's whole input in one step (block_k 2048-4096) lost on the H200: left out
     # (docs/results/mxfp4-kernels-h200-2026-12-01-session3-one-row-long.json; rerun them with --tiles)
-    "small": [T(16, n, k, w, 3, 1, "pairs") for n, k, w in itertools.product((32, 64, 128), (64, 128, 256), (4, 8))],
+    "small": [T(16, n, k, w, 3, s, "pairs") for (n, k), w, s in
+              itertools.product(((64, 128), (128, 64), (128, 128)), (4, 8), (1, 2, 3, 4))],  # split_k: fifth session
     "large": [T(m, n, k, w, 3, 1, "pairs") for (m, n, k), w in
-              itertools.product(((128, 64, 64), (128, 128, 64), (64, 128, 128), (128, 128, 128), (128, 256, 64)),
-                                (4, 8))],
+              itertools.product(((128, 64, 64), (128, 128, 64), (64, 128, 128), (128, 128, 128), (128, 256, 64),
+                                 (256, 128, 64)), (4, 8))],
 }
 
 

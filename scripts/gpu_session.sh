@@ -10,8 +10,10 @@
 #                                          # profiles at batch 1 and 8 (~9 min)
 #   bash scripts/gpu_session.sh mxfp4-tests  # the kernel, fast-path and decoder GPU tests (a call of their own: in the
 #                                          # fourth session 220 s ran 97 of the 106)
+#   bash scripts/gpu_session.sh attention-kernel  # bench_attention_kernel.py: the one-token attention kernel against
+#                                          # Inductor's kernels, batch 1 and 8, 1k-16k keys (a few minutes)
 #   bash scripts/gpu_session.sh decode-variants  # bench_decode_variants.py: Inductor tuning, 8-row linear, old q/k/v way,
-#                                          # b8 attention, prefill CUDA graph (~9 min; VARIANTS="..." for a subset)
+#                                          # old attention way, o_proj and batch-8 projections (~9 min; VARIANTS="..." for a subset)
 #   bash scripts/gpu_session.sh check-variants  # the kernel cases and the GPU tests (~5 min), then the decode variants of
 #                                          # $VARIANTS (default: base and the fifth session's "before" variants)
 #   bash scripts/gpu_session.sh mxfp4-memory  # packed 20b from a checkpoint + 4k KV cache; 120b built in memory
@@ -74,6 +76,9 @@ check-variants)
   timeout ${VARIANT_LIMIT:-250} python3 scripts/bench_decode_variants.py \
     --variants ${VARIANTS:-base attention-inductor o-proj-inductor+rows-cublas} \
     --json "$OUT/decode_variants.json" 2>&1 | grep -v Warning
+  ;;
+attention-kernel)
+  timeout 560 python3 scripts/bench_attention_kernel.py --json "$OUT/attention_kernel.json" 2>&1 | grep -v Warning
   ;;
 decode-variants)
   timeout 560 python3 scripts/bench_decode_variants.py ${VARIANTS:+--variants $VARIANTS} \

@@ -63,6 +63,26 @@ def test_qkv_inductor_puts_back_the_readable_projections():
         fast._attention_inputs = tree_version
 
 
+def test_attention_inductor_puts_back_the_readable_one_token_attention():
+    from gptoss_model import GPTOss_Small, GPTOssModelFull, fast
+
+    tree_version = fast._one_token_attention
+    try:
+        variants.apply("attention-inductor")
+        assert fast._one_token_attention is variants.attention_by_inductor
+        attention = GPTOssModelFull(GPTOss_Small(implementation="fast")).model.layers[0].self_attn
+        attention.sinks.data.normal_()
+        generator = torch.Generator().manual_seed(0)
+        q, k, v = (torch.randn(2, n, length, 32, generator=generator) for n, length in ((8, 1), (2, 9), (2, 9)))
+        keep = torch.rand(2, 1, 1, 9, generator=generator) > 0.3
+        with torch.no_grad():
+            got = fast._one_token_attention(attention, q, k, v, keep)
+        want = fast.one_token_attention(q, k, v, attention.sinks, keep, attention.scaling)
+        assert torch.equal(got, want)
+    finally:
+        fast._one_token_attention = tree_version
+
+
 def test_attention_matmul_8_uses_cublas_for_several_sequences_only():
     from gptoss_model import fast
 

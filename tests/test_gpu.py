@@ -130,3 +130,54 @@ def test_fast_path_takes_the_norm_linear_launches_only_without_gradients_and_for
         assert fast._takes_norm_linear(out, layer.self_attn.o_proj)
         assert not fast._takes_norm_linear(out.expand(17, 1, -1), layer.self_attn.o_proj)
         assert not fast._takes_norm_linear(out.cpu(), layer.self_attn.o_proj)
+
+
+
+def test_fast_path_takes_the_one_token_attention_kernel_only_without_gradients():
+    """fast._one_token_attention (what the compiled one-token layer calls) launches kernels/one_token_attention.py
+    under no_grad: equal to fast.one_token_attention within bf16 rounding over a 3000-key cache (splits; a causal
+    prefix, a sliding window, a row with every key masked: 0). With gradients enabled, the readable way (a grad_fn)."""
+    from gptoss_model import fast
+
+    torch.manual_seed(0)
+    model = GPTOssModelFull(GPTOss_Small(implementation="fast"), device="cuda", dtype=torch.bfloat16)
+    attention = model.model.layers[0].self_attn
+    attention.sinks.data.normal_(0, 4)
+    nq, nkv, d, B, S = 8, 2, 32, 3, 3000
+    q = torch.randn(B, nq, 1, d, device="cuda").to(torch.bfloat16)
+    k, v = (torch.randn(B, nkv, S, d, device="cuda").to(torch.bfloat16) for _ in range(2))
+    slots = torch.arange(S, device="cuda")
+    keep = torch.stack([slots < 2000, (slots < 2000) & (slots >= 1872), slots < 0]).view(B, 1, 1, S)
+    with torch.enable_grad():
+        assert fast._one_token_attention(attention, q, k, v, keep).grad_fn is not None
+    with torch.no_grad():
+        got = fast._one_token_attention(attention, q, k, v, keep)
+        want = fast.one_token_attention(q, k, v, attention.sinks, keep, attention.scaling)
+    assert torch.equal(got[2], torch.zeros_like(got[2]))
+    scale = want.float().abs().amax(dim=-1, keepdim=True)  # per head: a large sink leaves a small output
+    assert ((got.float() - want.float()).abs() <= 2**-5 * scale).all()
+
+
+def test_compiled_one_token_layer_with_the_attention_kernel_equals_the_uncompiled_layer():
+    """A static-cache decoding step, fast._one_token_layer compiled (the attention kernel inside the graph), against
+    the uncompiled layer over the same buffers: the same update to the residual stream within bf16 rounding."""
+    from gptoss_model import fast
+    from gptoss_model.generate import StaticLayerCache
+    from gptoss_model.model import GptOssDecoderLayer
+
+    torch.manual_seed(0)
+    model = GPTOssModelFull(GPTOss_Small(implementation="fast"), device="cuda", dtype=torch.bfloat16).eval()
+    layer = model.model.layers[0]
+    layer.self_attn.sinks.data.normal_(0, 2)
+    x = torch.randn(1, 1, model.config.hidden_size, device="cuda").to(torch.bfloat16)
+    position_embeddings = model.model.rotary_emb(torch.tensor([[40]], device="cuda"), torch.bfloat16)
+    keep = (torch.arange(64, device="cuda") <= 40).view(1, 1, 1, 64)
+    buffers = [torch.randn(1, 2, 64, 32, device="cuda").to(torch.bfloat16) for _ in range(2)]
+    slot = torch.tensor([40], device="cuda")
+    with torch.no_grad():
+        got = fast._compiled(fast._one_token_layer)(layer, x, position_embeddings, keep,
+                                                    *(b.clone() for b in buffers), slot)
+        cache = StaticLayerCache(*(b.clone() for b in buffers), slot)
+        want = GptOssDecoderLayer.forward(layer, x, position_embeddings, keep, cache)
+    update, want_update = (got - x).float(), (want - x).float()
+    assert (update - want_update).abs().max().item() <= 0.02 * want_update.abs().max().item()

@@ -1,5 +1,6 @@
 """The Triton kernels: the fused MXFP4 one against dequantize-then-matmul (cases in tests/mxfp4_kernel_cases.py),
-the one-token RMSNorm + projections against the readable path (tests/norm_linear_cases.py).
+the one-token RMSNorm + projections against the readable path (tests/norm_linear_cases.py), the one-token attention
+with sinks against model.attention_with_sinks (tests/one_token_attention_cases.py).
 
 Without CUDA the cases run in a child pytest under Triton's CPU interpreter (TRITON_INTERPRET=1 must be set before
 triton is first imported, and other tests import it through torch); with CUDA they run here, compiled."""
@@ -19,12 +20,14 @@ from gptoss_model.mxfp4_experts import FP4_VALUES  # noqa: E402
 if torch.cuda.is_available():
     from tests.mxfp4_kernel_cases import *  # noqa: F401,F403  (the cases, compiled on the GPU)
     from tests.norm_linear_cases import *  # noqa: F401,F403
+    from tests.one_token_attention_cases import *  # noqa: F401,F403
 else:
     def test_kernel_cases_pass_under_the_triton_interpreter():
         root = Path(__file__).resolve().parents[1]
         env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(root)}
         child = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                                "tests/mxfp4_kernel_cases.py", "tests/norm_linear_cases.py"], cwd=root, env=env,
+                                "tests/mxfp4_kernel_cases.py", "tests/norm_linear_cases.py",
+                                "tests/one_token_attention_cases.py"], cwd=root, env=env,
                                capture_output=True, text=True, timeout=600)
         assert child.returncode == 0, child.stdout[-3000:] + child.stderr[-2000:]
         assert " passed" in child.stdout and "skipped" not in child.stdout, child.stdout[-500:]
