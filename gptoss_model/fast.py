@@ -18,8 +18,9 @@ functions in model.py, computed differently; tests/test_model_parity.py checks t
   written as a reduction that Inductor generates and fuses with its neighbours instead of cuBLAS's split-K kernels.
 - one_token_attention: one query row per head against the grouped keys as they are (no per-head copy of K and V).
 - top_k: the router's top k inside a compiled piece on CUDA, from each logit's rank (fused, no top-k kernel).
-- _attention_inputs_in_one_launch, _output_projection: on CUDA, decoding's few rows (batch 1 to 16) through
-  kernels/norm_linear.py: the RMSNorm and q/k/v projections in one Triton launch, o_proj in another.
+- _attention_inputs_in_one_launch: on CUDA, one token's RMSNorm and q/k/v projections in one Triton launch
+  (kernels/norm_linear.py; its 2-16-row kernel and o_proj through it measured slower: NORM_LINEAR_ROWS,
+  NORM_LINEAR_O_PROJ).
 - _one_token_attention: on CUDA, one token's attention with sinks over the cache in one Triton launch (gradients off).
 - layer_forward: on CUDA a decoder layer runs as two torch.compile'd pieces (norm + q/k/v + rotary; sinks + o_proj
   + norm + router + experts), which fuse the elementwise work between the matmuls: uncompiled, a layer is dozens of
@@ -151,12 +152,16 @@ def _attention_inputs(layer, x, position_embeddings):
     return layer.self_attn.project(layer.input_layernorm(x), position_embeddings)
 
 
-def _takes_norm_linear(x, projection) -> bool:
-    """Whether a projection of x goes through kernels/norm_linear.py: on CUDA, for decoding's few rows (up to its
-    MAX_ROWS), with a bias, and with gradients off (the kernel has no backward: with them, the readable way)."""
-    from gptoss_model.kernels.norm_linear import MAX_ROWS
+NORM_LINEAR_ROWS = 1  # up to this many rows q/k/v take kernels/norm_linear.py (its MAX_ROWS is 16: measured slower
+# than cuBLAS at batch 8, docs/benchmarks.md, fifth session; scripts/bench_decode_variants.py's "rows-kernel")
+NORM_LINEAR_O_PROJ = False  # o_proj through norm_linear's launch too: measured slower than Inductor's reduction
+# ("o-proj-kernel")
 
-    few_rows = x.numel() <= MAX_ROWS * x.shape[-1]
+
+def _takes_norm_linear(x, projection) -> bool:
+    """Whether a projection of x goes through kernels/norm_linear.py: on CUDA, for up to NORM_LINEAR_ROWS rows, with
+    a bias, and with gradients off (the kernel has no backward: with them, the readable way)."""
+    few_rows = x.numel() <= NORM_LINEAR_ROWS * x.shape[-1]
     return x.is_cuda and few_rows and projection.bias is not None and not torch.is_grad_enabled()
 
 
@@ -173,9 +178,9 @@ def _attention_inputs_in_one_launch(layer, x, position_embeddings):
 
 
 def _output_projection(attention, out):
-    """attention.o_proj(out) [B, T, nq·d] -> [B, T, H]; for decoding's few rows one norm_linear launch without the
-    norm (Inductor's reduction for one row read the weight at ~2.5 TB/s; cuBLAS split K for batch 8)."""
-    if _takes_norm_linear(out, attention.o_proj):
+    """attention.o_proj(out) [B, T, nq·d] -> [B, T, H]; with NORM_LINEAR_O_PROJ, one norm_linear launch without the
+    norm for decoding's rows (it lost to Inductor's reduction at batch 1: docs/benchmarks.md, fifth session)."""
+    if NORM_LINEAR_O_PROJ and _takes_norm_linear(out, attention.o_proj):
         from gptoss_model.kernels.norm_linear import norm_linear
 
         return norm_linear(out, None, [attention.o_proj])[0]

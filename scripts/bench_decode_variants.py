@@ -20,10 +20,12 @@ variant wins on the GPU:
 - attention-matmul-8: one-token attention's two products as cuBLAS batched matmuls when several sequences decode
   together, instead of the fused reductions (0.62 ms of the batch-8 step); batch 1 keeps the reductions. Only with
   attention-inductor: the attention kernel has no products of its own to replace;
-- o-proj-inductor: o_proj as before the fifth session (batch 1: Inductor's reduction; batch 8: cuBLAS), not
-  kernels/norm_linear.py's launch without the norm;
-- rows-cublas: norm_linear's launches for one row only, as before the fifth session (batch 8's q/k/v and o_proj
-  through cuBLAS's split-K kernels).
+- o-proj-kernel: o_proj through kernels/norm_linear.py's launch without the norm (fast.NORM_LINEAR_O_PROJ), instead
+  of Inductor's reduction (batch 1) or cuBLAS (batch 8);
+- rows-kernel: norm_linear's 2-16-row kernel for batch 8's q/k/v (and o_proj, with o-proj-kernel)
+  (fast.NORM_LINEAR_ROWS = 16), instead of cuBLAS's split-K kernels.
+  The fifth session measured both wired in and lost (o-proj-kernel+rows-kernel against the tree without them: batch
+  1 325.2 against 414.5 tok/s, batch 8 1,087.4 against 1,167.3), so the tree keeps them off.
 (The fifth session's first call measured "prefill-graph", the prefill captured as a CUDA graph per prompt shape:
 34.7k against 29.2k tok/s; it is now gptoss_model.generate.GraphedForward, which bench_gpu.py uses.)
 Parts combine with "+".
@@ -43,7 +45,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 ENVIRONMENT = {"inductor-tuned": {"TORCHINDUCTOR_COORDINATE_DESCENT_TUNING": "1"}}  # read when Inductor is imported
 PARTS = ("base", "inductor-tuned", "linear-8-rows", "qkv-inductor", "attention-inductor", "attention-matmul-8",
-         "o-proj-inductor", "rows-cublas")
+         "o-proj-kernel", "rows-kernel")
 # the default run, ~9 min on the H200; combinations (e.g. attention-inductor+attention-matmul-8) on request
 VARIANTS = tuple(part for part in PARTS if part != "attention-matmul-8")
 
@@ -66,28 +68,15 @@ def apply(variant: str) -> None:
         fast._one_token_attention = attention_by_inductor
     if "attention-matmul-8" in variant.split("+"):
         fast._small_matmul = matmul_for_batches(fast._small_matmul)
-    if "o-proj-inductor" in variant.split("+"):
-        fast._output_projection = output_projection_by_inductor
-    if "rows-cublas" in variant.split("+"):
-        fast._takes_norm_linear = one_row_only(fast._takes_norm_linear)
+    if "o-proj-kernel" in variant.split("+"):
+        fast.NORM_LINEAR_O_PROJ = True
+    if "rows-kernel" in variant.split("+"):
+        fast.NORM_LINEAR_ROWS = 16
 
 
 def attention_inputs_by_inductor(layer, x, position_embeddings):
     """fast._attention_inputs without the one-token Triton launch: the readable projections, compiled."""
     return layer.self_attn.project(layer.input_layernorm(x), position_embeddings)
-
-
-def output_projection_by_inductor(attention, out):
-    """fast._output_projection without the norm_linear launch: FastLinear, compiled."""
-    return attention.o_proj(out)
-
-
-def one_row_only(tree_version):
-    """fast._takes_norm_linear, but for a single row only."""
-    def takes_norm_linear(x, projection):
-        return x.numel() == x.shape[-1] and tree_version(x, projection)
-
-    return takes_norm_linear
 
 
 def attention_by_inductor(attention, q, k, v, keep):

@@ -78,12 +78,14 @@ def test_refuses_more_than_16_rows_or_a_missing_bias():
 
 
 @pytest.mark.parametrize("batch", [1, 8])
-def test_fast_path_launches_equal_the_readable_projections(batch):
+def test_fast_path_launches_equal_the_readable_projections(batch, monkeypatch):
     """fast._attention_inputs_in_one_launch and fast._output_projection (what the compiled decode step runs on CUDA
     for batch 1 to 16) against GptOssAttention.project after the layer's RMSNorm and against o_proj: q and k
     rotated, v, the output projection, same shapes, within bf16 rounding."""
     from gptoss_model import GPTOss_Small, GPTOssModelFull, fast
 
+    monkeypatch.setattr(fast, "NORM_LINEAR_O_PROJ", True)  # off in the tree (slower), still exact
+    monkeypatch.setattr(fast, "NORM_LINEAR_ROWS", 16)
     torch.manual_seed(0)
     model = GPTOssModelFull(GPTOss_Small(implementation="fast"), device=DEVICE, dtype=torch.bfloat16).eval()
     for module in model.modules():

@@ -97,21 +97,13 @@ def test_attention_matmul_8_uses_cublas_for_several_sequences_only():
     assert fast._small_matmul.__name__ == "_small_matmul"  # building the variant patches nothing
 
 
-def test_o_proj_inductor_and_rows_cublas_put_back_the_older_projections():
-    from gptoss_model import GPTOss_Small, GPTOssModelFull, fast
+def test_o_proj_kernel_and_rows_kernel_switch_the_norm_linear_launches_on():
+    from gptoss_model import fast
 
-    saved = fast._output_projection, fast._takes_norm_linear
+    saved = fast.NORM_LINEAR_O_PROJ, fast.NORM_LINEAR_ROWS
     try:
-        variants.apply("o-proj-inductor+rows-cublas")
-        assert fast._output_projection is variants.output_projection_by_inductor
-        model = GPTOssModelFull(GPTOss_Small(implementation="fast")).eval()
-        attention = model.model.layers[0].self_attn
-        out = torch.randn(2, 1, attention.o_proj.in_features)
-        assert torch.equal(fast._output_projection(attention, out), attention.o_proj(out))
-        seen = []
-        fast._takes_norm_linear = variants.one_row_only(lambda x, projection: seen.append(x.shape) or True)
-        assert fast._takes_norm_linear(out[:1], attention.o_proj)  # one row: the tree's decision
-        assert not fast._takes_norm_linear(out, attention.o_proj)  # two rows: cuBLAS, without asking the tree
-        assert seen == [(1, 1, attention.o_proj.in_features)]
+        assert saved == (False, 1)  # the tree: one row's q/k/v only
+        variants.apply("o-proj-kernel+rows-kernel")
+        assert (fast.NORM_LINEAR_O_PROJ, fast.NORM_LINEAR_ROWS) == (True, 16)
     finally:
-        fast._output_projection, fast._takes_norm_linear = saved
+        fast.NORM_LINEAR_O_PROJ, fast.NORM_LINEAR_ROWS = saved

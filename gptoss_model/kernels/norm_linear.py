@@ -11,7 +11,9 @@ GptOssRMSNorm does, each output once after its bias as `fast.linear`.
 Several rows (2 to MAX_ROWS, batch-8 decoding) take `_norm_linear_rows_kernel`: the same grid over the weights'
 rows, the rows of x as one tensor-core tile, so each weight is read once for all of them; cuBLAS ran these as
 split-K kernels plus a reduce kernel each (0.96 ms of a 7.4 ms batch-8 step, docs/benchmarks.md).
-The fast path takes these launches for q/k/v and o_proj when decoding (fast._attention_inputs, fast._output_projection).
+The fast path takes the one-row launch for q/k/v (fast._attention_inputs). The rows kernel for batch 8 and o_proj
+without the norm measured slower than cuBLAS and Inductor's reduction (docs/benchmarks.md, fifth session): they
+stay off (fast.NORM_LINEAR_ROWS, fast.NORM_LINEAR_O_PROJ), measurable as variants.
 Tested under Triton's interpreter against the RMSNorm then F.linear (tests/norm_linear_cases.py).
 """
 
