@@ -179,5 +179,7 @@ def test_compiled_one_token_layer_with_the_attention_kernel_equals_the_uncompile
                                                     *(b.clone() for b in buffers), slot)
         cache = StaticLayerCache(*(b.clone() for b in buffers), slot)
         want = GptOssDecoderLayer.forward(layer, x, position_embeddings, keep, cache)
-    update, want_update = (got - x).float(), (want - x).float()
-    assert (update - want_update).abs().max().item() <= 0.02 * want_update.abs().max().item()
+    # the residual sum x + update is rounded to bf16 at x's magnitude: one rounding step of the output (2^-7 of
+    # it) apart is allowed on top of 2 % of the update (the fifth session's H200 run found 0.0039 = 2^-8 at |x| ~ 1)
+    want_update = (want - x).float()
+    assert torch.allclose(got.float(), want.float(), rtol=2**-7, atol=0.02 * want_update.abs().max().item())
