@@ -16,6 +16,8 @@
 #                                          # old attention way, o_proj and batch-8 projections (~9 min; VARIANTS="..." for a subset)
 #   bash scripts/gpu_session.sh check-variants  # the kernel cases and the GPU tests (~5 min), then the decode variants of
 #                                          # $VARIANTS (default: base and the fifth session's "before" variants)
+#   bash scripts/gpu_session.sh ncu-experts  # Nsight Compute on the expert kernel at 1 and 8 tokens (where its time goes:
+#                                          # warp stalls, memory throughput, occupancy); text reports in $OUT/ncu-*.txt
 #   bash scripts/gpu_session.sh mxfp4-memory  # packed 20b from a checkpoint + 4k KV cache; 120b built in memory
 #   bash scripts/gpu_session.sh calibrate [float32|bfloat16]
 #                                          # calibrate_gates.py: gptoss_model, OpenAI's gpt_oss.torch and Transformers
@@ -79,6 +81,15 @@ check-variants)
   ;;
 attention-kernel)
   timeout 560 python3 scripts/bench_attention_kernel.py --json "$OUT/attention_kernel.json" 2>&1 | grep -v Warning
+  ;;
+ncu-experts)  # --clock-control none: the device notes ask to leave the clocks alone; 2 launches of each projection
+  for tokens in 1 8; do
+    timeout 240 ncu --clock-control none -k regex:_moe_mxfp4_kernel --launch-skip 10 --launch-count 4 \
+      --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy \
+      --section LaunchStats --section SchedulerStats \
+      python3 scripts/bench_mxfp4_kernels.py --no-sweep --tokens $tokens > "$OUT/ncu-$tokens.txt" 2>&1
+    grep -E "Duration|Memory Throughput|Achieved Occupancy|Registers Per|Stall|Warp Cycles" "$OUT/ncu-$tokens.txt" | head -30
+  done
   ;;
 decode-variants)
   timeout 560 python3 scripts/bench_decode_variants.py ${VARIANTS:+--variants $VARIANTS} \
