@@ -25,7 +25,10 @@ variant wins on the GPU:
 - rows-kernel: norm_linear's 2-16-row kernel for batch 8's q/k/v (and o_proj, with o-proj-kernel)
   (fast.NORM_LINEAR_ROWS = 16), instead of cuBLAS's split-K kernels.
   The fifth session measured both wired in and lost (o-proj-kernel+rows-kernel against the tree without them: batch
-  1 325.2 against 414.5 tok/s, batch 8 1,087.4 against 1,167.3), so the tree keeps them off.
+  1 325.2 against 414.5 tok/s, batch 8 1,087.4 against 1,167.3), so the tree keeps them off;
+- combo-kernels, aggressive-fusion: Inductor's switches of those names (horizontal fusion of independent kernels,
+  e.g. the rotary of q and of k; fusing nodes that share no memory access): a batch-1 step is still ~15 small
+  kernels a layer, each a few µs.
 (The fifth session's first call measured "prefill-graph", the prefill captured as a CUDA graph per prompt shape:
 34.7k against 29.2k tok/s; it is now gptoss_model.generate.GraphedForward, which bench_gpu.py uses.)
 Parts combine with "+".
@@ -45,9 +48,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 ENVIRONMENT = {"inductor-tuned": {"TORCHINDUCTOR_COORDINATE_DESCENT_TUNING": "1"}}  # read when Inductor is imported
 PARTS = ("base", "inductor-tuned", "linear-8-rows", "qkv-inductor", "attention-inductor", "attention-matmul-8",
-         "o-proj-kernel", "rows-kernel")
-# the default run, ~9 min on the H200; combinations (e.g. attention-inductor+attention-matmul-8) on request
-VARIANTS = tuple(part for part in PARTS if part != "attention-matmul-8")
+         "o-proj-kernel", "rows-kernel", "combo-kernels", "aggressive-fusion")
+# the default run (~7 min on the H200): what no session has measured yet; the others on request
+VARIANTS = ("base", "combo-kernels", "aggressive-fusion", "combo-kernels+aggressive-fusion")
+INDUCTOR_SWITCHES = {"combo-kernels": "combo_kernels", "aggressive-fusion": "aggressive_fusion"}
 
 
 def unknown_parts(variant: str) -> list[str]:
@@ -68,6 +72,11 @@ def apply(variant: str) -> None:
         fast._one_token_attention = attention_by_inductor
     if "attention-matmul-8" in variant.split("+"):
         fast._small_matmul = matmul_for_batches(fast._small_matmul)
+    for part, switch in INDUCTOR_SWITCHES.items():
+        if part in variant.split("+"):
+            import torch._inductor.config as inductor_config
+
+            setattr(inductor_config, switch, True)
     if "o-proj-kernel" in variant.split("+"):
         fast.NORM_LINEAR_O_PROJ = True
     if "rows-kernel" in variant.split("+"):

@@ -12,8 +12,9 @@
 #                                          # fourth session 220 s ran 97 of the 106)
 #   bash scripts/gpu_session.sh attention-kernel  # bench_attention_kernel.py: the one-token attention kernel against
 #                                          # Inductor's kernels, batch 1 and 8, 1k-16k keys (a few minutes)
-#   bash scripts/gpu_session.sh decode-variants  # bench_decode_variants.py: Inductor tuning, 8-row linear, old q/k/v way,
-#                                          # old attention way, o_proj and batch-8 projections (~9 min; VARIANTS="..." for a subset)
+#   bash scripts/gpu_session.sh decode-variants  # bench_decode_variants.py: by default Inductor's combo-kernels and
+#                                          # aggressive-fusion switches (~7 min; VARIANTS="..." for others, e.g. the
+#                                          # older ways: qkv-inductor, attention-inductor, o-proj-kernel, rows-kernel)
 #   bash scripts/gpu_session.sh check-variants  # the kernel cases and the GPU tests (~5 min), then the decode variants of
 #                                          # $VARIANTS (default: base and the fifth session's "before" variants)
 #   bash scripts/gpu_session.sh ncu-experts  # Nsight Compute on the expert kernel at 1 and 8 tokens (where its time goes:

@@ -107,3 +107,18 @@ def test_o_proj_kernel_and_rows_kernel_switch_the_norm_linear_launches_on():
         assert (fast.NORM_LINEAR_O_PROJ, fast.NORM_LINEAR_ROWS) == (True, 16)
     finally:
         fast.NORM_LINEAR_O_PROJ, fast.NORM_LINEAR_ROWS = saved
+
+
+def test_combo_kernels_and_aggressive_fusion_are_inductor_switches():
+    import torch._inductor.config as inductor_config
+
+    saved = inductor_config.combo_kernels, inductor_config.aggressive_fusion
+    try:
+        inductor_config.combo_kernels = inductor_config.aggressive_fusion = False
+        variants.apply("combo-kernels")
+        assert (inductor_config.combo_kernels, inductor_config.aggressive_fusion) == (True, False)
+        variants.apply("aggressive-fusion")
+        assert inductor_config.aggressive_fusion is True
+    finally:
+        inductor_config.combo_kernels, inductor_config.aggressive_fusion = saved
+    assert set(variants.VARIANTS) <= {*variants.PARTS, "combo-kernels+aggressive-fusion"}
