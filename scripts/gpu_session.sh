@@ -16,7 +16,7 @@
 #                                          # aggressive-fusion switches (~7 min; VARIANTS="..." for others, e.g. the
 #                                          # older ways: qkv-inductor, attention-inductor, o-proj-kernel, rows-kernel)
 #   bash scripts/gpu_session.sh check-variants  # the kernel cases and the GPU tests (~5 min), then the decode variants of
-#                                          # $VARIANTS (default: base and the fifth session's "before" variants)
+#                                          # $VARIANTS (default: base, combo-kernels, aggressive-fusion)
 #   bash scripts/gpu_session.sh ncu-experts  # Nsight Compute on the expert kernel at 1 and 8 tokens (where its time goes:
 #                                          # warp stalls, memory throughput, occupancy); text reports in $OUT/ncu-*.txt
 #   bash scripts/gpu_session.sh mxfp4-memory  # packed 20b from a checkpoint + 4k KV cache; 120b built in memory
@@ -77,7 +77,7 @@ check-variants)
     tests/test_gpu_mxfp4.py tests/test_gpu.py tests/test_decode.py 2>&1 | grep -v DEBUG > "$OUT/gpu_tests.log"
   tail -8 "$OUT/gpu_tests.log"
   timeout ${VARIANT_LIMIT:-250} python3 scripts/bench_decode_variants.py \
-    --variants ${VARIANTS:-base attention-inductor o-proj-inductor+rows-cublas} \
+    --variants ${VARIANTS:-base combo-kernels aggressive-fusion} \
     --json "$OUT/decode_variants.json" 2>&1 | grep -v Warning
   ;;
 attention-kernel)
