@@ -11,17 +11,13 @@ and V in flight while one is computed). One JSON line per (dtype, keys a loop st
 import argparse
 import inspect
 import json
-import re
-import subprocess
+import os
 import sys
-from pathlib import Path
-
-import triton
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
 
 sys.path.insert(0, ".")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gptoss_model.kernels import one_token_attention as kernel  # noqa: E402
+from kernel_sass import compile_for_hopper, machine_code  # noqa: E402  (the MXFP4 kernel's offline tools)
 
 STRIDES = ["q_sb", "q_sh", "k_sb", "k_sh", "k_ss", "v_sb", "v_sh", "v_ss", "keep_sb", "keep_ss"]
 ALIGNED_STRIDES = STRIDES[:8]  # multiples of d = 64 elements
@@ -36,26 +32,15 @@ def compile_attention(dtype: str, block_s: int, warps: int, split: bool):
                  "keys_per_split": "i32", "nkv": "i32", **{name: "i32" for name in STRIDES}}
     constants = dict(GROUP=8, ROWS=16, HEAD_DIM=64, BLOCK_D=64, BLOCK_S=block_s, SCAN=kernel.SCAN_KEYS, SPLIT=split,
                      FLOAT32_DOT=False)
-    signature = {**arguments, **{name: "constexpr" for name in constants}}
-    names = list(signature)
     # the launch specialises pointers and these strides as divisible by 16, as here
-    aligned = {(names.index(n),): [["tt.divisibility", 16]] for n, t in arguments.items()
-               if t[0] == "*" or n in ALIGNED_STRIDES}
-    source = ASTSource(kernel._attention_kernel, signature,
-                       constexprs={(names.index(n),): v for n, v in constants.items()}, attrs=aligned)
-    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps))
+    aligned = [n for n, t in arguments.items() if t[0] == "*" or n in ALIGNED_STRIDES]
+    return compile_for_hopper(kernel._attention_kernel, arguments, constants, aligned, num_warps=warps)
 
 
 def describe(dtype: str, block_s: int, warps: int, split: bool = False) -> dict:
-    compiled = compile_attention(dtype, block_s, warps, split)
-    tools = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
-    cubin = Path("/tmp/gptoss_attention_sass.cubin")
-    cubin.write_bytes(compiled.asm["cubin"])
-    sass = subprocess.run([tools / "nvdisasm", "-c", cubin], capture_output=True, text=True, check=True).stdout
-    usage = subprocess.run([tools / "cuobjdump", "-res-usage", cubin], capture_output=True, text=True).stdout
-    field = {name: int(re.search(rf"{name}:(\d+)", usage).group(1)) for name in ("REG", "STACK", "LOCAL")}
-    return {"dtype": dtype, "block_s": block_s, "warps": warps, "split": split, "registers": field["REG"],
-            "stack_bytes": field["STACK"], "local_bytes": field["LOCAL"], "hmma": sass.count("HMMA"),
+    sass, usage = machine_code(compile_attention(dtype, block_s, warps, split))
+    return {"dtype": dtype, "block_s": block_s, "warps": warps, "split": split, "registers": usage["REG"],
+            "stack_bytes": usage["STACK"], "local_bytes": usage["LOCAL"], "hmma": sass.count("HMMA"),
             "async_copies": sass.count("LDGSTS")}
 
 

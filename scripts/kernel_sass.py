@@ -15,6 +15,7 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import triton
@@ -31,17 +32,34 @@ ARGUMENTS = {  # the kernel's runtime arguments, for a bf16 model's gate/up proj
 }
 
 
+def compile_for_hopper(kernel, arguments: dict, constants: dict, aligned, **options):
+    """A @triton.jit kernel compiled for sm_90 with Triton's own ptxas, no GPU needed: arguments {name: type},
+    constants {name: value}, `aligned` the argument names the launch specialises as divisible by 16."""
+    signature = {**arguments, **{name: "constexpr" for name in constants}}
+    names = list(signature)
+    source = ASTSource(kernel, signature, constexprs={(names.index(n),): v for n, v in constants.items()},
+                       attrs={(names.index(n),): [["tt.divisibility", 16]] for n in aligned})
+    return triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options)
+
+
+def machine_code(compiled) -> tuple[str, dict]:
+    """A compiled kernel -> (its SASS from nvdisasm, its resource usage from cuobjdump: REG, STACK, LOCAL, ...)."""
+    tools = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
+    with tempfile.TemporaryDirectory() as folder:
+        cubin = Path(folder) / "kernel.cubin"
+        cubin.write_bytes(compiled.asm["cubin"])
+        sass = subprocess.run([tools / "nvdisasm", "-c", cubin], capture_output=True, text=True, check=True).stdout
+        usage = subprocess.run([tools / "cuobjdump", "-res-usage", cubin], capture_output=True, text=True).stdout
+    return sass, {name: int(value) for name, value in re.findall(r"(\w+):(\d+)", usage)}
+
+
 def compile_tile(tile: mxfp4_moe.TileConfig):
     constants = dict(GATHER=tile.block_m != 1, SWIGLU=True, ONE_ROW=tile.block_m == 1, DOT_FLOAT32=False, BLOCK_M=tile.block_m,
                      BLOCK_N=tile.block_n, BLOCK_K=tile.block_k, SPLIT_K=1, DECODE=tile.decode,
                      ROW_TILES=tile.block_m == 1, SHARED_X=tile.block_m == 1)  # one-row: as batch-1 decoding runs
-    signature = {**ARGUMENTS, **{name: "constexpr" for name in constants}}
-    names = list(signature)
-    aligned = {(names.index(n),): [["tt.divisibility", 16]] for n, t in ARGUMENTS.items() if t[0] == "*" or n in "NK"}
-    source = ASTSource(mxfp4_moe._moe_mxfp4_kernel, signature,
-                       constexprs={(names.index(n),): v for n, v in constants.items()}, attrs=aligned)
-    return triton.compile(source, target=GPUTarget("cuda", 90, 32),
-                          options=dict(num_warps=tile.warps, num_stages=tile.stages))
+    aligned = [n for n, t in ARGUMENTS.items() if t[0] == "*" or n in "NK"]
+    return compile_for_hopper(mxfp4_moe._moe_mxfp4_kernel, ARGUMENTS, constants, aligned, num_warps=tile.warps,
+                              num_stages=tile.stages)
 
 
 def main_loop(sass: str) -> list[str]:
@@ -59,18 +77,13 @@ def main_loop(sass: str) -> list[str]:
 
 
 def describe(tile: mxfp4_moe.TileConfig) -> dict:
-    kernel = compile_tile(tile)
-    tools = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
-    cubin = Path("/tmp/gptoss_kernel_sass.cubin")
-    cubin.write_bytes(kernel.asm["cubin"])
-    sass = subprocess.run([tools / "nvdisasm", "-c", cubin], capture_output=True, text=True, check=True).stdout
-    usage = subprocess.run([tools / "cuobjdump", "-res-usage", cubin], capture_output=True, text=True).stdout
+    sass, usage = machine_code(compile_tile(tile))
     loop = main_loop(sass)
     threads = 32 * tile.warps
     weights_per_thread = tile.block_n * tile.block_k / threads  # the weights a thread decodes in one loop step
     mix = collections.Counter(op.split(".")[0] for op in loop)
     return {
-        "tile": list(tile), "registers": int(re.search(r"REG:(\d+)", usage).group(1)),
+        "tile": list(tile), "registers": usage["REG"],
         "loop_instructions": len(loop), "weights_per_thread_per_step": weights_per_thread,
         "instructions_per_weight": round(len(loop) / weights_per_thread, 2),
         "shared_memory_in_loop": sum(n for op, n in mix.items() if op in ("STS", "LDS", "LDSM", "STSM", "BAR")),
