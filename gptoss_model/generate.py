@@ -134,19 +134,14 @@ class StaticDecoder:
         self.position.add_(1)
 
     def _capture(self):
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
         state = (self.slot, self.position, self.token, self.key_valid)
         saved = [t.clone() for t in state]
-        with torch.cuda.stream(stream):  # warm-up outside the graph (allocator, lazy inits), then undo its effects
-            for _ in range(2):
-                self._step()
-        torch.cuda.current_stream().wait_stream(stream)
-        for tensor, before in zip(state, saved):
-            tensor.copy_(before)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self._step()
+
+        def undo_warm_up():
+            for tensor, before in zip(state, saved):
+                tensor.copy_(before)
+
+        self.graph, _ = captured(self._step, after_warm_up=undo_warm_up)
 
     def _prefill(self, input_ids) -> torch.Tensor:
         """Run the prompt through the ordinary model and copy its KV cache into the static buffers -> logits [B, V]."""
@@ -197,6 +192,23 @@ class StaticDecoder:
         return new
 
 
+def captured(fn, after_warm_up=lambda: None):
+    """fn() run twice on a side stream first (compilation, the allocator, lazy state: what a capture must not see
+    for the first time), after_warm_up() (e.g. undo the warm-up's effects), then fn() captured -> (the CUDA graph,
+    fn's output: the graph's own buffers, rewritten by each replay)."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(2):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    after_warm_up()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn()
+    return graph, out
+
+
 class GraphedForward:
     """model(input_ids=...) -> logits replayed from a CUDA graph captured once per input shape: a prefill's ~770
     kernel launches cost the host more than the GPU needs for the smaller ones (docs/benchmarks.md, fifth session).
@@ -215,15 +227,7 @@ class GraphedForward:
         shape = tuple(input_ids.shape)
         if shape not in self.graphs:
             static_ids = input_ids.clone()
-            stream = torch.cuda.Stream()
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):  # warm-up outside the graph: compilation, the allocator, lazy state
-                for _ in range(2):
-                    self.model(input_ids=static_ids)
-            torch.cuda.current_stream().wait_stream(stream)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                logits = self.model(input_ids=static_ids)
+            graph, logits = captured(lambda: self.model(input_ids=static_ids))
             self.graphs[shape] = (graph, static_ids, logits)
         graph, static_ids, logits = self.graphs[shape]
         static_ids.copy_(input_ids)

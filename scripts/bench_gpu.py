@@ -98,11 +98,14 @@ def generate(impl, model, ids, steps):
                           attention_mask=torch.ones_like(ids))
 
 
-def timed(fn, repeats: int) -> float:
-    """Median seconds of fn() over `repeats` runs (one warm-up first), timed with CUDA events."""
+def timed(fn, repeats: int, setup=lambda: None) -> float:
+    """Median seconds of fn() over `repeats` runs (one warm-up first), timed with CUDA events; setup() runs before
+    each, untimed."""
+    setup()
     fn()
     times = []
     for _ in range(repeats):
+        setup()
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         fn()
@@ -118,16 +121,7 @@ def timed_decode(impl, model, ids, steps: int, repeats: int) -> float:
     full-minus-first difference by ~20 % between processes (docs/benchmarks.md, fifth session)."""
     generate(impl, model, ids, 2)  # builds the decoder, compiles, captures
     decoder = _decoders[ids.shape[0]]
-    times = []
-    for _ in range(repeats + 1):  # the first as a warm-up
-        decoder.start(ids, steps + 1)
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        decoder.decode(steps)
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end) / 1000)
-    return statistics.median(times[1:])
+    return timed(lambda: decoder.decode(steps), repeats, setup=lambda: decoder.start(ids, steps + 1))
 
 
 def bench_one(impl, config, args) -> dict:

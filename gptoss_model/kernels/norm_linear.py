@@ -137,14 +137,12 @@ def norm_linear(x, norm, linears, block_n: int | None = None, block_k: int | Non
     for layer, size in zip(linears + [linears[0]] * (3 - len(linears)), sizes + [0] * (3 - len(linears))):
         arguments += [layer.weight, layer.bias, size]  # a missing projection: zero rows, no programs
     norm_weight, eps = (norm.weight, norm.eps) if norm is not None else (x, 0.0)  # no norm: never read
+    block_n, block_k = block_n or 16, block_k or (512 if rows == 1 else 256)
+    grid = (sum(triton.cdiv(size, block_n) for size in sizes),)
     if rows == 1:
-        block_n, block_k = block_n or 16, block_k or 512
-        grid = (sum(triton.cdiv(size, block_n) for size in sizes),)
         _norm_linear_kernel[grid](x, norm_weight, eps, *arguments, out, K, NORM=norm is not None, BLOCK_N=block_n,
                                   BLOCK_K=block_k, num_warps=warps)
     else:
-        block_n, block_k = block_n or 16, block_k or 256
-        grid = (sum(triton.cdiv(size, block_n) for size in sizes),)
         _norm_linear_rows_kernel[grid](x, rows, norm_weight, eps, *arguments, out, K, NORM=norm is not None,
                                        DOT_FLOAT32=x.dtype == torch.float32 or INTERPRETED, BLOCK_N=block_n,
                                        BLOCK_K=block_k, num_warps=warps, num_stages=3)
