@@ -152,17 +152,22 @@ def _attention_inputs(layer, x, position_embeddings):
     return layer.self_attn.project(layer.input_layernorm(x), position_embeddings)
 
 
-NORM_LINEAR_ROWS = 1  # up to this many rows q/k/v take kernels/norm_linear.py (its MAX_ROWS is 16: measured slower
-# than cuBLAS at batch 8, docs/benchmarks.md, fifth session; scripts/bench_decode_variants.py's "rows-kernel")
-NORM_LINEAR_O_PROJ = False  # o_proj through norm_linear's launch too: measured slower than Inductor's reduction
-# ("o-proj-kernel")
+NORM_LINEAR_ROWS = 1  # up to this many rows q/k/v take kernels/norm_linear.py's float32 kernels (its MAX_ROWS is 16:
+# measured slower than cuBLAS at batch 8, docs/benchmarks.md, fifth session; bench_decode_variants.py's "rows-kernel")
+NORM_LINEAR_O_PROJ = False  # o_proj through those kernels too: slower than Inductor's reduction ("o-proj-kernel")
+FRAGMENT_PROJECTIONS = True  # bf16 decoding (up to 8 rows): q/k/v and o_proj through norm_linear's tensor-core
+# fragments kernel (sixth session)
 
 
-def _takes_norm_linear(x, projection) -> bool:
-    """Whether a projection of x goes through kernels/norm_linear.py: on CUDA, for up to NORM_LINEAR_ROWS rows, with
-    a bias, and with gradients off (the kernel has no backward: with them, the readable way)."""
-    few_rows = x.numel() <= NORM_LINEAR_ROWS * x.shape[-1]
-    return x.is_cuda and few_rows and projection.bias is not None and not torch.is_grad_enabled()
+def _takes_norm_linear(x, projection, o_proj: bool = False) -> bool:
+    """Whether a projection of x goes through kernels/norm_linear.py: on CUDA, with a bias, with gradients off (the
+    kernels have no backward: with them, the readable way), and for rows its fragments kernel takes
+    (FRAGMENT_PROJECTIONS) or up to NORM_LINEAR_ROWS rows (o_proj: only with NORM_LINEAR_O_PROJ)."""
+    from gptoss_model.kernels.norm_linear import takes_fragments
+
+    few_rows = x.numel() <= NORM_LINEAR_ROWS * x.shape[-1] and (NORM_LINEAR_O_PROJ or not o_proj)
+    fragments = FRAGMENT_PROJECTIONS and takes_fragments(x)
+    return x.is_cuda and (few_rows or fragments) and projection.bias is not None and not torch.is_grad_enabled()
 
 
 def _attention_inputs_in_one_launch(layer, x, position_embeddings):
@@ -178,9 +183,10 @@ def _attention_inputs_in_one_launch(layer, x, position_embeddings):
 
 
 def _output_projection(attention, out):
-    """attention.o_proj(out) [B, T, nq·d] -> [B, T, H]; with NORM_LINEAR_O_PROJ, one norm_linear launch without the
-    norm for decoding's rows (it lost to Inductor's reduction at batch 1: docs/benchmarks.md, fifth session)."""
-    if NORM_LINEAR_O_PROJ and _takes_norm_linear(out, attention.o_proj):
+    """attention.o_proj(out) [B, T, nq·d] -> [B, T, H]; for decoding's rows one norm_linear launch without the norm
+    (FRAGMENT_PROJECTIONS; NORM_LINEAR_O_PROJ, its float32 kernels, lost to Inductor's reduction at batch 1:
+    docs/benchmarks.md, fifth session)."""
+    if _takes_norm_linear(out, attention.o_proj, o_proj=True):
         from gptoss_model.kernels.norm_linear import norm_linear
 
         return norm_linear(out, None, [attention.o_proj])[0]

@@ -26,6 +26,12 @@ variant wins on the GPU:
   (fast.NORM_LINEAR_ROWS = 16), instead of cuBLAS's split-K kernels.
   The fifth session measured both wired in and lost (o-proj-kernel+rows-kernel against the tree without them: batch
   1 325.2 against 414.5 tok/s, batch 8 1,087.4 against 1,167.3), so the tree keeps them off;
+- no-fragment-projections: decoding's q/k/v and o_proj (bf16, up to 8 rows) without norm_linear's tensor-core
+  fragments kernel (fast.FRAGMENT_PROJECTIONS, norm_linear.FRAGMENTS): one row's q/k/v through norm_linear's
+  float32 kernel, o_proj through Inductor's reduction, batch 8's through cuBLAS, as in the fifth session.
+  o-proj-kernel and rows-kernel mean what they did then only together with it;
+- no-fragment-experts: the packed experts of up to 64 (token, expert) rows through mxfp4_moe's one-row and
+  tensor-core tiles (mxfp4_moe.FRAGMENTS) instead of kernels/mxfp4_fragments.py;
 - combo-kernels, aggressive-fusion: Inductor's switches of those names (horizontal fusion of independent kernels,
   e.g. the rotary of q and of k; fusing nodes that share no memory access): a batch-1 step is still ~15 small
   kernels a layer, each a few µs.
@@ -48,9 +54,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 ENVIRONMENT = {"inductor-tuned": {"TORCHINDUCTOR_COORDINATE_DESCENT_TUNING": "1"}}  # read when Inductor is imported
 PARTS = ("base", "inductor-tuned", "linear-8-rows", "qkv-inductor", "attention-inductor", "attention-matmul-8",
-         "o-proj-kernel", "rows-kernel", "combo-kernels", "aggressive-fusion")
-# the default run (~7 min on the H200): what no session has measured yet; the others on request
-VARIANTS = ("base", "combo-kernels", "aggressive-fusion", "combo-kernels+aggressive-fusion")
+         "o-proj-kernel", "rows-kernel", "combo-kernels", "aggressive-fusion", "no-fragment-projections",
+         "no-fragment-experts")
+# the default run (~7 min on the H200): the sixth session's two kernels against the tree without them; the others
+# on request
+VARIANTS = ("base", "no-fragment-projections", "no-fragment-experts", "no-fragment-projections+no-fragment-experts")
 INDUCTOR_SWITCHES = {"combo-kernels": "combo_kernels", "aggressive-fusion": "aggressive_fusion"}
 
 
@@ -81,6 +89,15 @@ def apply(variant: str) -> None:
         fast.NORM_LINEAR_O_PROJ = True
     if "rows-kernel" in variant.split("+"):
         fast.NORM_LINEAR_ROWS = 16
+    if "no-fragment-projections" in variant.split("+"):
+        from gptoss_model.kernels import norm_linear
+
+        fast.FRAGMENT_PROJECTIONS = False
+        norm_linear.FRAGMENTS = False
+    if "no-fragment-experts" in variant.split("+"):
+        from gptoss_model.kernels import mxfp4_moe
+
+        mxfp4_moe.FRAGMENTS = False
 
 
 def attention_inputs_by_inductor(layer, x, position_embeddings):

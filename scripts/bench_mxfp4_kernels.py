@@ -19,7 +19,7 @@ import triton.testing
 sys.path.insert(0, ".")
 from gptoss_model import GPTOss_20B  # noqa: E402
 from gptoss_model.fast import grouped_experts  # noqa: E402
-from gptoss_model.kernels import mxfp4_moe  # noqa: E402
+from gptoss_model.kernels import mxfp4_fragments, mxfp4_moe  # noqa: E402
 from gptoss_model.model import GptOssExperts  # noqa: E402
 from gptoss_model.mxfp4_experts import MXFP4Experts, fill_random_  # noqa: E402
 
@@ -44,6 +44,7 @@ def second_round(best: "mxfp4_moe.TileConfig"):
     return [best._replace(split_k=s, stages=st) for s, st in itertools.product(splits, (2, 3, 4))]
 
 
+FRAGMENT_WARPS = (1, 2, 4, 8)  # warps a program of the fragments kernel, each timed where it serves (<= MAX_ROWS)
 GRAPH = False  # --graph: time CUDA-graph replays (GPU time only, as the decoder runs), not eager launches
 
 
@@ -65,10 +66,24 @@ def case(tokens, config, experts, dense):
     flops = 2 * tokens * 4 * per_expert
     packed_ms = timed(lambda: experts(x, weights, indices))
     dense_ms = timed(lambda: grouped_experts(dense, x, weights, indices))
-    return {"tokens": tokens, "experts_read": chosen, "packed_ms": round(packed_ms, 4),
-            "dense_bf16_ms": round(dense_ms, 4), "packed_GB_s": round(packed_bytes / packed_ms / 1e6, 1),
-            "dense_GB_s": round(chosen * per_expert * 2 / dense_ms / 1e6, 1),
-            "packed_TFLOP_s": round(flops / packed_ms / 1e9, 1), "dense_TFLOP_s": round(flops / dense_ms / 1e9, 1)}
+    result = {"tokens": tokens, "experts_read": chosen, "packed_ms": round(packed_ms, 4),
+              "dense_bf16_ms": round(dense_ms, 4), "packed_GB_s": round(packed_bytes / packed_ms / 1e6, 1),
+              "dense_GB_s": round(chosen * per_expert * 2 / dense_ms / 1e6, 1),
+              "packed_TFLOP_s": round(flops / packed_ms / 1e9, 1), "dense_TFLOP_s": round(flops / dense_ms / 1e9, 1)}
+    if mxfp4_moe.FRAGMENTS and tokens * 4 <= mxfp4_fragments.MAX_ROWS:  # the fragments kernel: against the tiles
+        mxfp4_moe.FRAGMENTS = False
+        result["tiles_kernel_ms"] = round(timed(lambda: experts(x, weights, indices)), 4)
+        mxfp4_moe.FRAGMENTS = True
+        for warps in FRAGMENT_WARPS:
+            mxfp4_fragments.WARPS = warps
+            launch = mxfp4_fragments.moe_mxfp4_fragments
+            mxfp4_fragments.moe_mxfp4_fragments = lambda *a, **k: launch(*a, **k, warps=warps)
+            result[f"fragments_{warps}_warps_ms"] = round(timed(lambda: experts(x, weights, indices)), 4)
+            mxfp4_fragments.moe_mxfp4_fragments = launch
+        mxfp4_fragments.PREFETCH = not mxfp4_fragments.PREFETCH
+        result[f"fragments_prefetch_{mxfp4_fragments.PREFETCH}_ms"] = round(timed(lambda: experts(x, weights, indices)), 4)
+        mxfp4_fragments.PREFETCH = not mxfp4_fragments.PREFETCH
+    return result
 
 
 def sweep(tokens, config, experts, kind, choices=None):

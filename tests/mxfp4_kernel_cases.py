@@ -161,3 +161,78 @@ def test_split_k_over_sorted_rows_needs_each_rows_expert():
     with pytest.raises(ValueError, match="needs row_experts"):
         km.moe_mxfp4_linear(torch.zeros(2, 64, device=DEVICE), blocks, scales, torch.zeros(2, 32, device=DEVICE),
                             tiles, config=km.TileConfig(16, 32, 64, 4, 3, split_k=2))
+
+
+kf = importlib.import_module("gptoss_model.kernels.mxfp4_fragments")
+
+
+@pytest.mark.parametrize("row_tiles", [True, False], ids=["row-tiles", "sorted-tiles"])
+def test_fragments_decode_every_scale_byte_exactly(row_tiles):
+    """mxfp4_fragments' kernel with one-hot x rows: each output is a single weight, exactly (bf16 holds them all).
+    Scale bytes 3..252 as in test_kernel_decodes_every_scale_byte_exactly; K = 96 leaves the last of each 4 threads'
+    32-column ranges outside the row (masked); the columns cover both nibbles, all 3 blocks and all 4 k-steps of a
+    half."""
+    K, N = 96, 128
+    blocks, _ = packed(2, N, K)
+    scales = (3 + torch.arange(2 * N * 3) % 250).to(torch.uint8).reshape(2, N, 3).to(DEVICE)
+    columns = [0, 1, 6, 33, 34, 47, 70, 95]
+    x = torch.eye(K, device=DEVICE, dtype=torch.bfloat16)[columns]
+    rows = len(columns)
+    bias = torch.zeros(2, N, device=DEVICE, dtype=torch.bfloat16)
+    if row_tiles:  # one row a tile, each its own x row: only slot 0 of a fragment's 8
+        out = kf.moe_mxfp4_fragments(x, blocks, scales, bias, torch.ones(rows, dtype=torch.int32, device=DEVICE))
+    else:  # one tile of all 8 rows: every slot
+        tiles = km.tiles_by_expert(torch.tensor([0, rows], dtype=torch.int32, device=DEVICE), rows, 8)
+        out = kf.moe_mxfp4_fragments(x, blocks, scales, bias, tiles)
+    want = dequantize(blocks[1], scales[1], torch.bfloat16)[:, columns].T  # [rows, N]
+    assert out.dtype == torch.bfloat16 and torch.equal(out, want)
+
+
+@pytest.mark.parametrize("warps", [1, 2, 4])
+def test_fragments_grouped_rows_with_gather_and_swiglu(warps):
+    E, N, K, alpha, limit = 3, 64, 416, 1.702, 7.0  # K = 13 blocks: warps' column steps end part-way
+    blocks, scales = packed(E, N, K, low=124, high=129)
+    bias = torch.randn(E, N, device=DEVICE).to(torch.bfloat16)
+    x = torch.randn(12, K, device=DEVICE).to(torch.bfloat16)
+    expert_of_row = torch.tensor([0] * 8 + [0, 0, 2, 2], device=DEVICE)  # 10 rows of expert 0: a full tile of 8
+    x_rows = torch.tensor([4, 0, 6, 6, 1, 11, 3, 2, 9, 10, 5, 7], dtype=torch.int32, device=DEVICE)
+    ends = torch.tensor([10, 10, 12], dtype=torch.int32, device=DEVICE)  # expert 1 chosen by nobody
+    tiles = km.tiles_by_expert(ends, 12, 8)
+    out = kf.moe_mxfp4_fragments(x, blocks, scales, bias, tiles, x_rows, (alpha, limit), warps)
+    W = dequantize(blocks, scales, torch.float32)
+    h = torch.stack([x[r].float() @ W[e].T for r, e in zip(x_rows.tolist(), expert_of_row.tolist())])
+    want = clamped_swiglu(h.to(torch.bfloat16) + bias[expert_of_row], alpha, limit)  # [12, N/2]
+    assert out.shape == want.shape
+    assert torch.allclose(out.float(), want.float(), atol=2e-2 * want.abs().max().item(), rtol=2e-2)
+    down_blocks, down_scales = packed(E, K, N, low=124, high=129)  # the down projection's shape: N inputs, K outputs
+    down_bias = torch.randn(E, K, device=DEVICE).to(torch.bfloat16)
+    down = kf.moe_mxfp4_fragments(x[:, :N], down_blocks, down_scales, down_bias, tiles, x_rows, None, warps)
+    W = dequantize(down_blocks, down_scales, torch.float32)
+    h = torch.stack([x[r, :N].float() @ W[e].T for r, e in zip(x_rows.tolist(), expert_of_row.tolist())])
+    want = h.to(torch.bfloat16) + down_bias[expert_of_row]
+    assert down.shape == want.shape
+    assert torch.allclose(down.float(), want.float(), atol=1e-2 * want.abs().max().item(), rtol=1e-2)
+
+
+@pytest.mark.parametrize("tokens", [1, 3])
+def test_packed_experts_forward_through_fragments_equals_selected_dequantization(tokens, monkeypatch):
+    config = GPTOss_Small(hidden_size=64, intermediate_size=96, num_local_experts=4)
+    experts = fill_random_(MXFP4Experts(config, device=DEVICE, dtype=torch.bfloat16),
+                           torch.Generator(DEVICE).manual_seed(1))
+    experts.gate_up_proj_bias.data.normal_(0, 4)  # exercise the SwiGLU clamps
+    x = (torch.randn(tokens, 64, device=DEVICE) * 4).to(torch.bfloat16)
+    weights, indices = torch.topk(torch.randn(tokens, 4, device=DEVICE), 2)
+    weights = weights.softmax(-1).to(torch.bfloat16)
+    called, launch = [], kf.moe_mxfp4_fragments
+    monkeypatch.setattr(kf, "moe_mxfp4_fragments", lambda *a, **k: called.append(1) or launch(*a, **k))
+    got = km.packed_experts_forward(experts, x, weights, indices)
+    assert len(called) == 2  # both projections
+    want = experts.forward_selected(x.float(), weights.float(), indices)
+    assert torch.allclose(got.float(), want, atol=2e-2 * want.abs().max().item(), rtol=2e-2)
+
+
+def test_fragments_refuse_float32_in_one_line():
+    blocks, scales = packed(2, 32, 64)
+    with pytest.raises(ValueError, match="expected bf16 x"):
+        kf.moe_mxfp4_fragments(torch.zeros(1, 64, device=DEVICE), blocks, scales, torch.zeros(2, 32, device=DEVICE),
+                               torch.zeros(1, dtype=torch.int32, device=DEVICE))

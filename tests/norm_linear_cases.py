@@ -10,6 +10,7 @@ from torch import nn
 
 pytest.importorskip("triton")
 
+from gptoss_model.kernels import norm_linear as norm_linear_module  # noqa: E402
 from gptoss_model.kernels.norm_linear import norm_linear  # noqa: E402
 from gptoss_model.model import GptOssRMSNorm  # noqa: E402
 
@@ -39,14 +40,22 @@ def layers(K, sizes, dtype, seed=0):
     return norm, linears
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-@pytest.mark.parametrize("rows, sizes, block_n, block_k, with_norm", [
-    (1, (64, 16, 16), 8, 64, True), (1, (40,), 16, 128, True), (1, (24, 8), 16, 32, False),
-    (2, (64, 16, 16), 16, 64, True), (8, (40,), 16, 32, False), (16, (24, 8), 16, 64, True)])
-def test_norm_then_projections_as_the_readable_path(dtype, rows, sizes, block_n, block_k, with_norm):
+SHAPES = [(1, (64, 16, 16), 8, 64, True), (1, (40,), 16, 128, True), (1, (24, 8), 16, 32, False),
+          (2, (64, 16, 16), 16, 64, True), (8, (40,), 16, 32, False), (16, (24, 8), 16, 64, True)]
+# bf16 up to 8 rows runs through the fragments kernel, or (switched off) the kernels before it; the rest never
+# takes fragments
+CASES = [(dtype, *shape, fragments) for dtype in (torch.bfloat16, torch.float32) for shape in SHAPES
+         for fragments in ((True, False) if dtype == torch.bfloat16 and shape[0] <= 8 else (False,))]
+
+
+@pytest.mark.parametrize("dtype, rows, sizes, block_n, block_k, with_norm, fragments", CASES)
+def test_norm_then_projections_as_the_readable_path(dtype, rows, sizes, block_n, block_k, with_norm, fragments,
+                                                    monkeypatch):
     """K = 160 (not a multiple of the blocks), output sizes not multiples of block_n, one to three projections, one
-    row (the float32 register path) or several (the tensor-core tile), with the RMSNorm or without: the readable
-    RMSNorm's output (rounded to the dtype) times each weight, float32 sums, one rounding."""
+    row (the float32 register path) or several (the tensor-core tile), bf16 up to 8 rows through the mma fragments
+    (or, switched off, as float32), with the RMSNorm or without: the readable RMSNorm's output (rounded to the
+    dtype) times each weight, float32 sums, one rounding."""
+    monkeypatch.setattr(norm_linear_module, "FRAGMENTS", fragments)
     K = 160
     norm, linears = layers(K, sizes, dtype)
     x = (torch.randn(rows, 1, K, device=DEVICE) * 30).to(dtype)
@@ -77,15 +86,19 @@ def test_refuses_more_than_16_rows_or_a_missing_bias():
         norm_linear(torch.zeros(1, 32, device=DEVICE), norm, [no_bias])
 
 
+@pytest.mark.parametrize("fragments", [True, False], ids=["fragments", "float32-kernels"])
 @pytest.mark.parametrize("batch", [1, 8])
-def test_fast_path_launches_equal_the_readable_projections(batch, monkeypatch):
+def test_fast_path_launches_equal_the_readable_projections(batch, fragments, monkeypatch):
     """fast._attention_inputs_in_one_launch and fast._output_projection (what the compiled decode step runs on CUDA
-    for batch 1 to 16) against GptOssAttention.project after the layer's RMSNorm and against o_proj: q and k
-    rotated, v, the output projection, same shapes, within bf16 rounding."""
+    for batch 1 to 8) against GptOssAttention.project after the layer's RMSNorm and against o_proj: q and k
+    rotated, v, the output projection, same shapes, within bf16 rounding; through the fragments kernel (the tree)
+    or the float32 kernels (switched off in the tree: slower, still exact)."""
     from gptoss_model import GPTOss_Small, GPTOssModelFull, fast
 
-    monkeypatch.setattr(fast, "NORM_LINEAR_O_PROJ", True)  # off in the tree (slower), still exact
-    monkeypatch.setattr(fast, "NORM_LINEAR_ROWS", 16)
+    if not fragments:
+        monkeypatch.setattr(norm_linear_module, "FRAGMENTS", False)
+        monkeypatch.setattr(fast, "NORM_LINEAR_O_PROJ", True)
+        monkeypatch.setattr(fast, "NORM_LINEAR_ROWS", 16)
     torch.manual_seed(0)
     model = GPTOssModelFull(GPTOss_Small(implementation="fast"), device=DEVICE, dtype=torch.bfloat16).eval()
     for module in model.modules():

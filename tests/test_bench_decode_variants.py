@@ -109,6 +109,19 @@ def test_o_proj_kernel_and_rows_kernel_switch_the_norm_linear_launches_on():
         fast.NORM_LINEAR_O_PROJ, fast.NORM_LINEAR_ROWS = saved
 
 
+def test_no_fragment_variants_switch_the_sixth_session_kernels_off():
+    from gptoss_model import fast
+    from gptoss_model.kernels import mxfp4_moe, norm_linear
+
+    saved = fast.FRAGMENT_PROJECTIONS, norm_linear.FRAGMENTS, mxfp4_moe.FRAGMENTS
+    try:
+        assert saved == (True, True, True)  # the tree
+        variants.apply("no-fragment-projections+no-fragment-experts")
+        assert (fast.FRAGMENT_PROJECTIONS, norm_linear.FRAGMENTS, mxfp4_moe.FRAGMENTS) == (False, False, False)
+    finally:
+        fast.FRAGMENT_PROJECTIONS, norm_linear.FRAGMENTS, mxfp4_moe.FRAGMENTS = saved
+
+
 def test_combo_kernels_and_aggressive_fusion_are_inductor_switches():
     import torch._inductor.config as inductor_config
 
@@ -121,4 +134,4 @@ def test_combo_kernels_and_aggressive_fusion_are_inductor_switches():
         assert inductor_config.aggressive_fusion is True
     finally:
         inductor_config.combo_kernels, inductor_config.aggressive_fusion = saved
-    assert set(variants.VARIANTS) <= {*variants.PARTS, "combo-kernels+aggressive-fusion"}
+    assert not [variant for variant in variants.VARIANTS if variants.unknown_parts(variant)]  # the default run

@@ -128,7 +128,9 @@ def test_fast_path_takes_the_norm_linear_launches_only_without_gradients_and_for
         assert fast._output_projection(layer.self_attn, out).grad_fn is not None
     with torch.no_grad():
         assert fast._takes_norm_linear(out, layer.self_attn.o_proj)
-        assert not fast._takes_norm_linear(out.expand(2, 1, -1), layer.self_attn.o_proj)  # NORM_LINEAR_ROWS = 1
+        assert fast._takes_norm_linear(out.expand(8, 1, -1), layer.self_attn.o_proj)  # the fragments kernel's 8
+        assert not fast._takes_norm_linear(out.expand(9, 1, -1), layer.self_attn.o_proj)
+        assert not fast._takes_norm_linear(out.float().expand(2, 1, -1), layer.self_attn.o_proj)  # float32: 1 row
         assert not fast._takes_norm_linear(out.cpu(), layer.self_attn.o_proj)
 
 

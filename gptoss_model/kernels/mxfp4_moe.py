@@ -278,6 +278,14 @@ def _tile_product(acc, x, blocks_ptr, scales_ptr, w_row, col_ok, k0, K,
 
 
 @triton.jit
+def _swiglu(gate, up, alpha, limit):
+    """The clamped SwiGLU of model.clamped_swiglu, on float32 gate and up values."""
+    gate = tl.minimum(gate, limit)
+    up = tl.minimum(tl.maximum(up, -limit), limit)
+    return (up + 1.0) * (gate * tl.sigmoid(gate * alpha))
+
+
+@triton.jit
 def _finish(acc, rows, row_ok, w_row, cols, col_ok, bias_ptr, out_ptr, N, alpha, limit,
             SWIGLU: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, COL_BLOCK):
     """Round the float32 sums to the output dtype, add the bias (then round: parity with matmul-then-bias), apply
@@ -288,9 +296,7 @@ def _finish(acc, rows, row_ok, w_row, cols, col_ok, bias_ptr, out_ptr, N, alpha,
     h = (acc.to(out_dtype).to(tl.float32) + bias[None, :]).to(out_dtype).to(tl.float32)
     if SWIGLU:
         gate, up = tl.split(tl.reshape(h, (BLOCK_M, BLOCK_N // 2, 2)))
-        gate = tl.minimum(gate, limit)
-        up = tl.minimum(tl.maximum(up, -limit), limit)
-        h = (up + 1.0) * (gate * tl.sigmoid(gate * alpha))
+        h = _swiglu(gate, up, alpha, limit)
         cols = COL_BLOCK * (BLOCK_N // 2) + tl.arange(0, BLOCK_N // 2)
         col_ok = cols < N // 2
         width = N // 2
@@ -443,29 +449,47 @@ def tiles_by_expert(ends: torch.Tensor, rows: int, block_m: int):
     return expert.int(), start.int(), end.int()
 
 
+FRAGMENTS = True  # up to mxfp4_fragments.MAX_ROWS rows of a bf16 model: that module's kernel (False: this one's)
+
+
 def packed_experts_forward(experts, x, weights, indices):
-    """MXFP4Experts.forward on CUDA: x [N, H], weights/indices [N, K] -> [N, H]."""
+    """MXFP4Experts.forward on CUDA: x [N, H], weights/indices [N, K] -> [N, H]. Up to a few tokens (decoding) the
+    products go through mxfp4_fragments' kernel (tensor-core fragments decoded in registers), beyond through this
+    module's tiles."""
+    from gptoss_model.kernels import mxfp4_fragments
+
     N, K = indices.shape
     swiglu = (experts.alpha, experts.limit)
     x = x.contiguous()
+    fragments = (FRAGMENTS and N * K <= mxfp4_fragments.MAX_ROWS
+                 and mxfp4_fragments.fits(x, experts.gate_up_proj_blocks)
+                 and mxfp4_fragments.fits(x, experts.down_proj_blocks))
+    linear = mxfp4_fragments.moe_mxfp4_fragments if fragments else moe_mxfp4_linear
     if N == 1:  # batch-1 decoding: K one-row tiles, no sorting, no tile arrays
         chosen = indices.reshape(-1)
-        a = moe_mxfp4_linear(x, experts.gate_up_proj_blocks, experts.gate_up_proj_scales, experts.gate_up_proj_bias,
-                             chosen, None, swiglu, "one_row")  # [K, I]
-        y = moe_mxfp4_linear(a, experts.down_proj_blocks, experts.down_proj_scales, experts.down_proj_bias,
-                             chosen, None, None, "one_row")  # [K, H]
+        more = () if fragments else ("one_row",)
+        a = linear(x, experts.gate_up_proj_blocks, experts.gate_up_proj_scales, experts.gate_up_proj_bias,
+                   chosen, None, swiglu, *more)  # [K, I]
+        y = linear(a, experts.down_proj_blocks, experts.down_proj_scales, experts.down_proj_bias,
+                   chosen, None, None, *more)  # [K, H]
         return (y * weights[0, :, None].to(y.dtype)).sum(dim=0, keepdim=True).to(x.dtype)
     from gptoss_model.fast import _sort_by_expert
 
     E = experts.gate_up_proj_blocks.shape[0]
     row_of_pair, pair_of_row, ends = _sort_by_expert(indices, E)
-    config = "small" if N * K <= SMALL_ROWS else "large"
-    tiles = tiles_by_expert(ends, N * K, CONFIGS[config][0])
     x_rows = (pair_of_row // K).int()  # token of each sorted row
-    row_experts = indices.reshape(-1)[pair_of_row]  # [N·K] ascending: for split_k tiles' finish
-    a = moe_mxfp4_linear(x, experts.gate_up_proj_blocks, experts.gate_up_proj_scales, experts.gate_up_proj_bias,
-                         tiles, x_rows, swiglu, config, row_experts)  # [N·K, I]
-    y = moe_mxfp4_linear(a, experts.down_proj_blocks, experts.down_proj_scales, experts.down_proj_bias,
-                         tiles, None, None, config, row_experts)  # [N·K, H]
+    if fragments:
+        tiles = tiles_by_expert(ends, N * K, 8)
+        a = linear(x, experts.gate_up_proj_blocks, experts.gate_up_proj_scales, experts.gate_up_proj_bias,
+                   tiles, x_rows, swiglu)  # [N·K, I]
+        y = linear(a, experts.down_proj_blocks, experts.down_proj_scales, experts.down_proj_bias, tiles)  # [N·K, H]
+    else:
+        config = "small" if N * K <= SMALL_ROWS else "large"
+        tiles = tiles_by_expert(ends, N * K, CONFIGS[config][0])
+        row_experts = indices.reshape(-1)[pair_of_row]  # [N·K] ascending: for split_k tiles' finish
+        a = linear(x, experts.gate_up_proj_blocks, experts.gate_up_proj_scales, experts.gate_up_proj_bias,
+                   tiles, x_rows, swiglu, config, row_experts)  # [N·K, I]
+        y = linear(a, experts.down_proj_blocks, experts.down_proj_scales, experts.down_proj_bias,
+                   tiles, None, None, config, row_experts)  # [N·K, H]
     y = y[row_of_pair].view(N, K, -1) * weights[..., None].to(y.dtype)
     return y.sum(dim=1).to(x.dtype)

@@ -23,8 +23,13 @@ import torch
 import triton
 import triton.language as tl
 
+from gptoss_model.kernels.mxfp4_fragments import fragment_sums, pairs_to_values
+
 
 MAX_ROWS = 16  # rows of x a launch takes (one tensor-core tile)
+FRAGMENTS = True  # bf16, up to FRAGMENT_ROWS rows: _norm_linear_fragments_kernel (False: the kernels before it)
+FRAGMENT_ROWS = 8  # token slots of an mma fragment
+FRAGMENT_WARPS = 4
 MAX_ROWS_C = tl.constexpr(MAX_ROWS)
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"  # Triton's CPU interpreter multiplies bf16 bit patterns in
 # tl.dot, so there the rows kernel multiplies in float32 (as mxfp4_moe does)
@@ -122,6 +127,103 @@ def _norm_linear_rows_kernel(x_ptr, M, norm_weight_ptr, eps, w0_ptr, b0_ptr, N0,
              mask=m_ok[:, None] & row_ok[None, :])
 
 
+def _bf16_fragments_ptx() -> str:
+    """PTX for 2 k-steps of bf16 weights (mxfp4_fragments' scheme without the decoding): $4-$7 hold 8 bf16 of row
+    a, $8-$11 of row b, $12-$15 x's pairs of the same 8 columns, $16-$19 the sums in; $0-$3 the sums out. k-step s
+    takes words 2s and 2s+1: k slots 2t, 2t+1 are word 2s's columns, 2t+8, 2t+9 word 2s+1's, in both operands."""
+    steps = [f"mov.b32 ${i}, ${16 + i};" for i in range(4)]
+    for s in range(2):
+        a, b, x = 4 + 2 * s, 8 + 2 * s, 12 + 2 * s
+        steps.append("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {$0, $1, $2, $3}, "
+                     f"{{${a}, ${b}, ${a + 1}, ${b + 1}}}, {{${x}, ${x + 1}}}, {{$0, $1, $2, $3}};")
+    return "{ " + " ".join(steps) + " }"
+
+
+BF16_FRAGMENTS_PTX = tl.constexpr(_bf16_fragments_ptx())
+FRAGMENT_CONSTRAINTS = tl.constexpr(",".join(["=f"] * 4 + ["r"] * 12 + ["f"] * 4))
+
+
+@triton.jit
+def _normed_pairs(pairs, norm_weight_ptr, column, inverse_rms, dtype):
+    """x's bf16 pairs [R, 4] int32 (8 columns from `column` [R]) -> GptOssRMSNorm's output, as bf16 pairs."""
+    norm_pairs = tl.load(norm_weight_ptr.to(tl.pointer_type(tl.int32), bitcast=True) + column[:, None] // 2
+                         + tl.arange(0, 4)[None, :])
+    inverse_rms = inverse_rms[:, None]
+    low = ((norm_pairs << 16).to(tl.float32, bitcast=True) * ((pairs << 16).to(tl.float32, bitcast=True)
+                                                              * inverse_rms)).to(dtype)
+    high = ((norm_pairs & -65536).to(tl.float32, bitcast=True) * ((pairs & -65536).to(tl.float32, bitcast=True)
+                                                                  * inverse_rms)).to(dtype)
+    return (low.to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF) | (high.to(tl.int16, bitcast=True).to(tl.int32) << 16)
+
+
+@triton.jit
+def _norm_linear_fragments_kernel(x_ptr, M, norm_weight_ptr, eps, w0_ptr, b0_ptr, N0, w1_ptr, b1_ptr, N1, w2_ptr,
+                                  b2_ptr, N2, out_ptr, K, NORM: tl.constexpr, WARPS: tl.constexpr,
+                                  EMULATE: tl.constexpr):
+    """x [M, K] bf16 (M <= FRAGMENT_ROWS) -> out [M, N0 + N1 + N2] as _norm_linear_rows_kernel, on the tensor cores
+    through register fragments (kernels/mxfp4_fragments.py's scheme; bf16 weights need no decoding, a thread's
+    16-byte load of a row is its operand): program p takes 16 weight rows, rows a = first + g and b = a + 8 of
+    thread (g, t), x's row g as token slot g; its WARPS warps split the input columns, 32 a step each."""
+    w_ptr, b_ptr, N, first, offset = _weight_rows(tl.program_id(0), w0_ptr, b0_ptr, N0, w1_ptr, b1_ptr, N1, w2_ptr,
+                                                  b2_ptr, N2, 16)
+    R: tl.constexpr = 32 * WARPS
+    thread = tl.arange(0, R)
+    g = (thread % 32) // 4
+    row_a = first + g
+    row_b = row_a + 8
+    slot_ok = g < M
+    dtype = x_ptr.dtype.element_ty
+    inverse_rms = tl.full((R,), 1.0, dtype=tl.float32)
+    if NORM:  # each of x's rows' 1/rms, then thread (g, t)'s: slot g's
+        m = tl.arange(0, 8)
+        squares = tl.zeros((8, 512), dtype=tl.float32)
+        for k0 in range(0, K, 512):
+            k = k0 + tl.arange(0, 512)
+            rows = tl.load(x_ptr + m[:, None] * K + k[None, :], mask=(m < M)[:, None] & (k < K)[None, :], other=0.0)
+            squares += rows.to(tl.float32) * rows.to(tl.float32)
+        of_rows = tl.math.rsqrt(tl.sum(squares, axis=1) / K + eps)  # [8]
+        inverse_rms = tl.sum(tl.where(g[:, None] == m[None, :], of_rows[None, :], 0.0), axis=1)
+    word = tl.arange(0, 4)[None, :]
+    weights = w_ptr.to(tl.pointer_type(tl.int32), bitcast=True)
+    x_words = x_ptr.to(tl.pointer_type(tl.int32), bitcast=True)
+    acc = tl.zeros((R, 4), dtype=tl.float32)
+    for k0 in range(0, K, 32 * WARPS):
+        column = k0 + (thread // 32) * 32 + (thread % 4) * 8  # the thread's first column
+        ok = column < K
+        wa = tl.load(weights + (row_a.to(tl.int64) * (K // 2) + column // 2)[:, None] + word,
+                     mask=(ok & (row_a < N))[:, None], other=0)
+        wb = tl.load(weights + (row_b.to(tl.int64) * (K // 2) + column // 2)[:, None] + word,
+                     mask=(ok & (row_b < N))[:, None], other=0)
+        xq = tl.load(x_words + (g * (K // 2) + column // 2)[:, None] + word, mask=(ok & slot_ok)[:, None], other=0)
+        if NORM:
+            xq = tl.where((ok & slot_ok)[:, None], _normed_pairs(xq, norm_weight_ptr, column, inverse_rms, dtype), 0)
+        if EMULATE:
+            acc += fragment_sums(pairs_to_values(wa, R), pairs_to_values(wb, R), pairs_to_values(xq, R), R, 8)
+        else:
+            acc = tl.inline_asm_elementwise(BF16_FRAGMENTS_PTX, FRAGMENT_CONSTRAINTS, [wa, wb, xq, acc],
+                                            dtype=tl.float32, is_pure=True, pack=4)
+    sums = tl.sum(tl.reshape(acc, (WARPS, 32, 4)), axis=0)  # [32 threads, (row a, row b) × (slot 2t, 2t+1)]
+    lane = tl.arange(0, 32)
+    row_a = first + lane // 4
+    slot = 2 * (lane % 4)[:, None] + tl.arange(0, 2)[None, :]  # [32, 2]
+    first_rows, second_rows = tl.split(tl.permute(tl.reshape(sums, (32, 2, 2)), (0, 2, 1)))  # rows a, b: [32, 2]
+    width = N0 + N1 + N2
+    y_a = first_rows + tl.load(b_ptr + row_a, mask=row_a < N, other=0.0).to(tl.float32)[:, None]
+    y_b = second_rows + tl.load(b_ptr + row_a + 8, mask=row_a + 8 < N, other=0.0).to(tl.float32)[:, None]
+    tl.store(out_ptr + slot * width + offset + row_a[:, None], y_a.to(out_ptr.dtype.element_ty),
+             mask=(slot < M) & (row_a < N)[:, None])
+    tl.store(out_ptr + slot * width + offset + row_a[:, None] + 8, y_b.to(out_ptr.dtype.element_ty),
+             mask=(slot < M) & (row_a + 8 < N)[:, None])
+
+
+def takes_fragments(x) -> bool:
+    """Whether norm_linear runs x through the fragments kernel: bf16, 1 to FRAGMENT_ROWS rows, whole 16-byte
+    runs of input columns, on CUDA or under the interpreter."""
+    K = x.shape[-1]
+    return (FRAGMENTS and x.dtype == torch.bfloat16 and x.numel() // K <= FRAGMENT_ROWS and K % 8 == 0
+            and (x.is_cuda or INTERPRETED))
+
+
 def norm_linear(x, norm, linears, block_n: int | None = None, block_k: int | None = None, warps: int = 4):
     """x [..., K] holding 1 to MAX_ROWS rows, norm a GptOssRMSNorm (or None: x as it is), linears up to three
     nn.Linear with biases -> [linear(norm(x)) for each linear], each [..., N_i] in x's dtype."""
@@ -138,6 +240,11 @@ def norm_linear(x, norm, linears, block_n: int | None = None, block_k: int | Non
         arguments += [layer.weight, layer.bias, size]  # a missing projection: zero rows, no programs
     norm_weight, eps = (norm.weight, norm.eps) if norm is not None else (x, 0.0)  # no norm: never read
     block_n, block_k = block_n or 16, block_k or (512 if rows == 1 else 256)
+    if takes_fragments(x):
+        _norm_linear_fragments_kernel[(sum(triton.cdiv(size, 16) for size in sizes),)](
+            x, rows, norm_weight, eps, *arguments, out, K, NORM=norm is not None, WARPS=FRAGMENT_WARPS,
+            EMULATE=INTERPRETED, num_warps=FRAGMENT_WARPS)
+        return list(out.split(sizes, dim=-1))
     grid = (sum(triton.cdiv(size, block_n) for size in sizes),)
     if rows == 1:
         _norm_linear_kernel[grid](x, norm_weight, eps, *arguments, out, K, NORM=norm is not None, BLOCK_N=block_n,
