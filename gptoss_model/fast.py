@@ -155,8 +155,8 @@ def _attention_inputs(layer, x, position_embeddings):
 NORM_LINEAR_ROWS = 1  # up to this many rows q/k/v take kernels/norm_linear.py's float32 kernels (its MAX_ROWS is 16:
 # measured slower than cuBLAS at batch 8, docs/benchmarks.md, fifth session; bench_decode_variants.py's "rows-kernel")
 NORM_LINEAR_O_PROJ = False  # o_proj through those kernels too: slower than Inductor's reduction ("o-proj-kernel")
-FRAGMENT_PROJECTIONS = True  # bf16 decoding (up to 8 rows): q/k/v and o_proj through norm_linear's tensor-core
-# fragments kernel (sixth session)
+FRAGMENT_PROJECTIONS = False  # bf16 decoding (up to 8 rows): q/k/v and o_proj through norm_linear's tensor-core
+# fragments kernel; measured slower in the sixth session (bench_decode_variants.py's "fragment-projections")
 
 
 def _takes_norm_linear(x, projection, o_proj: bool = False) -> bool:

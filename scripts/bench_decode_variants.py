@@ -26,10 +26,9 @@ variant wins on the GPU:
   (fast.NORM_LINEAR_ROWS = 16), instead of cuBLAS's split-K kernels.
   The fifth session measured both wired in and lost (o-proj-kernel+rows-kernel against the tree without them: batch
   1 325.2 against 414.5 tok/s, batch 8 1,087.4 against 1,167.3), so the tree keeps them off;
-- no-fragment-projections: decoding's q/k/v and o_proj (bf16, up to 8 rows) without norm_linear's tensor-core
-  fragments kernel (fast.FRAGMENT_PROJECTIONS, norm_linear.FRAGMENTS): one row's q/k/v through norm_linear's
-  float32 kernel, o_proj through Inductor's reduction, batch 8's through cuBLAS, as in the fifth session.
-  o-proj-kernel and rows-kernel mean what they did then only together with it;
+- fragment-projections: decoding's q/k/v and o_proj (bf16, up to 8 rows) through norm_linear's tensor-core
+  fragments kernel (fast.FRAGMENT_PROJECTIONS, norm_linear.FRAGMENTS) instead of norm_linear's float32 kernel
+  (one row's q/k/v), Inductor's reduction (o_proj) and cuBLAS (batch 8). Measured slower in the sixth session;
 - no-fragment-experts: the packed experts of up to 64 (token, expert) rows through mxfp4_moe's one-row and
   tensor-core tiles (mxfp4_moe.FRAGMENTS) instead of kernels/mxfp4_fragments.py;
 - combo-kernels, aggressive-fusion: Inductor's switches of those names (horizontal fusion of independent kernels,
@@ -54,11 +53,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 ENVIRONMENT = {"inductor-tuned": {"TORCHINDUCTOR_COORDINATE_DESCENT_TUNING": "1"}}  # read when Inductor is imported
 PARTS = ("base", "inductor-tuned", "linear-8-rows", "qkv-inductor", "attention-inductor", "attention-matmul-8",
-         "o-proj-kernel", "rows-kernel", "combo-kernels", "aggressive-fusion", "no-fragment-projections",
+         "o-proj-kernel", "rows-kernel", "combo-kernels", "aggressive-fusion", "fragment-projections",
          "no-fragment-experts")
-# the default run (~7 min on the H200): the sixth session's two kernels against the tree without them; the others
-# on request
-VARIANTS = ("base", "no-fragment-projections", "no-fragment-experts", "no-fragment-projections+no-fragment-experts")
+# the default run (~4 min on the H200): the sixth session's two kernels against the tree; the others on request
+VARIANTS = ("base", "no-fragment-experts", "fragment-projections")
 INDUCTOR_SWITCHES = {"combo-kernels": "combo_kernels", "aggressive-fusion": "aggressive_fusion"}
 
 
@@ -89,11 +87,11 @@ def apply(variant: str) -> None:
         fast.NORM_LINEAR_O_PROJ = True
     if "rows-kernel" in variant.split("+"):
         fast.NORM_LINEAR_ROWS = 16
-    if "no-fragment-projections" in variant.split("+"):
+    if "fragment-projections" in variant.split("+"):
         from gptoss_model.kernels import norm_linear
 
-        fast.FRAGMENT_PROJECTIONS = False
-        norm_linear.FRAGMENTS = False
+        fast.FRAGMENT_PROJECTIONS = True
+        norm_linear.FRAGMENTS = True
     if "no-fragment-experts" in variant.split("+"):
         from gptoss_model.kernels import mxfp4_moe
 

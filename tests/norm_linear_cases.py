@@ -95,8 +95,9 @@ def test_fast_path_launches_equal_the_readable_projections(batch, fragments, mon
     or the float32 kernels (switched off in the tree: slower, still exact)."""
     from gptoss_model import GPTOss_Small, GPTOssModelFull, fast
 
-    if not fragments:
-        monkeypatch.setattr(norm_linear_module, "FRAGMENTS", False)
+    monkeypatch.setattr(norm_linear_module, "FRAGMENTS", fragments)
+    monkeypatch.setattr(fast, "FRAGMENT_PROJECTIONS", fragments)
+    if not fragments:  # the float32 kernels, o_proj and several rows included (off in the tree: slower)
         monkeypatch.setattr(fast, "NORM_LINEAR_O_PROJ", True)
         monkeypatch.setattr(fast, "NORM_LINEAR_ROWS", 16)
     torch.manual_seed(0)

@@ -109,15 +109,15 @@ def test_o_proj_kernel_and_rows_kernel_switch_the_norm_linear_launches_on():
         fast.NORM_LINEAR_O_PROJ, fast.NORM_LINEAR_ROWS = saved
 
 
-def test_no_fragment_variants_switch_the_sixth_session_kernels_off():
+def test_fragment_variants_switch_the_sixth_session_kernels():
     from gptoss_model import fast
     from gptoss_model.kernels import mxfp4_moe, norm_linear
 
     saved = fast.FRAGMENT_PROJECTIONS, norm_linear.FRAGMENTS, mxfp4_moe.FRAGMENTS
     try:
-        assert saved == (True, True, True)  # the tree
-        variants.apply("no-fragment-projections+no-fragment-experts")
-        assert (fast.FRAGMENT_PROJECTIONS, norm_linear.FRAGMENTS, mxfp4_moe.FRAGMENTS) == (False, False, False)
+        assert saved == (False, False, True)  # the tree: the experts' fragments on, the projections' off
+        variants.apply("fragment-projections+no-fragment-experts")
+        assert (fast.FRAGMENT_PROJECTIONS, norm_linear.FRAGMENTS, mxfp4_moe.FRAGMENTS) == (True, True, False)
     finally:
         fast.FRAGMENT_PROJECTIONS, norm_linear.FRAGMENTS, mxfp4_moe.FRAGMENTS = saved
 

@@ -27,9 +27,10 @@ from gptoss_model.kernels.mxfp4_fragments import fragment_sums, pairs_to_values
 
 
 MAX_ROWS = 16  # rows of x a launch takes (one tensor-core tile)
-FRAGMENTS = True  # bf16, up to FRAGMENT_ROWS rows: _norm_linear_fragments_kernel (False: the kernels before it)
+FRAGMENTS = False  # bf16, up to FRAGMENT_ROWS rows: _norm_linear_fragments_kernel; off: it lost to the kernels
+# before it and to cuBLAS (docs/benchmarks.md, sixth session; bench_decode_variants.py's "fragment-projections")
 FRAGMENT_ROWS = 8  # token slots of an mma fragment
-FRAGMENT_WARPS = 4
+FRAGMENT_WARPS = 16  # warps a program (they split the input columns, 32 a step each): 4 lost to the kernels before (sixth session)
 MAX_ROWS_C = tl.constexpr(MAX_ROWS)
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"  # Triton's CPU interpreter multiplies bf16 bit patterns in
 # tl.dot, so there the rows kernel multiplies in float32 (as mxfp4_moe does)
