@@ -30,7 +30,7 @@ MAX_ROWS = 16  # rows of x a launch takes (one tensor-core tile)
 FRAGMENTS = False  # bf16, up to FRAGMENT_ROWS rows: _norm_linear_fragments_kernel; off: it lost to the kernels
 # before it and to cuBLAS (docs/benchmarks.md, sixth session; bench_decode_variants.py's "fragment-projections")
 FRAGMENT_ROWS = 8  # token slots of an mma fragment
-FRAGMENT_WARPS = 16  # warps a program (they split the input columns, 32 a step each): 4 lost to the kernels before (sixth session)
+FRAGMENT_WARPS = 4  # warps a program (they split the input columns, 32 a step each)
 MAX_ROWS_C = tl.constexpr(MAX_ROWS)
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"  # Triton's CPU interpreter multiplies bf16 bit patterns in
 # tl.dot, so there the rows kernel multiplies in float32 (as mxfp4_moe does)
@@ -158,6 +158,34 @@ def _normed_pairs(pairs, norm_weight_ptr, column, inverse_rms, dtype):
 
 
 @triton.jit
+def _fragment_operands(weights, x_words, norm_weight_ptr, row_a, row_b, N, g, slot_ok, thread, inverse_rms, k0, K,
+                       dtype, NORM: tl.constexpr):
+    """One step's loads from input column k0: thread (g, t)'s 16 bytes (8 bf16) of rows a and b and x's row g
+    (normalised if NORM) at the same 8 columns, each [R, 4] int32 of bf16 pairs; zeros past K."""
+    word = tl.arange(0, 4)[None, :]
+    column = k0 + (thread // 32) * 32 + (thread % 4) * 8  # the thread's first column
+    ok = column < K
+    wa = tl.load(weights + (row_a.to(tl.int64) * (K // 2) + column // 2)[:, None] + word,
+                 mask=(ok & (row_a < N))[:, None], other=0)
+    wb = tl.load(weights + (row_b.to(tl.int64) * (K // 2) + column // 2)[:, None] + word,
+                 mask=(ok & (row_b < N))[:, None], other=0)
+    x_ok = (ok & slot_ok)[:, None]
+    xq = tl.load(x_words + (g * (K // 2) + column // 2)[:, None] + word, mask=x_ok, other=0)
+    if NORM:
+        xq = tl.where(x_ok, _normed_pairs(xq, norm_weight_ptr, column, inverse_rms, dtype), 0)
+    return wa, wb, xq
+
+
+@triton.jit
+def _bf16_fragment_products(wa, wb, xq, acc, R: tl.constexpr, EMULATE: tl.constexpr):
+    """acc [R, 4] += the mma sums of one step (fragment_sums under the interpreter)."""
+    if EMULATE:
+        return acc + fragment_sums(pairs_to_values(wa, R), pairs_to_values(wb, R), pairs_to_values(xq, R), R, 8)
+    return tl.inline_asm_elementwise(BF16_FRAGMENTS_PTX, FRAGMENT_CONSTRAINTS, [wa, wb, xq, acc], dtype=tl.float32,
+                                     is_pure=True, pack=4)
+
+
+@triton.jit
 def _norm_linear_fragments_kernel(x_ptr, M, norm_weight_ptr, eps, w0_ptr, b0_ptr, N0, w1_ptr, b1_ptr, N1, w2_ptr,
                                   b2_ptr, N2, out_ptr, K, NORM: tl.constexpr, WARPS: tl.constexpr,
                                   EMULATE: tl.constexpr):
@@ -184,25 +212,24 @@ def _norm_linear_fragments_kernel(x_ptr, M, norm_weight_ptr, eps, w0_ptr, b0_ptr
             squares += rows.to(tl.float32) * rows.to(tl.float32)
         of_rows = tl.math.rsqrt(tl.sum(squares, axis=1) / K + eps)  # [8]
         inverse_rms = tl.sum(tl.where(g[:, None] == m[None, :], of_rows[None, :], 0.0), axis=1)
-    word = tl.arange(0, 4)[None, :]
     weights = w_ptr.to(tl.pointer_type(tl.int32), bitcast=True)
     x_words = x_ptr.to(tl.pointer_type(tl.int32), bitcast=True)
     acc = tl.zeros((R, 4), dtype=tl.float32)
-    for k0 in range(0, K, 32 * WARPS):
-        column = k0 + (thread // 32) * 32 + (thread % 4) * 8  # the thread's first column
-        ok = column < K
-        wa = tl.load(weights + (row_a.to(tl.int64) * (K // 2) + column // 2)[:, None] + word,
-                     mask=(ok & (row_a < N))[:, None], other=0)
-        wb = tl.load(weights + (row_b.to(tl.int64) * (K // 2) + column // 2)[:, None] + word,
-                     mask=(ok & (row_b < N))[:, None], other=0)
-        xq = tl.load(x_words + (g * (K // 2) + column // 2)[:, None] + word, mask=(ok & slot_ok)[:, None], other=0)
-        if NORM:
-            xq = tl.where((ok & slot_ok)[:, None], _normed_pairs(xq, norm_weight_ptr, column, inverse_rms, dtype), 0)
-        if EMULATE:
-            acc += fragment_sums(pairs_to_values(wa, R), pairs_to_values(wb, R), pairs_to_values(xq, R), R, 8)
-        else:
-            acc = tl.inline_asm_elementwise(BF16_FRAGMENTS_PTX, FRAGMENT_CONSTRAINTS, [wa, wb, xq, acc],
-                                            dtype=tl.float32, is_pure=True, pack=4)
+    STEP: tl.constexpr = 32 * WARPS  # input columns a step: 8 a thread, 4 threads a row, WARPS warps
+    # two steps an iteration, whose loads the iteration before issued: with each step's loads in the step itself,
+    # ptxas placed every load right before its mma (scripts/fragments_sass.py), one load in flight at a time
+    wa0, wb0, x0 = _fragment_operands(weights, x_words, norm_weight_ptr, row_a, row_b, N, g, slot_ok, thread,
+                                      inverse_rms, 0, K, dtype, NORM)
+    wa1, wb1, x1 = _fragment_operands(weights, x_words, norm_weight_ptr, row_a, row_b, N, g, slot_ok, thread,
+                                      inverse_rms, STEP, K, dtype, NORM)
+    for k0 in range(0, K, 2 * STEP):
+        wa2, wb2, x2 = _fragment_operands(weights, x_words, norm_weight_ptr, row_a, row_b, N, g, slot_ok, thread,
+                                          inverse_rms, k0 + 2 * STEP, K, dtype, NORM)
+        wa3, wb3, x3 = _fragment_operands(weights, x_words, norm_weight_ptr, row_a, row_b, N, g, slot_ok, thread,
+                                          inverse_rms, k0 + 3 * STEP, K, dtype, NORM)
+        acc = _bf16_fragment_products(wa0, wb0, x0, acc, R, EMULATE)
+        acc = _bf16_fragment_products(wa1, wb1, x1, acc, R, EMULATE)
+        wa0, wb0, x0, wa1, wb1, x1 = wa2, wb2, x2, wa3, wb3, x3
     sums = tl.sum(tl.reshape(acc, (WARPS, 32, 4)), axis=0)  # [32 threads, (row a, row b) × (slot 2t, 2t+1)]
     lane = tl.arange(0, 32)
     row_a = first + lane // 4
