@@ -2,10 +2,12 @@
 tensor cores' operand fragments, one `mma.sync.m16n8k16` (bf16 in, float32 sums) per 16 rows × 16 input columns.
 
 Why a second kernel beside mxfp4_moe.py's: at one to a few tokens an expert, that kernel's products are either
-float32 multiply-adds on the CUDA cores (the one-row path: ~8.6 instructions a weight, counted by Nsight Compute
-on the H200) or tensor-core tiles whose decoded weights pass through shared memory (25 % occupancy). Here a
-warp's 32 threads each decode the 8 weights the hardware expects of them (the A fragment, PTX ISA "Matrix
-fragments for mma.m16n8k16") and the multiply-adds are the tensor cores': ~3 instructions a weight.
+float32 multiply-adds on the CUDA cores (the one-row path: 6.75 machine instructions a weight in its main loop,
+8.6 over the whole kernel by Nsight Compute's count on the H200) or tensor-core tiles whose decoded weights pass
+through shared memory (126 registers, 25 % occupancy). Here a warp's 32 threads each decode the 8 weights the
+hardware expects of them (the A fragment, PTX ISA "Matrix fragments for mma.m16n8k16") and the multiply-adds are
+the tensor cores': 4.1 instructions a weight in the main loop (scripts/fragments_sass.py). One 20b layer's experts
+on the H200: 0.037 against 0.047 ms at 1 token, 0.218 against 0.278 ms at 8 (docs/benchmarks.md, sixth session).
 
 The weights stay in the checkpoint's layout ([E, N, K/32, 16] bytes, byte j of a row holding input columns 2j and
 2j+1). What makes that possible is the freedom of a dot product's order: the 16 "k" slots of one mma may be any 16
@@ -22,8 +24,9 @@ Rows a and b are the fragment's rows g and g + 8: for the gate/up projection, th
 expert (batch-1 decoding: one row, the chosen expert).
 
 The register-to-thread mapping is Triton's: the [32·W, 4] int32 tensors here are loaded 16 bytes a row, which gives
-row i to thread i (warp i // 32, lane i % 32); tests/test_gpu_mxfp4.py checks the products against
-dequantize-then-matmul. Under Triton's CPU interpreter (no PTX) `_fragment_products` computes the same sums with
+row i to thread i (warp i // 32, lane i % 32); the kernel cases check that on CUDA (one-hot x rows must give
+every weight exactly, which a thread holding another's fragment would not) and tests/test_gpu_mxfp4.py the 20b
+shape against dequantize-then-matmul. Under Triton's CPU interpreter (no PTX) `_fragment_products` computes the same sums with
 tensor operations (tests/mxfp4_kernel_cases.py).
 """
 
@@ -33,7 +36,7 @@ import torch
 import triton
 import triton.language as tl
 
-from gptoss_model.kernels.mxfp4_moe import PAIR_KEEP, PAIR_SPREAD_HIGH, PAIR_SPREAD_LOW, PAIR_UNIT, _e2m1, _swiglu
+from gptoss_model.kernels.mxfp4_moe import PAIR_UNIT, _e2m1, _swiglu, both_lanes, decode_pair_ptx
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 WARPS = 4  # warps a program: they share a tile's 16 rows and split its input columns
@@ -45,10 +48,7 @@ def _fragments_ptx(half: int) -> str:
     """PTX for 4 k-steps (the half `half` of a thread's 32 columns). Operands: $0-$3 the sums out; $4-$7 row a's
     16 bytes, $8-$11 row b's; $12-$15 and $16-$19 x's bf16 pairs of the half's 16 columns; $20/$21 the scales of
     rows a/b as bf16x2; $24-$27 the sums in."""
-    def both(lane):  # a 16-bit constant in both lanes of a 32-bit register
-        return f"0x{lane * 0x10001:08X}"
-
-    steps = ["mov.b32 zero, 0;", f"mov.b32 unit, {both(PAIR_UNIT)};"]
+    steps = ["mov.b32 zero, 0;", f"mov.b32 unit, {both_lanes(PAIR_UNIT)};"]
     steps += [f"mov.b32 ${i}, ${24 + i};" for i in range(4)]
     for s in range(4):
         word = 2 * half + s // 2
@@ -56,13 +56,9 @@ def _fragments_ptx(half: int) -> str:
         spread_bytes = first | 4 << 4 | (first + 1) << 8 | 4 << 12  # each byte alone in a 16-bit lane
         steps += [f"prmt.b32 la, ${4 + word}, zero, 0x{spread_bytes:04X};",
                   f"prmt.b32 lb, ${8 + word}, zero, 0x{spread_bytes:04X};"]
-        for out, lanes, nibble, spread, scale in (("a0", "la", 0x0F, PAIR_SPREAD_LOW, "$20"),
-                                                  ("a1", "lb", 0x0F, PAIR_SPREAD_LOW, "$21"),
-                                                  ("a2", "la", 0xF0, PAIR_SPREAD_HIGH, "$20"),
-                                                  ("a3", "lb", 0xF0, PAIR_SPREAD_HIGH, "$21")):
-            steps += [f"and.b32 w, {lanes}, {both(nibble)};", f"mul.lo.u32 w, w, {spread};",
-                      f"and.b32 w, w, {both(PAIR_KEEP)};", "mul.rn.bf16x2 w, w, unit;",
-                      f"mul.rn.bf16x2 {out}, w, {scale};"]
+        for out, lanes, nibble, scale in (("a0", "la", 0x0F, "$20"), ("a1", "lb", 0x0F, "$21"),
+                                          ("a2", "la", 0xF0, "$20"), ("a3", "lb", 0xF0, "$21")):
+            steps += decode_pair_ptx(out, lanes, nibble, scale)
         x0, x1 = 12 + 2 * s, 13 + 2 * s  # x's words of columns c, c+1 and c+2, c+3
         steps += [f"prmt.b32 b0, ${x0}, ${x1}, 0x5410;", f"prmt.b32 b1, ${x0}, ${x1}, 0x7632;",
                   "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {$0, $1, $2, $3}, {a0, a1, a2, a3}, "

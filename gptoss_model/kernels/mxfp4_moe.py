@@ -112,24 +112,33 @@ def _e2m1_f16(codes):
 PAIR_SPREAD_LOW, PAIR_SPREAD_HIGH, PAIR_KEEP, PAIR_UNIT = 0x1040, 0x104, 0x81C0, 0x7E80
 
 
+def both_lanes(lane: int) -> str:
+    """A 16-bit constant in both lanes of a 32-bit PTX register."""
+    return f"0x{lane * 0x10001:08X}"
+
+
+def decode_pair_ptx(out: str, lanes: str, nibble: int, scale: str | None) -> list[str]:
+    """PTX steps turning `lanes` (a 32-bit register holding two bytes, each alone in a 16-bit lane) into the bf16x2
+    `out` of their low (nibble 0x0F) or high (0xF0) codes, times the bf16x2 register `scale` (None: unscaled).
+    Needs registers w and unit (PAIR_UNIT in both lanes)."""
+    spread = PAIR_SPREAD_LOW if nibble == 0x0F else PAIR_SPREAD_HIGH
+    steps = [f"and.b32 w, {lanes}, {both_lanes(nibble)};", f"mul.lo.u32 w, w, {spread};",
+             f"and.b32 w, w, {both_lanes(PAIR_KEEP)};"]
+    if scale is None:
+        return steps + [f"mul.rn.bf16x2 {out}, w, unit;"]
+    return steps + ["mul.rn.bf16x2 w, w, unit;", f"mul.rn.bf16x2 {out}, w, {scale};"]
+
+
 def _pairs_ptx(scaled: bool = True) -> str:
     """The PTX of _e2m1_pairs: $4 holds four bytes, $5/$6 the scales of bytes 0-1/2-3 (bf16x2); $0/$1 get the
     low-nibble weights of bytes 0-1/2-3, $2/$3 the high-nibble ones. Unscaled (_e2m1_pairs_unscaled): no scale
     registers, the weights come out as the E2M1 values themselves."""
-    def both(lane):  # a 16-bit constant in both lanes of a 32-bit register
-        return f"0x{lane * 0x10001:08X}"
-
-    steps = ["mov.b32 zero, 0;", f"mov.b32 unit, {both(PAIR_UNIT)};",
+    steps = ["mov.b32 zero, 0;", f"mov.b32 unit, {both_lanes(PAIR_UNIT)};",
              "prmt.b32 lanes01, $4, zero, 0x4140;",  # bytes 0 and 1, each alone in a 16-bit lane
              "prmt.b32 lanes23, $4, zero, 0x4342;"]  # bytes 2 and 3
-    for out, lanes, nibble, spread, scale in (("$0", "lanes01", 0x0F, PAIR_SPREAD_LOW, "$5"),
-                                              ("$1", "lanes23", 0x0F, PAIR_SPREAD_LOW, "$6"),
-                                              ("$2", "lanes01", 0xF0, PAIR_SPREAD_HIGH, "$5"),
-                                              ("$3", "lanes23", 0xF0, PAIR_SPREAD_HIGH, "$6")):
-        steps += [f"and.b32 w, {lanes}, {both(nibble)};", f"mul.lo.u32 w, w, {spread};",
-                  f"and.b32 w, w, {both(PAIR_KEEP)};"]
-        steps += ["mul.rn.bf16x2 w, w, unit;", f"mul.rn.bf16x2 {out}, w, {scale};"] if scaled else [
-            f"mul.rn.bf16x2 {out}, w, unit;"]
+    for out, lanes, nibble, scale in (("$0", "lanes01", 0x0F, "$5"), ("$1", "lanes23", 0x0F, "$6"),
+                                      ("$2", "lanes01", 0xF0, "$5"), ("$3", "lanes23", 0xF0, "$6")):
+        steps += decode_pair_ptx(out, lanes, nibble, scale if scaled else None)
     return "{ .reg .b32 zero, unit, lanes01, lanes23, w; " + " ".join(steps) + " }"
 
 
