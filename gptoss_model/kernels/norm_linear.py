@@ -14,6 +14,10 @@ split-K kernels plus a reduce kernel each (0.96 ms of a 7.4 ms batch-8 step, doc
 The fast path takes the one-row launch for q/k/v (fast._attention_inputs). The rows kernel for batch 8 and o_proj
 without the norm measured slower than cuBLAS and Inductor's reduction (docs/benchmarks.md, fifth session): they
 stay off (fast.NORM_LINEAR_ROWS, fast.NORM_LINEAR_O_PROJ), measurable as variants.
+A third kernel, `_norm_linear_fragments_kernel`, takes 1 to FRAGMENT_ROWS bf16 rows on the tensor cores through
+register fragments, kernels/mxfp4_fragments.py's scheme without its decoding: a thread's 16-byte load of a weight
+row is its operand. It measured slower in the sixth session (each load sat right before its mma); it now loads the
+next two steps ahead, unmeasured, and stays off (FRAGMENTS; fast.FRAGMENT_PROJECTIONS).
 Tested under Triton's interpreter against the RMSNorm then F.linear (tests/norm_linear_cases.py).
 """
 
