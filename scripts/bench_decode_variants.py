@@ -29,6 +29,8 @@ variant wins on the GPU:
 - fragment-projections: decoding's q/k/v and o_proj (bf16, up to 8 rows) through norm_linear's tensor-core
   fragments kernel (fast.FRAGMENT_PROJECTIONS, norm_linear.FRAGMENTS) instead of norm_linear's float32 kernel
   (one row's q/k/v), Inductor's reduction (o_proj) and cuBLAS (batch 8). Measured slower in the sixth session;
+- experts-2-warps: the fragments kernel's programs over sorted rows (batch 8) with 2 warps instead of 4
+  (mxfp4_fragments.SORTED_WARPS; 1-3 % faster a layer at 8-16 tokens in the sixth session's kernel bench);
 - no-fragment-experts: the packed experts of up to 64 (token, expert) rows through mxfp4_moe's one-row and
   tensor-core tiles (mxfp4_moe.FRAGMENTS) instead of kernels/mxfp4_fragments.py;
 - combo-kernels, aggressive-fusion: Inductor's switches of those names (horizontal fusion of independent kernels,
@@ -54,9 +56,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 ENVIRONMENT = {"inductor-tuned": {"TORCHINDUCTOR_COORDINATE_DESCENT_TUNING": "1"}}  # read when Inductor is imported
 PARTS = ("base", "inductor-tuned", "linear-8-rows", "qkv-inductor", "attention-inductor", "attention-matmul-8",
          "o-proj-kernel", "rows-kernel", "combo-kernels", "aggressive-fusion", "fragment-projections",
-         "no-fragment-experts")
-# the default run (~4 min on the H200): the sixth session's two kernels against the tree; the others on request
-VARIANTS = ("base", "no-fragment-experts", "fragment-projections")
+         "no-fragment-experts", "experts-2-warps")
+# the default run (~5 min on the H200): what the sixth session prepared and did not measure; the others on request
+VARIANTS = ("base", "fragment-projections", "experts-2-warps", "fragment-projections+experts-2-warps")
 INDUCTOR_SWITCHES = {"combo-kernels": "combo_kernels", "aggressive-fusion": "aggressive_fusion"}
 
 
@@ -92,6 +94,10 @@ def apply(variant: str) -> None:
 
         fast.FRAGMENT_PROJECTIONS = True
         norm_linear.FRAGMENTS = True
+    if "experts-2-warps" in variant.split("+"):
+        from gptoss_model.kernels import mxfp4_fragments
+
+        mxfp4_fragments.SORTED_WARPS = 2
     if "no-fragment-experts" in variant.split("+"):
         from gptoss_model.kernels import mxfp4_moe
 

@@ -74,12 +74,11 @@ def case(tokens, config, experts, dense):
         mxfp4_moe.FRAGMENTS = False
         result["tiles_kernel_ms"] = round(timed(lambda: experts(x, weights, indices)), 4)
         mxfp4_moe.FRAGMENTS = True
+        saved = mxfp4_fragments.WARPS, mxfp4_fragments.SORTED_WARPS
         for warps in FRAGMENT_WARPS:
-            mxfp4_fragments.WARPS = warps
-            launch = mxfp4_fragments.moe_mxfp4_fragments
-            mxfp4_fragments.moe_mxfp4_fragments = lambda *a, **k: launch(*a, **k, warps=warps)
+            mxfp4_fragments.WARPS = mxfp4_fragments.SORTED_WARPS = warps
             result[f"fragments_{warps}_warps_ms"] = round(timed(lambda: experts(x, weights, indices)), 4)
-            mxfp4_fragments.moe_mxfp4_fragments = launch
+        mxfp4_fragments.WARPS, mxfp4_fragments.SORTED_WARPS = saved
         mxfp4_fragments.PREFETCH = not mxfp4_fragments.PREFETCH
         result[f"fragments_prefetch_{mxfp4_fragments.PREFETCH}_ms"] = round(timed(lambda: experts(x, weights, indices)), 4)
         mxfp4_fragments.PREFETCH = not mxfp4_fragments.PREFETCH

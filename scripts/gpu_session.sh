@@ -12,13 +12,16 @@
 #                                          # fourth session 220 s ran 97 of the 106)
 #   bash scripts/gpu_session.sh attention-kernel  # bench_attention_kernel.py: the one-token attention kernel against
 #                                          # Inductor's kernels, batch 1 and 8, 1k-16k keys (a few minutes)
-#   bash scripts/gpu_session.sh decode-variants  # bench_decode_variants.py: by default Inductor's combo-kernels and
-#                                          # aggressive-fusion switches (~7 min; VARIANTS="..." for others, e.g. the
+#   bash scripts/gpu_session.sh decode-variants  # bench_decode_variants.py: by default its VARIANTS (~5 min;
+#                                          # VARIANTS="..." for others, e.g. combo-kernels, aggressive-fusion, or the
 #                                          # older ways: qkv-inductor, attention-inductor, o-proj-kernel, rows-kernel)
 #   bash scripts/gpu_session.sh check-variants  # the kernel cases and the GPU tests (~5 min), then the decode variants of
 #                                          # $VARIANTS (default: base, combo-kernels, aggressive-fusion)
-#   bash scripts/gpu_session.sh ncu-experts  # Nsight Compute on the expert kernel at 1 and 8 tokens (where its time goes:
-#                                          # warp stalls, memory throughput, occupancy); text reports in $OUT/ncu-*.txt
+#   bash scripts/gpu_session.sh ncu-experts  # Nsight Compute on the expert kernels at 1, 8 and 2048 tokens (TOKENS="..."):
+#                                          # warp stalls, memory throughput, occupancy; text reports in $OUT/ncu-*.txt
+#   The sixth session left, in this order: `tests` (test_gpu.py and test_decode.py, not run on CUDA since their
+#   changes), `decode-variants` (default: the projections' fragments kernel with its loads issued ahead, 2 warps a
+#   program for batch 8's experts), `ncu-experts` (what the fragments kernel waits on at batch 1)
 #   bash scripts/gpu_session.sh mxfp4-memory  # packed 20b from a checkpoint + 4k KV cache; 120b built in memory
 #   bash scripts/gpu_session.sh calibrate [float32|bfloat16]
 #                                          # calibrate_gates.py: gptoss_model, OpenAI's gpt_oss.torch and Transformers
@@ -84,12 +87,13 @@ attention-kernel)
   timeout 560 python3 scripts/bench_attention_kernel.py --json "$OUT/attention_kernel.json" 2>&1 | grep -v Warning
   ;;
 ncu-experts)  # --clock-control none: the device notes ask to leave the clocks alone; 2 launches of each projection
-  for tokens in 1 8; do
-    timeout 240 ncu --clock-control none -k regex:_moe_mxfp4_kernel --launch-skip 10 --launch-count 4 \
-      --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section Occupancy \
-      --section LaunchStats --section SchedulerStats \
+  # (the kernel that serves each size: mxfp4_fragments' at 1 and 8 tokens, mxfp4_moe's tiles at 2048)
+  for tokens in ${TOKENS:-1 8 2048}; do
+    timeout 150 ncu --clock-control none -k "regex:_fragments_kernel|_moe_mxfp4_kernel" --launch-skip 10 \
+      --launch-count 2 --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \
+      --section Occupancy --section LaunchStats --section SchedulerStats --section ComputeWorkloadAnalysis \
       python3 scripts/bench_mxfp4_kernels.py --no-sweep --tokens $tokens > "$OUT/ncu-$tokens.txt" 2>&1
-    grep -E "Duration|Memory Throughput|Achieved Occupancy|Registers Per|Stall|Warp Cycles" "$OUT/ncu-$tokens.txt" | head -30
+    grep -E "Duration|Memory Throughput|Achieved Occupancy|Registers Per|Issue Slots|Grid Size" "$OUT/ncu-$tokens.txt" | head -16
   done
   ;;
 decode-variants)

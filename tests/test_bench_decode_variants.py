@@ -113,13 +113,17 @@ def test_fragment_variants_switch_the_sixth_session_kernels():
     from gptoss_model import fast
     from gptoss_model.kernels import mxfp4_moe, norm_linear
 
-    saved = fast.FRAGMENT_PROJECTIONS, norm_linear.FRAGMENTS, mxfp4_moe.FRAGMENTS
+    from gptoss_model.kernels import mxfp4_fragments
+
+    saved = fast.FRAGMENT_PROJECTIONS, norm_linear.FRAGMENTS, mxfp4_moe.FRAGMENTS, mxfp4_fragments.SORTED_WARPS
     try:
-        assert saved == (False, False, True)  # the tree: the experts' fragments on, the projections' off
-        variants.apply("fragment-projections+no-fragment-experts")
-        assert (fast.FRAGMENT_PROJECTIONS, norm_linear.FRAGMENTS, mxfp4_moe.FRAGMENTS) == (True, True, False)
+        assert saved == (False, False, True, 4)  # the tree: the experts' fragments on, the projections' off
+        variants.apply("fragment-projections+no-fragment-experts+experts-2-warps")
+        assert (fast.FRAGMENT_PROJECTIONS, norm_linear.FRAGMENTS, mxfp4_moe.FRAGMENTS,
+                mxfp4_fragments.SORTED_WARPS) == (True, True, False, 2)
     finally:
-        fast.FRAGMENT_PROJECTIONS, norm_linear.FRAGMENTS, mxfp4_moe.FRAGMENTS = saved
+        (fast.FRAGMENT_PROJECTIONS, norm_linear.FRAGMENTS, mxfp4_moe.FRAGMENTS,
+         mxfp4_fragments.SORTED_WARPS) = saved
 
 
 def test_combo_kernels_and_aggressive_fusion_are_inductor_switches():

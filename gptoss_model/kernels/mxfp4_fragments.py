@@ -39,7 +39,9 @@ import triton.language as tl
 from gptoss_model.kernels.mxfp4_moe import PAIR_UNIT, _e2m1, _swiglu, both_lanes, decode_pair_ptx
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
-WARPS = 4  # warps a program: they share a tile's 16 rows and split its input columns
+WARPS = 4  # warps a program: they share a tile's 16 rows and split its input columns (row tiles: batch 1)
+SORTED_WARPS = 4  # the same for tiles of sorted rows (batch 2 and more); 2 measured 1-3 % faster at 8-16 tokens
+# a layer (docs/benchmarks.md, sixth session), not yet in the model: bench_decode_variants.py's "experts-2-warps"
 PREFETCH = True  # issue a step's loads one step ahead (scripts/bench_mxfp4_kernels.py times both)
 MAX_ROWS = 64  # up to this many (token, expert) rows, packed_experts_forward takes this kernel
 
@@ -238,10 +240,11 @@ def fits(x: torch.Tensor, blocks: torch.Tensor) -> bool:
     return x.dtype == torch.bfloat16 and blocks.shape[1] % 16 == 0 and (x.is_cuda or INTERPRETED)
 
 
-def moe_mxfp4_fragments(x, blocks, scales, bias, tiles, x_rows=None, swiglu=None, warps=WARPS):
+def moe_mxfp4_fragments(x, blocks, scales, bias, tiles, x_rows=None, swiglu=None, warps=None):
     """What mxfp4_moe.moe_mxfp4_linear computes, for tiles of at most 8 rows of one expert: out[r] =
     x[x_rows[r]] @ dequantize(blocks, scales)[e].T + bias[e]. tiles = (expert, start, end) int32 [T] each, or the
-    experts [R] of rows 0..R-1, a row a tile, reading x's row 0 if x has one row (batch-1 decoding)."""
+    experts [R] of rows 0..R-1, a row a tile, reading x's row 0 if x has one row (batch-1 decoding). warps: a
+    program's (default WARPS for row tiles, SORTED_WARPS for the others)."""
     E, N, G, _ = blocks.shape
     K = G * 32
     if not fits(x, blocks):
@@ -249,6 +252,7 @@ def moe_mxfp4_fragments(x, blocks, scales, bias, tiles, x_rows=None, swiglu=None
                          f"{x.device}, N = {N}")
     x = x.contiguous()  # rows of K values one after the other
     row_tiles = isinstance(tiles, torch.Tensor)
+    warps = warps or (WARPS if row_tiles else SORTED_WARPS)
     if row_tiles:
         tiles = (tiles, tiles, tiles)
         rows = tiles[0].shape[0]
