@@ -2,8 +2,8 @@
 tensor cores' operand fragments, one `mma.sync.m16n8k16` (bf16 in, float32 sums) per 16 rows × 16 input columns.
 
 Why a second kernel beside mxfp4_moe.py's: at one to a few tokens an expert, that kernel's products are either
-float32 multiply-adds on the CUDA cores (the one-row path: 6.75 machine instructions a weight in its main loop,
-8.6 over the whole kernel by Nsight Compute's count on the H200) or tensor-core tiles whose decoded weights pass
+float32 multiply-adds on the CUDA cores (the one-row path: 7.7 machine instructions a weight in its main loop as
+the GPU's Triton 3.6 compiles it, 8.6 over the whole kernel by Nsight Compute's count on the H200) or tensor-core tiles whose decoded weights pass
 through shared memory (126 registers, 25 % occupancy). Here a warp's 32 threads each decode the 8 weights the
 hardware expects of them (the A fragment, PTX ISA "Matrix fragments for mma.m16n8k16") and the multiply-adds are
 the tensor cores': 4.1 instructions a weight in the main loop (scripts/fragments_sass.py). One 20b layer's experts
@@ -36,7 +36,7 @@ import torch
 import triton
 import triton.language as tl
 
-from gptoss_model.kernels.mxfp4_moe import PAIR_UNIT, _e2m1, _swiglu, both_lanes, decode_pair_ptx
+from gptoss_model.kernels.mxfp4_moe import PAIR_UNIT, _e2m1, _swiglu, _tile, both_lanes, decode_pair_ptx
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 WARPS = 4  # warps a program: they share a tile's 16 rows and split its input columns (row tiles: batch 1)
@@ -164,14 +164,7 @@ def _fragments_kernel(
     [E, N] -> out [R, N] (or [R, N/2] after the SwiGLU). Program (tile, T) computes rows 16T..16T+15 of the tile's
     expert for the tile's rows tile_start..tile_end-1 (at most 8); its WARPS warps split the input columns, 128 a
     step each. ROW_TILES: tile t is row t; SHARED_X: every row reads x's row 0."""
-    tile = tl.program_id(0)
-    expert = tl.load(tile_expert_ptr + tile).to(tl.int64)
-    if ROW_TILES:
-        start = tile
-        end = tile + 1
-    else:
-        start = tl.load(tile_start_ptr + tile)
-        end = tl.load(tile_end_ptr + tile)
+    expert, start, end = _tile(tile_expert_ptr, tile_start_ptr, tile_end_ptr, ROW_TILES)
     if start >= end:
         return
     R: tl.constexpr = 32 * WARPS
