@@ -104,6 +104,31 @@ def test_packed_logits_within_bf16_rounding_of_dequantized(small_pair):
     assert top1[1] >= top1[0] - 3 * math.sqrt(2 * top1[0] * (1 - top1[0]) / n), summary
 
 
+@pytest.mark.parametrize("batch", [1, 8])
+def test_packed_decoding_logits_within_bf16_rounding_of_dequantized(small_pair, batch):
+    """The logits test above for decoding's shapes, one token a sequence (batch 1 and 8): the packed experts then
+    go through kernels/mxfp4_fragments.py (up to 64 (token, expert) rows), the other test's 1024 tokens through
+    mxfp4_moe's tiles."""
+    from gptoss_model.kernels import mxfp4_fragments
+
+    dense, packed = small_pair
+    ids = torch.randint(0, dense.config.vocab_size, (batch, 1), device="cuda")
+    calls, launch = [], mxfp4_fragments.moe_mxfp4_fragments
+    mxfp4_fragments.moe_mxfp4_fragments = lambda *a, **k: calls.append(1) or launch(*a, **k)
+    packed.set_implementation("eager")  # uncompiled, so that every launch passes through the count
+    try:
+        with torch.no_grad():
+            want32 = dense.float()(input_ids=ids)
+            dense.bfloat16()
+            want, got = dense(input_ids=ids), packed(input_ids=ids)
+    finally:
+        mxfp4_fragments.moe_mxfp4_fragments = launch
+        packed.set_implementation("fast")
+    assert len(calls) == 2 * packed.config.num_hidden_layers  # both projections of every layer
+    dense_err, packed_err = rel(want, want32), rel(got, want32)
+    assert packed_err <= 1.5 * dense_err + 1e-3, (dense_err, packed_err)
+
+
 def test_packed_greedy_64_steps_equal_dequantized():
     """float32: the same 64 greedy tokens. Weights of std 0.1: with std 0.3 (the bf16 fixture) this small random
     model is chaotic: float32 rounding differences of ~1e-7 grow to ~5e-6 of the logits along the sequence
