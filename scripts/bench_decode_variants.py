@@ -31,6 +31,9 @@ variant wins on the GPU:
   (one row's q/k/v), Inductor's reduction (o_proj) and cuBLAS (batch 8). Measured slower in the sixth session;
 - experts-2-warps: the fragments kernel's programs over sorted rows (batch 8) with 2 warps instead of 4
   (mxfp4_fragments.SORTED_WARPS; 1-3 % faster a layer at 8-16 tokens in the sixth session's kernel bench);
+- experts-one-wave: the fragments kernel without the prefetch and at most 40 registers (mxfp4_fragments.PREFETCH,
+  MAX_REGISTERS; no spills offline): 12 programs an SM instead of 8, so that batch 1's gate/up launch (1,440
+  programs) is one wave instead of 1.36;
 - no-fragment-experts: the packed experts of up to 64 (token, expert) rows through mxfp4_moe's one-row and
   tensor-core tiles (mxfp4_moe.FRAGMENTS) instead of kernels/mxfp4_fragments.py;
 - combo-kernels, aggressive-fusion: Inductor's switches of those names (horizontal fusion of independent kernels,
@@ -56,9 +59,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 ENVIRONMENT = {"inductor-tuned": {"TORCHINDUCTOR_COORDINATE_DESCENT_TUNING": "1"}}  # read when Inductor is imported
 PARTS = ("base", "inductor-tuned", "linear-8-rows", "qkv-inductor", "attention-inductor", "attention-matmul-8",
          "o-proj-kernel", "rows-kernel", "combo-kernels", "aggressive-fusion", "fragment-projections",
-         "no-fragment-experts", "experts-2-warps")
+         "no-fragment-experts", "experts-2-warps", "experts-one-wave")
 # the default run (~5 min on the H200): what the sixth session prepared and did not measure; the others on request
-VARIANTS = ("base", "fragment-projections", "experts-2-warps", "fragment-projections+experts-2-warps")
+VARIANTS = ("base", "fragment-projections", "experts-2-warps", "experts-one-wave")
 INDUCTOR_SWITCHES = {"combo-kernels": "combo_kernels", "aggressive-fusion": "aggressive_fusion"}
 
 
@@ -98,6 +101,10 @@ def apply(variant: str) -> None:
         from gptoss_model.kernels import mxfp4_fragments
 
         mxfp4_fragments.SORTED_WARPS = 2
+    if "experts-one-wave" in variant.split("+"):
+        from gptoss_model.kernels import mxfp4_fragments
+
+        mxfp4_fragments.PREFETCH, mxfp4_fragments.MAX_REGISTERS = False, 40
     if "no-fragment-experts" in variant.split("+"):
         from gptoss_model.kernels import mxfp4_moe
 

@@ -5,7 +5,10 @@ registers, the main loop's instructions a weight, its mma and 16-byte loads, and
 loop (a load placed right before the mma that uses it leaves one load in flight: the sixth session's finding).
 
     PYTHONPATH=. python scripts/fragments_sass.py
+    PYTHONPATH=. python scripts/fragments_sass.py --max-registers 40 --no-prefetch   # the variant experts-one-wave
 """
+
+import argparse
 
 import json
 import re
@@ -26,10 +29,10 @@ PROJECTION_ARGUMENTS = {
     "N2": "i32", "out_ptr": "*bf16", "K": "i32"}
 
 
-def describe(name, kernel, arguments, constants, warps, weights_per_thread_per_step):
+def describe(name, kernel, arguments, constants, warps, weights_per_thread_per_step, **options):
     """weights_per_thread_per_step: the weights one thread's loop step covers (rows a and b together)."""
     aligned = [n for n, t in arguments.items() if t[0] == "*" or n in ("N", "K", "N0", "N1", "N2")]
-    sass, usage = machine_code(compile_for_hopper(kernel, arguments, constants, aligned, num_warps=warps))
+    sass, usage = machine_code(compile_for_hopper(kernel, arguments, constants, aligned, num_warps=warps, **options))
     loop = main_loop(sass)
     mmas = sum(op.startswith("HMMA") for op in loop)
     order = "".join("L" if op.startswith("LDG") else "M" for op in loop if op.startswith(("LDG", "HMMA")))
@@ -42,10 +45,15 @@ def describe(name, kernel, arguments, constants, warps, weights_per_thread_per_s
 
 
 def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--max-registers", type=int, help="ptxas's register limit for the expert kernel")
+    parser.add_argument("--no-prefetch", action="store_true", help="the expert kernel without mxfp4_fragments.PREFETCH")
+    args = parser.parse_args()
     expert = dict(GATHER=False, SWIGLU=True, ROW_TILES=True, SHARED_X=True, WARPS=mxfp4_fragments.WARPS,
-                  PREFETCH=mxfp4_fragments.PREFETCH, EMULATE=False)
+                  PREFETCH=mxfp4_fragments.PREFETCH and not args.no_prefetch, EMULATE=False)
+    options = {"maxnreg": args.max_registers} if args.max_registers else {}
     print(json.dumps(describe("experts", mxfp4_fragments._fragments_kernel, EXPERT_ARGUMENTS, expert,
-                              mxfp4_fragments.WARPS, 64)), flush=True)  # 32 columns of 2 rows a step
+                              mxfp4_fragments.WARPS, 64, **options)), flush=True)  # 32 columns of 2 rows a step
     for norm in (True, False):
         projection = dict(NORM=norm, WARPS=norm_linear.FRAGMENT_WARPS, EMULATE=False)
         print(json.dumps(describe(f"projections{'+norm' if norm else ''}", norm_linear._norm_linear_fragments_kernel,

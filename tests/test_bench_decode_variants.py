@@ -115,15 +115,18 @@ def test_fragment_variants_switch_the_sixth_session_kernels():
 
     from gptoss_model.kernels import mxfp4_fragments
 
-    saved = fast.FRAGMENT_PROJECTIONS, norm_linear.FRAGMENTS, mxfp4_moe.FRAGMENTS, mxfp4_fragments.SORTED_WARPS
+    def switches():
+        return (fast.FRAGMENT_PROJECTIONS, norm_linear.FRAGMENTS, mxfp4_moe.FRAGMENTS, mxfp4_fragments.SORTED_WARPS,
+                mxfp4_fragments.PREFETCH, mxfp4_fragments.MAX_REGISTERS)
+
+    saved = switches()
     try:
-        assert saved == (False, False, True, 4)  # the tree: the experts' fragments on, the projections' off
-        variants.apply("fragment-projections+no-fragment-experts+experts-2-warps")
-        assert (fast.FRAGMENT_PROJECTIONS, norm_linear.FRAGMENTS, mxfp4_moe.FRAGMENTS,
-                mxfp4_fragments.SORTED_WARPS) == (True, True, False, 2)
+        assert saved == (False, False, True, 4, True, None)  # the tree: the experts' fragments on, the projections' off
+        variants.apply("fragment-projections+no-fragment-experts+experts-2-warps+experts-one-wave")
+        assert switches() == (True, True, False, 2, False, 40)
     finally:
-        (fast.FRAGMENT_PROJECTIONS, norm_linear.FRAGMENTS, mxfp4_moe.FRAGMENTS,
-         mxfp4_fragments.SORTED_WARPS) = saved
+        (fast.FRAGMENT_PROJECTIONS, norm_linear.FRAGMENTS, mxfp4_moe.FRAGMENTS, mxfp4_fragments.SORTED_WARPS,
+         mxfp4_fragments.PREFETCH, mxfp4_fragments.MAX_REGISTERS) = saved
 
 
 def test_combo_kernels_and_aggressive_fusion_are_inductor_switches():

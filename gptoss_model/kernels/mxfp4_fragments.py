@@ -43,6 +43,9 @@ WARPS = 4  # warps a program: they share a tile's 16 rows and split its input co
 SORTED_WARPS = 4  # the same for tiles of sorted rows (batch 2 and more); 2 measured 1-3 % faster at 8-16 tokens
 # a layer (docs/benchmarks.md, sixth session), not yet in the model: bench_decode_variants.py's "experts-2-warps"
 PREFETCH = True  # issue a step's loads one step ahead (scripts/bench_mxfp4_kernels.py times both)
+MAX_REGISTERS = None  # ptxas's register limit for the kernel (None: its own choice, 58 with Triton 3.6). At 40 (no
+# spills, offline) an SM holds 12 programs of 4 warps instead of 8, and batch 1's gate/up launch (1,440 programs)
+# one wave instead of 1.36: bench_decode_variants.py's "experts-one-wave", not yet measured
 MAX_ROWS = 64  # up to this many (token, expert) rows, packed_experts_forward takes this kernel
 
 
@@ -258,5 +261,5 @@ def moe_mxfp4_fragments(x, blocks, scales, bias, tiles, x_rows=None, swiglu=None
         x, x_rows if x_rows is not None else x, blocks, scales, bias, out, expert, start, end, N, K, alpha, limit,
         GATHER=x_rows is not None, SWIGLU=swiglu is not None, ROW_TILES=row_tiles,
         SHARED_X=row_tiles and x.shape[0] == 1 and rows > 1, WARPS=warps, PREFETCH=PREFETCH, EMULATE=INTERPRETED,
-        num_warps=warps)
+        num_warps=warps, **({"maxnreg": MAX_REGISTERS} if MAX_REGISTERS else {}))
     return out
