@@ -163,11 +163,15 @@ def _takes_norm_linear(x, projection, o_proj: bool = False) -> bool:
     """Whether a projection of x goes through kernels/norm_linear.py: on CUDA, with a bias, with gradients off (the
     kernels have no backward: with them, the readable way), and for rows its fragments kernel takes
     (FRAGMENT_PROJECTIONS) or up to NORM_LINEAR_ROWS rows (o_proj: only with NORM_LINEAR_O_PROJ)."""
-    from gptoss_model.kernels.norm_linear import takes_fragments
+    if not x.is_cuda or projection.bias is None or torch.is_grad_enabled():
+        return False
+    if x.numel() <= NORM_LINEAR_ROWS * x.shape[-1] and (NORM_LINEAR_O_PROJ or not o_proj):
+        return True
+    if not FRAGMENT_PROJECTIONS:
+        return False
+    from gptoss_model.kernels.norm_linear import takes_fragments  # (imports Triton: CUDA only)
 
-    few_rows = x.numel() <= NORM_LINEAR_ROWS * x.shape[-1] and (NORM_LINEAR_O_PROJ or not o_proj)
-    fragments = FRAGMENT_PROJECTIONS and takes_fragments(x)
-    return x.is_cuda and (few_rows or fragments) and projection.bias is not None and not torch.is_grad_enabled()
+    return takes_fragments(x)
 
 
 def _attention_inputs_in_one_launch(layer, x, position_embeddings):

@@ -110,3 +110,39 @@ def test_top_k_by_rank_keeps_the_largest_and_the_lower_index_of_ties():
         values, indices = top_k(logits, 4)
         assert torch.equal(indices, order) and torch.equal(values, logits.gather(1, order))
         assert values.dtype == torch.bfloat16 and indices.dtype == torch.int64
+
+
+class Activations:
+    """What fast._takes_norm_linear reads of x, for a CUDA tensor's decision on the CPU."""
+
+    def __init__(self, rows, dtype=torch.bfloat16, width=64, cuda=True):
+        self.shape, self.dtype, self.is_cuda, self._rows = (rows, 1, width), dtype, cuda, rows
+
+    def numel(self):
+        return self._rows * self.shape[-1]
+
+
+@pytest.mark.parametrize("fragments", [False, True])
+def test_which_projections_take_the_norm_linear_launches(fragments, monkeypatch):
+    """The tree: one row's q/k/v only (o_proj stays Inductor's, several rows cuBLAS's); with FRAGMENT_PROJECTIONS
+    (and norm_linear.FRAGMENTS), bf16 up to 8 rows, o_proj too; never on the CPU, without a bias or with gradients on (kernels have no backward)."""
+    from torch import nn
+
+    from gptoss_model.kernels import norm_linear
+
+    monkeypatch.setattr(fast, "FRAGMENT_PROJECTIONS", fragments)  # both switches, as the variant sets them
+    monkeypatch.setattr(norm_linear, "FRAGMENTS", fragments)
+    monkeypatch.setattr(norm_linear, "INTERPRETED", False)
+    projection, no_bias = nn.Linear(64, 8), nn.Linear(64, 8, bias=False)
+    with torch.no_grad():
+        assert fast._takes_norm_linear(Activations(1), projection)
+        assert not fast._takes_norm_linear(Activations(1, cuda=False), projection)
+        assert not fast._takes_norm_linear(Activations(1), no_bias)
+        assert fast._takes_norm_linear(Activations(8), projection) == fragments
+        assert fast._takes_norm_linear(Activations(1), projection, o_proj=True) == fragments
+        assert fast._takes_norm_linear(Activations(8), projection, o_proj=True) == fragments
+        assert not fast._takes_norm_linear(Activations(9), projection, o_proj=True)
+        assert not fast._takes_norm_linear(Activations(2, torch.float32), projection)
+        assert fast._takes_norm_linear(Activations(1, torch.float32), projection)  # the float32 one-row kernel
+    with torch.enable_grad():
+        assert not fast._takes_norm_linear(Activations(1), projection)
