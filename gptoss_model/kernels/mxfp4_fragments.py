@@ -36,7 +36,7 @@ import torch
 import triton
 import triton.language as tl
 
-from gptoss_model.kernels.mxfp4_moe import PAIR_UNIT, _e2m1, _swiglu, _tile, both_lanes, decode_pair_ptx
+from gptoss_model.kernels.mxfp4_moe import PAIR_UNIT, _e2m1, _swiglu, _tile, bf16_halves, both_lanes, decode_pair_ptx
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 WARPS = 4  # warps a program: they share a tile's 16 rows and split its input columns (row tiles: batch 1)
@@ -89,8 +89,8 @@ def _bytes_to_values(words, scale, R: tl.constexpr):
 @triton.jit
 def pairs_to_values(q, R: tl.constexpr):
     """[R, 4] int32 of bf16 pairs -> [R, 8] float32 in column order."""
-    return tl.reshape(tl.join((q << 16).to(tl.float32, bitcast=True), (q & -65536).to(tl.float32, bitcast=True)),
-                      (R, 8))
+    low, high = bf16_halves(q)
+    return tl.reshape(tl.join(low, high), (R, 8))
 
 
 @triton.jit
@@ -110,6 +110,14 @@ def fragment_sums(a, b, x, R: tl.constexpr, C: tl.constexpr):
     sums_a = tl.reshape(tl.sum(tl.reshape(a, (W, 8, 1, 4 * C)) * x, axis=3), (W, 8, 4, 2))  # [warp, g, t, slot % 2]
     sums_b = tl.reshape(tl.sum(tl.reshape(b, (W, 8, 1, 4 * C)) * x, axis=3), (W, 8, 4, 2))
     return tl.reshape(tl.permute(tl.join(sums_a, sums_b), (0, 1, 2, 4, 3)), (R, 4))
+
+
+@triton.jit
+def fragment_results(acc, WARPS: tl.constexpr):
+    """The [32·WARPS, 4] sums of a program's warps (each a share of the input columns) -> (row a's, row b's), each
+    [32 threads, 2 slots]: thread (g, t)'s sums for token slots 2t and 2t+1."""
+    sums = tl.sum(tl.reshape(acc, (WARPS, 32, 4)), axis=0)  # [32 threads, (row a, row b) × (slot 2t, 2t+1)]
+    return tl.split(tl.permute(tl.reshape(sums, (32, 2, 2)), (0, 2, 1)))  # [thread, slot, row a | row b]
 
 
 @triton.jit
@@ -207,14 +215,12 @@ def _fragments_kernel(
             wa, wb, q0, q1, q2, q3, scales = _step_operands(blocks, x_words, scales_ptr, row_a_at, row_b_at, x_row,
                                                             slot_ok, thread, k0, K)
             acc = _fragment_products(wa, wb, q0, q1, q2, q3, scales, acc, R, EMULATE)
-    sums = tl.sum(tl.reshape(acc, (WARPS, 32, 4)), axis=0)  # [32 threads, (row a, row b) × (slot 2t, 2t+1)]
+    first, second = fragment_results(acc, WARPS)  # [32, 2] each: rows a and b
     lane = tl.arange(0, 32)
     g = lane // 4
     slot = 2 * (lane % 4)[:, None] + tl.arange(0, 2)[None, :]  # [32, 2]
     out_row = (start + slot).to(tl.int64)
     row_ok = start + slot < end
-    pair = tl.permute(tl.reshape(sums, (32, 2, 2)), (0, 2, 1))  # [thread, slot, row a | row b]
-    first, second = tl.split(pair)  # [32, 2] each: rows a and b
     out_dtype = out_ptr.dtype.element_ty
     if SWIGLU:
         bias_at = expert * N + block * 16 + 2 * g

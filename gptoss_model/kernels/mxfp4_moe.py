@@ -213,6 +213,12 @@ def _matvec_step(x_ptr, x_row, blocks_ptr, scales_ptr, w_row, col_ok, k0, K,
 
 
 @triton.jit
+def bf16_halves(words):
+    """int32 words each holding a bf16 pair (columns 2j, 2j+1) -> (the low halves, the high halves) as float32."""
+    return (words << 16).to(tl.float32, bitcast=True), (words & -65536).to(tl.float32, bitcast=True)
+
+
+@triton.jit
 def _x_pairs(x_ptr, x_row, group, group_ok, K, BLOCK_N: tl.constexpr, G: tl.constexpr):
     """x's even and odd input columns for the bytes of _matvec_step's tile, as float32 [BN, G, 16], loaded in the
     tile's own layout (the addresses broadcast over its rows): each thread reads the x values its bytes need (from
@@ -222,8 +228,7 @@ def _x_pairs(x_ptr, x_row, group, group_ok, K, BLOCK_N: tl.constexpr, G: tl.cons
     pair = tl.broadcast_to(pair, (BLOCK_N, G, 16))
     ok = tl.broadcast_to(group_ok[None, :, None], (BLOCK_N, G, 16))
     if x_ptr.dtype.element_ty == tl.bfloat16:
-        words = tl.load(x_ptr.to(tl.pointer_type(tl.int32), bitcast=True) + pair, mask=ok, other=0)
-        return (words << 16).to(tl.float32, bitcast=True), (words & -65536).to(tl.float32, bitcast=True)
+        return bf16_halves(tl.load(x_ptr.to(tl.pointer_type(tl.int32), bitcast=True) + pair, mask=ok, other=0))
     x_even = tl.load(x_ptr + 2 * pair, mask=ok, other=0.0).to(tl.float32)
     return x_even, tl.load(x_ptr + 2 * pair + 1, mask=ok, other=0.0).to(tl.float32)
 

@@ -27,7 +27,8 @@ import torch
 import triton
 import triton.language as tl
 
-from gptoss_model.kernels.mxfp4_fragments import fragment_sums, pairs_to_values
+from gptoss_model.kernels.mxfp4_fragments import fragment_results, fragment_sums, pairs_to_values
+from gptoss_model.kernels.mxfp4_moe import bf16_halves
 
 
 MAX_ROWS = 16  # rows of x a launch takes (one tensor-core tile)
@@ -57,12 +58,30 @@ def _weight_rows(program, w0_ptr, b0_ptr, N0, w1_ptr, b1_ptr, N1, w2_ptr, b2_ptr
 
 
 @triton.jit
+def _rms_normed(x, norm_weight, inverse_rms, dtype):
+    """GptOssRMSNorm's recipe on float32 x and weight values: weight · (x · 1/rms), rounded to `dtype`."""
+    return (norm_weight * (x * inverse_rms)).to(dtype)
+
+
+@triton.jit
 def _normed(x, norm_weight_ptr, k, K, inverse_rms, dtype, NORM: tl.constexpr):
     """A tile of x's input columns k (float32) -> GptOssRMSNorm's output in `dtype`, as float32 (or x itself)."""
     if NORM:
         norm_weight = tl.load(norm_weight_ptr + k, mask=k < K, other=0.0).to(tl.float32)
-        return (norm_weight * (x * inverse_rms)).to(dtype).to(tl.float32)
+        return _rms_normed(x, norm_weight, inverse_rms, dtype).to(tl.float32)
     return x
+
+
+@triton.jit
+def _inverse_rms_of_rows(x_ptr, M, K, eps, ROWS: tl.constexpr, BLOCK_K: tl.constexpr):
+    """x [M, K] (M <= ROWS) -> 1/rms of each row [ROWS] (rows past M: of zeros, unused)."""
+    m = tl.arange(0, ROWS)
+    squares = tl.zeros((ROWS, BLOCK_K), dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        k = k0 + tl.arange(0, BLOCK_K)
+        x = tl.load(x_ptr + m[:, None] * K + k[None, :], mask=(m < M)[:, None] & (k < K)[None, :], other=0.0)
+        squares += x.to(tl.float32) * x.to(tl.float32)
+    return tl.math.rsqrt(tl.sum(squares, axis=1) / K + eps)
 
 
 @triton.jit
@@ -109,12 +128,7 @@ def _norm_linear_rows_kernel(x_ptr, M, norm_weight_ptr, eps, w0_ptr, b0_ptr, N0,
     dtype = x_ptr.dtype.element_ty
     inverse_rms = tl.full((MAX_ROWS_C,), 1.0, dtype=tl.float32)
     if NORM:
-        squares = tl.zeros((MAX_ROWS_C, BLOCK_K), dtype=tl.float32)
-        for k0 in range(0, K, BLOCK_K):
-            k = k0 + tl.arange(0, BLOCK_K)
-            x = tl.load(x_ptr + m[:, None] * K + k[None, :], mask=m_ok[:, None] & (k < K)[None, :], other=0.0)
-            squares += x.to(tl.float32) * x.to(tl.float32)
-        inverse_rms = tl.math.rsqrt(tl.sum(squares, axis=1) / K + eps)
+        inverse_rms = _inverse_rms_of_rows(x_ptr, M, K, eps, MAX_ROWS_C, BLOCK_K)
     acc = tl.zeros((MAX_ROWS_C, BLOCK_N), dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
         k = k0 + tl.arange(0, BLOCK_K)
@@ -153,11 +167,10 @@ def _normed_pairs(pairs, norm_weight_ptr, column, inverse_rms, dtype):
     """x's bf16 pairs [R, 4] int32 (8 columns from `column` [R]) -> GptOssRMSNorm's output, as bf16 pairs."""
     norm_pairs = tl.load(norm_weight_ptr.to(tl.pointer_type(tl.int32), bitcast=True) + column[:, None] // 2
                          + tl.arange(0, 4)[None, :])
-    inverse_rms = inverse_rms[:, None]
-    low = ((norm_pairs << 16).to(tl.float32, bitcast=True) * ((pairs << 16).to(tl.float32, bitcast=True)
-                                                              * inverse_rms)).to(dtype)
-    high = ((norm_pairs & -65536).to(tl.float32, bitcast=True) * ((pairs & -65536).to(tl.float32, bitcast=True)
-                                                                  * inverse_rms)).to(dtype)
+    x_low, x_high = bf16_halves(pairs)
+    weight_low, weight_high = bf16_halves(norm_pairs)
+    low = _rms_normed(x_low, weight_low, inverse_rms[:, None], dtype)
+    high = _rms_normed(x_high, weight_high, inverse_rms[:, None], dtype)
     return (low.to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF) | (high.to(tl.int16, bitcast=True).to(tl.int32) << 16)
 
 
@@ -208,14 +221,8 @@ def _norm_linear_fragments_kernel(x_ptr, M, norm_weight_ptr, eps, w0_ptr, b0_ptr
     dtype = x_ptr.dtype.element_ty
     inverse_rms = tl.full((R,), 1.0, dtype=tl.float32)
     if NORM:  # each of x's rows' 1/rms, then thread (g, t)'s: slot g's
-        m = tl.arange(0, 8)
-        squares = tl.zeros((8, 512), dtype=tl.float32)
-        for k0 in range(0, K, 512):
-            k = k0 + tl.arange(0, 512)
-            rows = tl.load(x_ptr + m[:, None] * K + k[None, :], mask=(m < M)[:, None] & (k < K)[None, :], other=0.0)
-            squares += rows.to(tl.float32) * rows.to(tl.float32)
-        of_rows = tl.math.rsqrt(tl.sum(squares, axis=1) / K + eps)  # [8]
-        inverse_rms = tl.sum(tl.where(g[:, None] == m[None, :], of_rows[None, :], 0.0), axis=1)
+        of_rows = _inverse_rms_of_rows(x_ptr, M, K, eps, 8, 512)
+        inverse_rms = tl.sum(tl.where(g[:, None] == tl.arange(0, 8)[None, :], of_rows[None, :], 0.0), axis=1)
     weights = w_ptr.to(tl.pointer_type(tl.int32), bitcast=True)
     x_words = x_ptr.to(tl.pointer_type(tl.int32), bitcast=True)
     acc = tl.zeros((R, 4), dtype=tl.float32)
@@ -234,11 +241,10 @@ def _norm_linear_fragments_kernel(x_ptr, M, norm_weight_ptr, eps, w0_ptr, b0_ptr
         acc = _bf16_fragment_products(wa0, wb0, x0, acc, R, EMULATE)
         acc = _bf16_fragment_products(wa1, wb1, x1, acc, R, EMULATE)
         wa0, wb0, x0, wa1, wb1, x1 = wa2, wb2, x2, wa3, wb3, x3
-    sums = tl.sum(tl.reshape(acc, (WARPS, 32, 4)), axis=0)  # [32 threads, (row a, row b) × (slot 2t, 2t+1)]
+    first_rows, second_rows = fragment_results(acc, WARPS)  # rows a, b: [32, 2]
     lane = tl.arange(0, 32)
     row_a = first + lane // 4
     slot = 2 * (lane % 4)[:, None] + tl.arange(0, 2)[None, :]  # [32, 2]
-    first_rows, second_rows = tl.split(tl.permute(tl.reshape(sums, (32, 2, 2)), (0, 2, 1)))  # rows a, b: [32, 2]
     width = N0 + N1 + N2
     y_a = first_rows + tl.load(b_ptr + row_a, mask=row_a < N, other=0.0).to(tl.float32)[:, None]
     y_b = second_rows + tl.load(b_ptr + row_a + 8, mask=row_a + 8 < N, other=0.0).to(tl.float32)[:, None]
