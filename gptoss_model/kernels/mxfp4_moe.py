@@ -325,9 +325,13 @@ def _tile(tile_expert_ptr, tile_start_ptr, tile_end_ptr, ROW_TILES: tl.constexpr
     """Program's tile (its first grid axis) -> (expert, first row, end row); ROW_TILES: tile t is row t."""
     tile = tl.program_id(0)
     expert = tl.load(tile_expert_ptr + tile).to(tl.int64)
-    if ROW_TILES:
-        return expert, tile, tile + 1
-    return expert, tl.load(tile_start_ptr + tile), tl.load(tile_end_ptr + tile)
+    if ROW_TILES:  # one branch is compiled, so the two may give different integer types (no early return:
+        start = tile  # Triton would then compile both returns and require one type)
+        end = tile + 1
+    else:
+        start = tl.load(tile_start_ptr + tile)
+        end = tl.load(tile_end_ptr + tile)
+    return expert, start, end
 
 
 @triton.jit

@@ -1,0 +1,97 @@
+"""The packed-expert kernels compiled for Hopper on the CPU (Triton's ptxas, no GPU) with the argument types of the
+model's own launches, recorded from mxfp4_moe.packed_experts_forward at batch 1 and at batch 8. Why recorded: the
+sixth session compiled its refactored kernels offline with int32 tile arrays, but batch-1 decoding passes the
+router's int64 expert indices as its row tiles, and the type clash in mxfp4_moe._tile only showed on the GPU (a
+CompilationError in the seventh session's first call). Also checked: no spills, the fragments kernel's 8 mma a
+loop step."""
+
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import kernel_sass  # noqa: E402
+
+from gptoss_model.kernels import mxfp4_fragments, mxfp4_moe  # noqa: E402
+
+TYPES = {torch.bfloat16: "bf16", torch.float32: "fp32", torch.int64: "i64", torch.int32: "i32", torch.uint8: "u8"}
+
+
+class RecordedLaunches:
+    """Stands in for a @triton.jit kernel: kernel[grid](...) records the arguments and launches nothing."""
+
+    def __init__(self, kernel, launches):
+        self.kernel, self.launches = kernel, launches
+
+    def __getitem__(self, grid):
+        return lambda *args, **options: self.launches.append((self.kernel, args, options))
+
+
+def small_experts(E=4, hidden=64, intermediate=32):
+    """Packed experts of a small shape (rows in whole 16-row fragments), zeros: only the launches matter."""
+    def packed(n, k):
+        return (torch.zeros(E, n, k // 32, 16, dtype=torch.uint8), torch.full((E, n, k // 32), 127, dtype=torch.uint8),
+                torch.zeros(E, n, dtype=torch.bfloat16))
+    gate_up, down = packed(2 * intermediate, hidden), packed(hidden, intermediate)
+    return types.SimpleNamespace(gate_up_proj_blocks=gate_up[0], gate_up_proj_scales=gate_up[1],
+                                 gate_up_proj_bias=gate_up[2], down_proj_blocks=down[0], down_proj_scales=down[1],
+                                 down_proj_bias=down[2], alpha=1.702, limit=7.0), E, hidden
+
+
+def recorded(monkeypatch, batch, fragments):
+    """The kernel launches of one packed-experts forward of `batch` tokens (top 2 of 4 experts)."""
+    launches = []
+    for module, name in ((mxfp4_fragments, "_fragments_kernel"), (mxfp4_moe, "_moe_mxfp4_kernel"),
+                         (mxfp4_moe, "_splitk_finish_kernel")):
+        monkeypatch.setattr(module, name, RecordedLaunches(getattr(module, name), launches))
+    monkeypatch.setattr(mxfp4_fragments, "fits", lambda x, blocks: True)  # as on CUDA
+    monkeypatch.setattr(mxfp4_moe, "FRAGMENTS", fragments)
+    experts, E, hidden = small_experts()
+    x = torch.zeros(batch, hidden, dtype=torch.bfloat16)
+    indices = torch.arange(2 * batch).reshape(batch, 2) % E  # int64, as the router's top-k gives them
+    mxfp4_moe.packed_experts_forward(experts, x, torch.full((batch, 2), 0.5), indices)
+    return launches
+
+
+def compile_launch(kernel, args, options):
+    """Compile one recorded launch for sm_90: tensors as pointers of their dtype, ints as i32, floats as fp32, the
+    keyword arguments the kernel declares as constexpr as constants."""
+    arguments, constants = {}, {}
+    for name, value in zip(kernel.arg_names, args):
+        if isinstance(value, torch.Tensor):
+            arguments[name] = "*" + TYPES[value.dtype]
+        else:
+            arguments[name] = "fp32" if isinstance(value, float) else "i32"
+    launch = {k: v for k, v in options.items() if k in ("num_warps", "num_stages", "maxnreg")}
+    constants = {k: v for k, v in options.items() if k not in launch}
+    aligned = [n for n, t in arguments.items() if t[0] == "*" or n in ("N", "K")]
+    return kernel_sass.machine_code(kernel_sass.compile_for_hopper(kernel, arguments, constants, aligned, **launch))
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+def test_the_fragments_kernel_compiles_for_hopper_as_decoding_launches_it(monkeypatch, batch):
+    launches = recorded(monkeypatch, batch, fragments=True)
+    assert [kernel.fn.__name__ for kernel, _, _ in launches] == ["_fragments_kernel"] * 2  # gate/up, down
+    kernel, args, _ = launches[0]
+    tile_pointer = args[kernel.arg_names.index("tile_expert_ptr")]
+    assert tile_pointer.dtype == (torch.int64 if batch == 1 else torch.int32)  # the case the offline check missed
+    for kernel, args, options in launches:
+        sass, usage = compile_launch(kernel, args, options)
+        assert usage.get("LOCAL", 0) == 0 and usage.get("STACK", 0) == 0, usage  # no spills
+        loop = kernel_sass.main_loop(sass)
+        assert sum(op.startswith("HMMA") for op in loop) == 8, loop  # 8 k-steps of one 16-byte load a row
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+def test_the_tiles_kernel_compiles_for_hopper_as_decoding_launches_it(monkeypatch, batch):
+    """mxfp4_moe's kernel, what the packed experts use with FRAGMENTS off (and beyond 64 rows), at decoding's sizes."""
+    launches = recorded(monkeypatch, batch, fragments=False)
+    assert {kernel.fn.__name__ for kernel, _, _ in launches} <= {"_moe_mxfp4_kernel", "_splitk_finish_kernel"}
+    assert len(launches) >= 2
+    for kernel, args, options in launches:
+        _, usage = compile_launch(kernel, args, options)
+        assert usage.get("LOCAL", 0) == 0 and usage.get("STACK", 0) == 0, (kernel.fn.__name__, usage)
