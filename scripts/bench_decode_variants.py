@@ -34,6 +34,9 @@ variant wins on the GPU:
 - experts-one-wave: the fragments kernel without the prefetch and at most 40 registers (mxfp4_fragments.PREFETCH,
   MAX_REGISTERS; no spills offline): 12 programs an SM instead of 8, so that batch 1's gate/up launch (1,440
   programs) is one wave instead of 1.36;
+- experts-row-2-warps, experts-row-8-warps: batch 1's fragments programs (row tiles) with 2 or 8 warps instead of 4
+  (mxfp4_fragments.WARPS): 2 warps fit 16 programs an SM (the gate/up launch in one wave, 12 steps a warp), 8
+  warps halve a warp's steps (3 at K = 2,880) but fit 4 programs an SM;
 - no-fragment-experts: the packed experts of up to 64 (token, expert) rows through mxfp4_moe's one-row and
   tensor-core tiles (mxfp4_moe.FRAGMENTS) instead of kernels/mxfp4_fragments.py;
 - combo-kernels, aggressive-fusion: Inductor's switches of those names (horizontal fusion of independent kernels,
@@ -59,9 +62,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 ENVIRONMENT = {"inductor-tuned": {"TORCHINDUCTOR_COORDINATE_DESCENT_TUNING": "1"}}  # read when Inductor is imported
 PARTS = ("base", "inductor-tuned", "linear-8-rows", "qkv-inductor", "attention-inductor", "attention-matmul-8",
          "o-proj-kernel", "rows-kernel", "combo-kernels", "aggressive-fusion", "fragment-projections",
-         "no-fragment-experts", "experts-2-warps", "experts-one-wave")
-# the default run (~5 min on the H200): what the sixth session prepared and did not measure; the others on request
-VARIANTS = ("base", "fragment-projections", "experts-2-warps", "experts-one-wave")
+         "no-fragment-experts", "experts-2-warps", "experts-one-wave", "experts-row-2-warps",
+         "experts-row-8-warps")
+# the default run (~5 min on the H200): what batch 1 has not measured since its fix; the others on request
+VARIANTS = ("base", "experts-2-warps", "experts-one-wave", "experts-row-2-warps")
 INDUCTOR_SWITCHES = {"combo-kernels": "combo_kernels", "aggressive-fusion": "aggressive_fusion"}
 
 
@@ -105,6 +109,11 @@ def apply(variant: str) -> None:
         from gptoss_model.kernels import mxfp4_fragments
 
         mxfp4_fragments.PREFETCH, mxfp4_fragments.MAX_REGISTERS = False, 40
+    for warps in (2, 8):
+        if f"experts-row-{warps}-warps" in variant.split("+"):
+            from gptoss_model.kernels import mxfp4_fragments
+
+            mxfp4_fragments.WARPS = warps
     if "no-fragment-experts" in variant.split("+"):
         from gptoss_model.kernels import mxfp4_moe
 
