@@ -29,8 +29,9 @@ variant wins on the GPU:
 - fragment-projections: decoding's q/k/v and o_proj (bf16, up to 8 rows) through norm_linear's tensor-core
   fragments kernel (fast.FRAGMENT_PROJECTIONS, norm_linear.FRAGMENTS) instead of norm_linear's float32 kernel
   (one row's q/k/v), Inductor's reduction (o_proj) and cuBLAS (batch 8). Measured slower in the sixth session;
-- experts-2-warps: the fragments kernel's programs over sorted rows (batch 8) with 2 warps instead of 4
-  (mxfp4_fragments.SORTED_WARPS; 1-3 % faster a layer at 8-16 tokens in the sixth session's kernel bench);
+- experts-4-warps: the fragments kernel's programs over sorted rows (batch 8) with 4 warps instead of 2
+  (mxfp4_fragments.SORTED_WARPS), as before the seventh session measured 2 faster ("experts-2-warps" then:
+  batch 8 1,498.5 against 1,474.3 and 1,509.5 against 1,499.2 tok/s);
 - experts-one-wave: the fragments kernel without the prefetch and at most 40 registers (mxfp4_fragments.PREFETCH,
   MAX_REGISTERS; no spills offline): 12 programs an SM instead of 8, so that batch 1's gate/up launch (1,440
   programs) is one wave instead of 1.36;
@@ -62,10 +63,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 ENVIRONMENT = {"inductor-tuned": {"TORCHINDUCTOR_COORDINATE_DESCENT_TUNING": "1"}}  # read when Inductor is imported
 PARTS = ("base", "inductor-tuned", "linear-8-rows", "qkv-inductor", "attention-inductor", "attention-matmul-8",
          "o-proj-kernel", "rows-kernel", "combo-kernels", "aggressive-fusion", "fragment-projections",
-         "no-fragment-experts", "experts-2-warps", "experts-one-wave", "experts-row-2-warps",
+         "no-fragment-experts", "experts-4-warps", "experts-one-wave", "experts-row-2-warps",
          "experts-row-8-warps")
-# the default run (~5 min on the H200): what batch 1 has not measured since its fix; the others on request
-VARIANTS = ("base", "experts-2-warps", "experts-one-wave", "experts-row-2-warps")
+# the default run (~2 min on the H200): the tree against its last change; the others on request
+VARIANTS = ("base", "experts-4-warps")
 INDUCTOR_SWITCHES = {"combo-kernels": "combo_kernels", "aggressive-fusion": "aggressive_fusion"}
 
 
@@ -101,10 +102,10 @@ def apply(variant: str) -> None:
 
         fast.FRAGMENT_PROJECTIONS = True
         norm_linear.FRAGMENTS = True
-    if "experts-2-warps" in variant.split("+"):
+    if "experts-4-warps" in variant.split("+"):
         from gptoss_model.kernels import mxfp4_fragments
 
-        mxfp4_fragments.SORTED_WARPS = 2
+        mxfp4_fragments.SORTED_WARPS = 4
     if "experts-one-wave" in variant.split("+"):
         from gptoss_model.kernels import mxfp4_fragments
 

@@ -8,6 +8,8 @@
 #   bash scripts/gpu_session.sh grpo       # bench_grpo_gpu.py: one GRPO step with LoRA, 20b shape, G = 8, 256 tokens
 #   bash scripts/gpu_session.sh mxfp4      # packed experts: bench_gpu.py against HF and ours (same run), then the decode
 #                                          # profiles at batch 1 and 8 (~9 min)
+#   bash scripts/gpu_session.sh tests-parallel  # test_mxfp4_kernels, test_gpu_mxfp4, test_gpu and test_decode, a process
+#                                          # each at once, logs in $OUT/<file>.log (the seventh session's way: ~5 min)
 #   bash scripts/gpu_session.sh mxfp4-tests  # the kernel, fast-path and decoder GPU tests (a call of their own: in the
 #                                          # fourth session 220 s ran 97 of the 106)
 #   bash scripts/gpu_session.sh attention-kernel  # bench_attention_kernel.py: the one-token attention kernel against
@@ -19,9 +21,6 @@
 #                                          # $VARIANTS (default: base, combo-kernels, aggressive-fusion)
 #   bash scripts/gpu_session.sh ncu-experts  # Nsight Compute on the expert kernels at 1, 8 and 2048 tokens (TOKENS="..."):
 #                                          # warp stalls, memory throughput, occupancy; text reports in $OUT/ncu-*.txt
-#   The sixth session left, in this order: `tests` (test_gpu.py and test_decode.py, not run on CUDA since their
-#   changes), `decode-variants` (default: the projections' fragments kernel with its loads issued ahead, 2 warps a
-#   program for batch 8's experts), `ncu-experts` (what the fragments kernel waits on at batch 1)
 #   bash scripts/gpu_session.sh mxfp4-memory  # packed 20b from a checkpoint + 4k KV cache; 120b built in memory
 #   bash scripts/gpu_session.sh calibrate [float32|bfloat16]
 #                                          # calibrate_gates.py: gptoss_model, OpenAI's gpt_oss.torch and Transformers
@@ -74,6 +73,14 @@ mxfp4-tests)
   timeout 560 python3 -m pytest -q -p no:cacheprovider -p no:logging -W ignore tests/test_mxfp4_kernels.py \
     tests/test_gpu_mxfp4.py tests/test_gpu.py tests/test_decode.py 2>&1 | grep -v DEBUG > "$OUT/gpu_tests.log"
   tail -8 "$OUT/gpu_tests.log"
+  ;;
+tests-parallel)  # the four GPU test files at once, a process each (their time is mostly compiling; ~5 min)
+  for file in test_mxfp4_kernels test_gpu_mxfp4 test_gpu test_decode; do
+    timeout ${TEST_LIMIT:-400} python3 -m pytest -q -p no:cacheprovider -p no:logging -W ignore tests/$file.py \
+      > "$OUT/$file.log" 2>&1 &
+  done
+  wait
+  for file in test_mxfp4_kernels test_gpu_mxfp4 test_gpu test_decode; do echo "$file: $(tail -n 1 "$OUT/$file.log")"; done
   ;;
 check-variants)
   timeout ${TEST_LIMIT:-300} python3 -m pytest -q -p no:cacheprovider -p no:logging -W ignore tests/test_mxfp4_kernels.py \

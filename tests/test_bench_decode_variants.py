@@ -121,9 +121,9 @@ def test_fragment_variants_switch_the_sixth_session_kernels():
 
     saved = switches()
     try:
-        assert saved == (False, False, True, 4, True, None)  # the tree: the experts' fragments on, the projections' off
-        variants.apply("fragment-projections+no-fragment-experts+experts-2-warps+experts-one-wave")
-        assert switches() == (True, True, False, 2, False, 40)
+        assert saved == (False, False, True, 2, True, None)  # the tree: the experts' fragments on, the projections' off
+        variants.apply("fragment-projections+no-fragment-experts+experts-4-warps+experts-one-wave")
+        assert switches() == (True, True, False, 4, False, 40)
     finally:
         (fast.FRAGMENT_PROJECTIONS, norm_linear.FRAGMENTS, mxfp4_moe.FRAGMENTS, mxfp4_fragments.SORTED_WARPS,
          mxfp4_fragments.PREFETCH, mxfp4_fragments.MAX_REGISTERS) = saved

@@ -36,12 +36,12 @@ import torch
 import triton
 import triton.language as tl
 
-from gptoss_model.kernels.mxfp4_moe import PAIR_UNIT, _e2m1, _swiglu, _tile, bf16_halves, both_lanes, decode_pair_ptx
+from gptoss_model.kernels.mxfp4_moe import PAIR_UNIT, _e2m1, _swiglu, bf16_halves, both_lanes, decode_pair_ptx
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 WARPS = 4  # warps a program: they share a tile's 16 rows and split its input columns (row tiles: batch 1)
-SORTED_WARPS = 4  # the same for tiles of sorted rows (batch 2 and more); 2 measured 1-3 % faster at 8-16 tokens
-# a layer (docs/benchmarks.md, sixth session), not yet in the model: bench_decode_variants.py's "experts-2-warps"
+SORTED_WARPS = 2  # the same for tiles of sorted rows (batch 2 and more): 2 warps measured faster than 4 at 8-16
+# tokens a layer (sixth session) and batch-8 decoding 0.7-1.6 % faster in two calls (seventh; docs/benchmarks.md)
 PREFETCH = True  # issue a step's loads one step ahead (scripts/bench_mxfp4_kernels.py times both)
 MAX_REGISTERS = None  # ptxas's register limit for the kernel (None: its own choice, 58 with Triton 3.6). At 40 (no
 # spills, offline) an SM holds 12 programs of 4 warps instead of 8, and batch 1's gate/up launch (1,440 programs)
@@ -175,7 +175,15 @@ def _fragments_kernel(
     [E, N] -> out [R, N] (or [R, N/2] after the SwiGLU). Program (tile, T) computes rows 16T..16T+15 of the tile's
     expert for the tile's rows tile_start..tile_end-1 (at most 8); its WARPS warps split the input columns, 128 a
     step each. ROW_TILES: tile t is row t; SHARED_X: every row reads x's row 0."""
-    expert, start, end = _tile(tile_expert_ptr, tile_start_ptr, tile_end_ptr, ROW_TILES)
+    # inline, as in mxfp4_moe._moe_mxfp4_kernel (why: there)
+    tile = tl.program_id(0)
+    expert = tl.load(tile_expert_ptr + tile).to(tl.int64)
+    if ROW_TILES:  # tile t is row t
+        start = tile
+        end = tile + 1
+    else:
+        start = tl.load(tile_start_ptr + tile)
+        end = tl.load(tile_end_ptr + tile)
     if start >= end:
         return
     R: tl.constexpr = 32 * WARPS

@@ -321,20 +321,6 @@ def _finish(acc, rows, row_ok, w_row, cols, col_ok, bias_ptr, out_ptr, N, alpha,
 
 
 @triton.jit
-def _tile(tile_expert_ptr, tile_start_ptr, tile_end_ptr, ROW_TILES: tl.constexpr):
-    """Program's tile (its first grid axis) -> (expert, first row, end row); ROW_TILES: tile t is row t."""
-    tile = tl.program_id(0)
-    expert = tl.load(tile_expert_ptr + tile).to(tl.int64)
-    if ROW_TILES:  # one branch is compiled, so the two may give different integer types (no early return:
-        start = tile  # Triton would then compile both returns and require one type)
-        end = tile + 1
-    else:
-        start = tl.load(tile_start_ptr + tile)
-        end = tl.load(tile_end_ptr + tile)
-    return expert, start, end
-
-
-@triton.jit
 def _moe_mxfp4_kernel(
     x_ptr, x_row_ptr, blocks_ptr, scales_ptr, bias_ptr, out_ptr, partial_ptr,
     tile_expert_ptr, tile_start_ptr, tile_end_ptr,
@@ -349,7 +335,17 @@ def _moe_mxfp4_kernel(
     SPLIT_K > 1 program (t, n, s) sums its share s of the input columns into partial [SPLIT_K, R, N] instead.
     ROW_TILES: tile t is row t (no start/end arrays: batch-1 decoding, tile_expert = the chosen experts); SHARED_X:
     every row reads x's row 0 (the token's input, shared by its chosen experts)."""
-    expert, start, end = _tile(tile_expert_ptr, tile_start_ptr, tile_end_ptr, ROW_TILES)
+    # The tile's loads stay in the kernel, not in a shared helper: torch.compile's analysis of what a user kernel
+    # writes traces a store's address back through helper calls to every pointer they were given, so the tile
+    # arrays would count as written and be copied before every launch (the seventh session's profile).
+    tile = tl.program_id(0)
+    expert = tl.load(tile_expert_ptr + tile).to(tl.int64)
+    if ROW_TILES:  # tile t is row t
+        start = tile
+        end = tile + 1
+    else:
+        start = tl.load(tile_start_ptr + tile)
+        end = tl.load(tile_end_ptr + tile)
     if start >= end:
         return
     rows = start + tl.arange(0, BLOCK_M)

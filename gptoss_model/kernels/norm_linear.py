@@ -42,19 +42,33 @@ INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"  # Triton's CPU interpre
 
 
 @triton.jit
-def _weight_rows(program, w0_ptr, b0_ptr, N0, w1_ptr, b1_ptr, N1, w2_ptr, b2_ptr, N2, BLOCK_N: tl.constexpr):
-    """Program p's share of the three weights: rows of W0 first, then of W1, then of W2 -> (weight, bias, its row
-    count, first row, where its outputs start). (Only the weights are picked by branch: the one output pointer
-    keeps the stores plain, which torch.compile's analysis of what a kernel writes needs.)"""
+def _share(program, N0, N1, N2, BLOCK_N: tl.constexpr):
+    """Program p's share of the three projections, rows of W0 first, then of W1, then of W2 -> (which projection,
+    its row count, first row, where its outputs start). No pointers pass through here, and so none through the
+    output's address: torch.compile's analysis of what a user kernel writes traces a store's address back through
+    helper calls to every pointer they were given, and would count those as written (then the compiled step copies
+    them before every launch)."""
     programs0 = tl.cdiv(N0, BLOCK_N)
     programs1 = tl.cdiv(N1, BLOCK_N)
     if program < programs0:
-        w_ptr, b_ptr, N, first, offset = w0_ptr, b0_ptr, N0, program * BLOCK_N, 0
+        projection, N, first, offset = 0, N0, program * BLOCK_N, 0
     elif program < programs0 + programs1:
-        w_ptr, b_ptr, N, first, offset = w1_ptr, b1_ptr, N1, (program - programs0) * BLOCK_N, N0
+        projection, N, first, offset = 1, N1, (program - programs0) * BLOCK_N, N0
     else:
-        w_ptr, b_ptr, N, first, offset = w2_ptr, b2_ptr, N2, (program - programs0 - programs1) * BLOCK_N, N0 + N1
-    return w_ptr, b_ptr, N, first, offset
+        projection, N, first, offset = 2, N2, (program - programs0 - programs1) * BLOCK_N, N0 + N1
+    return projection, N, first, offset
+
+
+@triton.jit
+def _pick(projection, pointer0, pointer1, pointer2):
+    """The pointer of projection 0, 1 or 2 (for loads only: see _share)."""
+    if projection == 0:
+        pointer = pointer0
+    elif projection == 1:
+        pointer = pointer1
+    else:
+        pointer = pointer2
+    return pointer
 
 
 @triton.jit
@@ -89,8 +103,8 @@ def _norm_linear_kernel(x_ptr, norm_weight_ptr, eps, w0_ptr, b0_ptr, N0, w1_ptr,
                         out_ptr, K, NORM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """x [K], norm weight [K] -> out [N0 + N1 + N2], the concatenation of W_i [N_i, K] · norm(x) + b_i [N_i]
     (x itself without NORM), products in float32 registers: one row has nothing for tensor cores to do."""
-    w_ptr, b_ptr, N, first, offset = _weight_rows(tl.program_id(0), w0_ptr, b0_ptr, N0, w1_ptr, b1_ptr, N1, w2_ptr,
-                                                  b2_ptr, N2, BLOCK_N)
+    projection, N, first, offset = _share(tl.program_id(0), N0, N1, N2, BLOCK_N)
+    w_ptr, b_ptr = _pick(projection, w0_ptr, w1_ptr, w2_ptr), _pick(projection, b0_ptr, b1_ptr, b2_ptr)
     rows = first + tl.arange(0, BLOCK_N)
     row_ok = rows < N
     inverse_rms = 1.0
@@ -119,8 +133,8 @@ def _norm_linear_rows_kernel(x_ptr, M, norm_weight_ptr, eps, w0_ptr, b0_ptr, N0,
                              BLOCK_K: tl.constexpr):
     """x [M, K] (M <= MAX_ROWS) -> out [M, N0 + N1 + N2], as _norm_linear_kernel for each row; the rows are one
     tensor-core tile, so each weight tile is read once for all of them."""
-    w_ptr, b_ptr, N, first, offset = _weight_rows(tl.program_id(0), w0_ptr, b0_ptr, N0, w1_ptr, b1_ptr, N1, w2_ptr,
-                                                  b2_ptr, N2, BLOCK_N)
+    projection, N, first, offset = _share(tl.program_id(0), N0, N1, N2, BLOCK_N)
+    w_ptr, b_ptr = _pick(projection, w0_ptr, w1_ptr, w2_ptr), _pick(projection, b0_ptr, b1_ptr, b2_ptr)
     rows = first + tl.arange(0, BLOCK_N)
     row_ok = rows < N
     m = tl.arange(0, MAX_ROWS_C)
@@ -210,8 +224,8 @@ def _norm_linear_fragments_kernel(x_ptr, M, norm_weight_ptr, eps, w0_ptr, b0_ptr
     through register fragments (kernels/mxfp4_fragments.py's scheme; bf16 weights need no decoding, a thread's
     16-byte load of a row is its operand): program p takes 16 weight rows, rows a = first + g and b = a + 8 of
     thread (g, t), x's row g as token slot g; its WARPS warps split the input columns, 32 a step each."""
-    w_ptr, b_ptr, N, first, offset = _weight_rows(tl.program_id(0), w0_ptr, b0_ptr, N0, w1_ptr, b1_ptr, N1, w2_ptr,
-                                                  b2_ptr, N2, 16)
+    projection, N, first, offset = _share(tl.program_id(0), N0, N1, N2, 16)
+    w_ptr, b_ptr = _pick(projection, w0_ptr, w1_ptr, w2_ptr), _pick(projection, b0_ptr, b1_ptr, b2_ptr)
     R: tl.constexpr = 32 * WARPS
     thread = tl.arange(0, R)
     g = (thread % 32) // 4

@@ -1,9 +1,13 @@
-"""The packed-expert kernels compiled for Hopper on the CPU (Triton's ptxas, no GPU) with the argument types of the
-model's own launches, recorded from mxfp4_moe.packed_experts_forward at batch 1 and at batch 8. Why recorded: the
-sixth session compiled its refactored kernels offline with int32 tile arrays, but batch-1 decoding passes the
-router's int64 expert indices as its row tiles, and the type clash in mxfp4_moe._tile only showed on the GPU (a
-CompilationError in the seventh session's first call). Also checked: no spills, the fragments kernel's 8 mma a
-loop step."""
+"""The decode step's own Triton kernels checked offline, from launches recorded as the model makes them (no GPU):
+
+- compiled for Hopper (Triton's ptxas) with the argument types of the model's own launches at batch 1 and 8. Why
+  recorded: the sixth session compiled its refactored expert kernels offline with int32 tile arrays, but batch-1
+  decoding passes the router's int64 expert indices as its row tiles, and the type clash (a shared `_tile` helper
+  with an early return) only showed on the GPU, as a CompilationError in the seventh session's first call. Also
+  checked: no spills, the fragments kernel's 8 mma a loop step;
+- seen by torch.compile's analysis of user kernels as writing their output alone. Were it unsure of another
+  argument, the compiled step would copy that tensor before every launch: the same helper made the analysis count
+  the tile arrays as written, and the seventh session's batch-1 profile found two copy kernels a layer (~3 %)."""
 
 import sys
 import types
@@ -16,7 +20,10 @@ pytest.importorskip("triton")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import kernel_sass  # noqa: E402
 
-from gptoss_model.kernels import mxfp4_fragments, mxfp4_moe  # noqa: E402
+import triton  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+
+from gptoss_model.kernels import mxfp4_fragments, mxfp4_moe, norm_linear  # noqa: E402
 
 TYPES = {torch.bfloat16: "bf16", torch.float32: "fp32", torch.int64: "i64", torch.int32: "i32", torch.uint8: "u8"}
 
@@ -42,7 +49,7 @@ def small_experts(E=4, hidden=64, intermediate=32):
                                  down_proj_bias=down[2], alpha=1.702, limit=7.0), E, hidden
 
 
-def recorded(monkeypatch, batch, fragments):
+def recorded(monkeypatch, batch, fragments=True):
     """The kernel launches of one packed-experts forward of `batch` tokens (top 2 of 4 experts)."""
     launches = []
     for module, name in ((mxfp4_fragments, "_fragments_kernel"), (mxfp4_moe, "_moe_mxfp4_kernel"),
@@ -95,3 +102,47 @@ def test_the_tiles_kernel_compiles_for_hopper_as_decoding_launches_it(monkeypatc
     for kernel, args, options in launches:
         _, usage = compile_launch(kernel, args, options)
         assert usage.get("LOCAL", 0) == 0 and usage.get("STACK", 0) == 0, (kernel.fn.__name__, usage)
+
+
+class Hopper:
+    def get_current_target(self):
+        return GPUTarget("cuda", 90, 32)
+
+
+def written(kernel, args, options) -> list[str]:
+    """The arguments torch.compile's analysis of a user Triton kernel finds written (its TTIR, for sm_90)."""
+    from torch._higher_order_ops.triton_kernel_wrap import identify_accessed_tensors
+
+    arguments = {**dict(zip(kernel.arg_names, args)),
+                 **{k: v for k, v in options.items() if k not in ("num_warps", "num_stages", "maxnreg")}}
+    return [dep.name for dep in identify_accessed_tensors(kernel, arguments, {}).read_writes.writes]
+
+
+@pytest.mark.parametrize("batch, fragments", [(1, True), (8, True), (40, True), (1, False), (8, False)])
+def test_torch_compile_finds_that_the_expert_kernels_write_their_output_only(monkeypatch, batch, fragments):
+    """40 tokens: 80 rows, beyond the fragments kernel's 64, through mxfp4_moe's tiles (prefill's path)."""
+    monkeypatch.setattr(triton.runtime.driver, "_active", Hopper())  # the TTIR needs a target, not a GPU
+    launches = recorded(monkeypatch, batch, fragments)
+    assert launches
+    for kernel, args, options in launches:
+        expected = ["partial_ptr"] if options.get("SPLIT_K", 1) > 1 else ["out_ptr"]
+        assert written(kernel, args, options) == expected, (kernel.fn.__name__, batch)
+
+
+@pytest.mark.parametrize("rows", [1, 8])
+def test_torch_compile_finds_that_norm_linear_writes_its_output_only(monkeypatch, rows):
+    """q/k/v with the RMSNorm (norm_linear's one-row, rows and fragments kernels)."""
+    from gptoss_model.model import GptOssRMSNorm
+
+    monkeypatch.setattr(triton.runtime.driver, "_active", Hopper())
+    launches = []
+    for name in ("_norm_linear_kernel", "_norm_linear_rows_kernel", "_norm_linear_fragments_kernel"):
+        monkeypatch.setattr(norm_linear, name, RecordedLaunches(getattr(norm_linear, name), launches))
+    linears = [torch.nn.Linear(64, n, dtype=torch.bfloat16) for n in (64, 16, 16)]
+    x = torch.zeros(rows, 64, dtype=torch.bfloat16)
+    norm_linear.norm_linear(x, GptOssRMSNorm(64).to(torch.bfloat16), linears)
+    monkeypatch.setattr(norm_linear, "takes_fragments", lambda x: True)  # as on CUDA with FRAGMENTS on
+    norm_linear.norm_linear(x, GptOssRMSNorm(64).to(torch.bfloat16), linears)
+    assert len(launches) == 2
+    for kernel, args, options in launches:
+        assert written(kernel, args, options) == ["out_ptr"], kernel.fn.__name__
