@@ -38,6 +38,10 @@ variant wins on the GPU:
 - experts-row-2-warps, experts-row-8-warps: batch 1's fragments programs (row tiles) with 2 or 8 warps instead of 4
   (mxfp4_fragments.WARPS): 2 warps fit 16 programs an SM (the gate/up launch in one wave, 12 steps a warp), 8
   warps halve a warp's steps (3 at K = 2,880) but fit 4 programs an SM;
+- experts-no-split, experts-split-3: batch 1's fragments programs without the split of each row block's input
+  columns (mxfp4_fragments.ROW_SPLIT = 1, as before the seventh session), or split over 3 programs instead of 2;
+- experts-double-buffer: the fragments kernel with two sets of operands, one step's loads in flight while the
+  other's products run (mxfp4_fragments.DOUBLE_BUFFER; 76 registers instead of 52 offline);
 - no-fragment-experts: the packed experts of up to 64 (token, expert) rows through mxfp4_moe's one-row and
   tensor-core tiles (mxfp4_moe.FRAGMENTS) instead of kernels/mxfp4_fragments.py;
 - combo-kernels, aggressive-fusion: Inductor's switches of those names (horizontal fusion of independent kernels,
@@ -64,9 +68,9 @@ ENVIRONMENT = {"inductor-tuned": {"TORCHINDUCTOR_COORDINATE_DESCENT_TUNING": "1"
 PARTS = ("base", "inductor-tuned", "linear-8-rows", "qkv-inductor", "attention-inductor", "attention-matmul-8",
          "o-proj-kernel", "rows-kernel", "combo-kernels", "aggressive-fusion", "fragment-projections",
          "no-fragment-experts", "experts-4-warps", "experts-one-wave", "experts-row-2-warps",
-         "experts-row-8-warps")
+         "experts-row-8-warps", "experts-no-split", "experts-split-3", "experts-double-buffer")
 # the default run (~2 min on the H200): the tree against its last change; the others on request
-VARIANTS = ("base", "experts-4-warps")
+VARIANTS = ("base", "experts-no-split", "experts-double-buffer", "experts-split-3+experts-double-buffer")
 INDUCTOR_SWITCHES = {"combo-kernels": "combo_kernels", "aggressive-fusion": "aggressive_fusion"}
 
 
@@ -110,6 +114,15 @@ def apply(variant: str) -> None:
         from gptoss_model.kernels import mxfp4_fragments
 
         mxfp4_fragments.PREFETCH, mxfp4_fragments.MAX_REGISTERS = False, 40
+    for part, split in (("experts-no-split", 1), ("experts-split-3", 3)):
+        if part in variant.split("+"):
+            from gptoss_model.kernels import mxfp4_fragments
+
+            mxfp4_fragments.ROW_SPLIT = split
+    if "experts-double-buffer" in variant.split("+"):
+        from gptoss_model.kernels import mxfp4_fragments
+
+        mxfp4_fragments.DOUBLE_BUFFER = True
     for warps in (2, 8):
         if f"experts-row-{warps}-warps" in variant.split("+"):
             from gptoss_model.kernels import mxfp4_fragments
@@ -153,6 +166,7 @@ def main():
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
     parser.add_argument("--impl", default="ours-mxfp4-graph", choices=("ours-mxfp4-graph", "ours-graph"))
     parser.add_argument("--json")
+    parser.add_argument("--prefill", type=int, nargs="*", default=[2048], help="prompt lengths (none: decoding only)")
     parser.add_argument("--single", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.single:
@@ -160,7 +174,7 @@ def main():
         import bench_gpu
         from gptoss_model import GPTOss_20B
 
-        options = types.SimpleNamespace(prefill=[2048], decode_batch=[1, 8], decode_steps=32, repeats=3)
+        options = types.SimpleNamespace(prefill=args.prefill, decode_batch=[1, 8], decode_steps=32, repeats=3)
         row = bench_gpu.bench_one(args.impl, GPTOss_20B(), options)
         print("ROW " + json.dumps({"variant": args.single, **row}), flush=True)
         return
@@ -169,7 +183,8 @@ def main():
             parser.error(f"--variants: {variant!r} has unknown {unknown_parts(variant)}; expected among {list(PARTS)}")
     rows = []
     for variant in args.variants:
-        child = subprocess.run([sys.executable, __file__, "--impl", args.impl, "--single", variant],
+        child = subprocess.run([sys.executable, __file__, "--impl", args.impl, "--single", variant, "--prefill",
+                                *map(str, args.prefill)],
                                capture_output=True, text=True, env=environment(variant))
         found = [line[4:] for line in child.stdout.splitlines() if line.startswith("ROW ")]
         rows.append(json.loads(found[0]) if found else {"variant": variant, "error": child.stderr[-300:]})

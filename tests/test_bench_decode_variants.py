@@ -117,16 +117,20 @@ def test_fragment_variants_switch_the_sixth_session_kernels():
 
     def switches():
         return (fast.FRAGMENT_PROJECTIONS, norm_linear.FRAGMENTS, mxfp4_moe.FRAGMENTS, mxfp4_fragments.SORTED_WARPS,
-                mxfp4_fragments.PREFETCH, mxfp4_fragments.MAX_REGISTERS)
+                mxfp4_fragments.PREFETCH, mxfp4_fragments.MAX_REGISTERS, mxfp4_fragments.ROW_SPLIT,
+                mxfp4_fragments.DOUBLE_BUFFER)
 
     saved = switches()
-    try:
-        assert saved == (False, False, True, 2, True, None)  # the tree: the experts' fragments on, the projections' off
-        variants.apply("fragment-projections+no-fragment-experts+experts-4-warps+experts-one-wave")
-        assert switches() == (True, True, False, 4, False, 40)
+    try:  # the tree: the experts' fragments on (batch 1 split over 2 programs), the projections' off
+        assert saved == (False, False, True, 2, True, None, 2, False)
+        variants.apply("fragment-projections+no-fragment-experts+experts-4-warps+experts-one-wave+experts-no-split")
+        assert switches() == (True, True, False, 4, False, 40, 1, False)
+        variants.apply("experts-split-3+experts-double-buffer")
+        assert switches()[6:] == (3, True)
     finally:
         (fast.FRAGMENT_PROJECTIONS, norm_linear.FRAGMENTS, mxfp4_moe.FRAGMENTS, mxfp4_fragments.SORTED_WARPS,
-         mxfp4_fragments.PREFETCH, mxfp4_fragments.MAX_REGISTERS) = saved
+         mxfp4_fragments.PREFETCH, mxfp4_fragments.MAX_REGISTERS, mxfp4_fragments.ROW_SPLIT,
+         mxfp4_fragments.DOUBLE_BUFFER) = saved
 
 
 def test_combo_kernels_and_aggressive_fusion_are_inductor_switches():

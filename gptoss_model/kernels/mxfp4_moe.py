@@ -484,11 +484,11 @@ def packed_experts_forward(experts, x, weights, indices):
     linear = mxfp4_fragments.moe_mxfp4_fragments if fragments else moe_mxfp4_linear
     if N == 1:  # batch-1 decoding: K one-row tiles, no sorting, no tile arrays
         chosen = indices.reshape(-1)
-        more = () if fragments else ("one_row",)
+        options = {"split": mxfp4_fragments.ROW_SPLIT} if fragments else {"config": "one_row"}
         a = linear(x, experts.gate_up_proj_blocks, experts.gate_up_proj_scales, experts.gate_up_proj_bias,
-                   chosen, None, swiglu, *more)  # [K, I]
+                   chosen, None, swiglu, **options)  # [K, I]
         y = linear(a, experts.down_proj_blocks, experts.down_proj_scales, experts.down_proj_bias,
-                   chosen, None, None, *more)  # [K, H]
+                   chosen, None, None, **options)  # [K, H]
         return (y * weights[0, :, None].to(y.dtype)).sum(dim=0, keepdim=True).to(x.dtype)
     from gptoss_model.fast import _sort_by_expert
 
