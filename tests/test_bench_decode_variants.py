@@ -121,10 +121,10 @@ def test_fragment_variants_switch_the_sixth_session_kernels():
                 mxfp4_fragments.DOUBLE_BUFFER)
 
     saved = switches()
-    try:  # the tree: the experts' fragments on (batch 1 split over 2 programs), the projections' off
-        assert saved == (False, False, True, 2, True, None, 2, False)
-        variants.apply("fragment-projections+no-fragment-experts+experts-4-warps+experts-one-wave+experts-no-split")
-        assert switches() == (True, True, False, 4, False, 40, 1, False)
+    try:  # the tree: the experts' fragments on (batch 1 unsplit), the projections' off
+        assert saved == (False, False, True, 2, True, None, 1, False)
+        variants.apply("fragment-projections+no-fragment-experts+experts-4-warps+experts-one-wave+experts-split-2")
+        assert switches() == (True, True, False, 4, False, 40, 2, False)
         variants.apply("experts-split-3+experts-double-buffer")
         assert switches()[6:] == (3, True)
     finally:

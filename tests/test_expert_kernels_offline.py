@@ -92,8 +92,9 @@ def test_the_fragments_kernel_compiles_for_hopper_as_decoding_launches_it(monkey
         sass, usage = compile_launch(kernel, args, options)
         assert usage.get("LOCAL", 0) == 0 and usage.get("STACK", 0) == 0, usage  # no spills
         loop = kernel_sass.main_loop(sass)
-        assert sum(op.startswith("HMMA") for op in loop) == 8, loop  # 8 k-steps of one 16-byte load a row
-        assert sum(op.startswith("LDG") and op.endswith(".128") for op in loop) >= 4, loop  # rows a, b and x: 16 bytes
+        mmas = sum(op.startswith("HMMA") for op in loop)
+        assert mmas > 0 and mmas % 8 == 0, loop  # 8 k-steps of one 16-byte load a row (the loop may be unrolled)
+        assert sum(op.startswith("LDG") and op.endswith(".128") for op in loop) >= mmas // 2, loop  # rows a, b, x
 
 
 @pytest.mark.parametrize("batch", [1, 8])

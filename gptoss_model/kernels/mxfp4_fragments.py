@@ -49,10 +49,11 @@ MAX_REGISTERS = None  # ptxas's register limit for the kernel (None: its own cho
 # spills, offline) an SM holds 12 programs of 4 warps instead of 8, and batch 1's gate/up launch (1,440 programs)
 # one wave instead of 1.36: bench_decode_variants.py's "experts-one-wave", not yet measured
 MAX_ROWS = 64  # up to this many (token, expert) rows, packed_experts_forward takes this kernel
-ROW_SPLIT = 2  # batch-1 decoding (row tiles): each row block's input columns split over this many programs, their
-# float32 sums added up after (moe_mxfp4_fragments' `split`). A program's warps then take 3 steps of the 2,880
-# columns instead of 6: at one token the kernel waits on its chain of loads, not on bandwidth (Nsight Compute,
-# seventh session: gate/up 1.8 TB/s, down 1.4). bench_decode_variants.py's "experts-no-split" is the way without
+ROW_SPLIT = 1  # batch-1 decoding (row tiles): each row block's input columns split over this many programs, their
+# float32 sums added up after (moe_mxfp4_fragments' `split`), so that a warp takes 3 loop steps of the 2,880
+# columns instead of 6 (at one token the kernel waits on its chain of loads: Nsight Compute, seventh session). Split
+# over 2 measured slower (batch 1 438.3 against 464.0 tok/s, the finish a kernel of its own): off; the variants
+# "experts-split-2" and "experts-split-3" of bench_decode_variants.py
 
 
 def _fragments_ptx(half: int) -> str:
