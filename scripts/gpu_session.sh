@@ -21,6 +21,9 @@
 #                                          # $VARIANTS (default: base, combo-kernels, aggressive-fusion)
 #   bash scripts/gpu_session.sh ncu-experts  # Nsight Compute on the expert kernels at 1, 8 and 2048 tokens (TOKENS="..."):
 #                                          # warp stalls, memory throughput, occupancy; text reports in $OUT/ncu-*.txt
+#   The seventh session left, in this order: `mxfp4` (the same-run table against Transformers: batch 8 measured
+#   1,500.5-1,509.5 tok/s in runs of our path alone), then `PREFILL= bash scripts/gpu_session.sh decode-variants`
+#   (decoding only: the double buffer, alone and with batch 1's rows split over 3 programs)
 #   bash scripts/gpu_session.sh mxfp4-memory  # packed 20b from a checkpoint + 4k KV cache; 120b built in memory
 #   bash scripts/gpu_session.sh calibrate [float32|bfloat16]
 #                                          # calibrate_gates.py: gptoss_model, OpenAI's gpt_oss.torch and Transformers
@@ -104,8 +107,8 @@ ncu-experts)  # --clock-control none: the device notes ask to leave the clocks a
   done
   ;;
 decode-variants)
-  timeout 560 python3 scripts/bench_decode_variants.py ${VARIANTS:+--variants $VARIANTS} \
-    --json "$OUT/decode_variants.json" 2>&1 | grep -v Warning  # VARIANTS="a b": a subset, if one call is too short
+  timeout 560 python3 scripts/bench_decode_variants.py ${VARIANTS:+--variants $VARIANTS} ${PREFILL+--prefill $PREFILL} \
+    --json "$OUT/decode_variants.json" 2>&1 | grep -v Warning  # VARIANTS="a b": a subset; PREFILL="": decoding only
   ;;
 tune)
   timeout 300 python3 -m pytest -q -p no:cacheprovider -p no:logging -W ignore ${TESTS:-tests/test_mxfp4_kernels.py \
