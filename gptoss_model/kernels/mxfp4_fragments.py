@@ -3,11 +3,12 @@ tensor cores' operand fragments, one `mma.sync.m16n8k16` (bf16 in, float32 sums)
 
 Why a second kernel beside mxfp4_moe.py's: at one to a few tokens an expert, that kernel's products are either
 float32 multiply-adds on the CUDA cores (the one-row path: 7.7 machine instructions a weight in its main loop as
-the GPU's Triton 3.6 compiles it, 8.6 over the whole kernel by Nsight Compute's count on the H200) or tensor-core tiles whose decoded weights pass
-through shared memory (126 registers, 25 % occupancy). Here a warp's 32 threads each decode the 8 weights the
-hardware expects of them (the A fragment, PTX ISA "Matrix fragments for mma.m16n8k16") and the multiply-adds are
-the tensor cores': 4.1 instructions a weight in the main loop (scripts/fragments_sass.py). One 20b layer's experts
-on the H200: 0.037 against 0.047 ms at 1 token, 0.218 against 0.278 ms at 8 (docs/benchmarks.md, sixth session).
+the GPU's Triton 3.6 compiles it, 8.6 over the whole kernel by Nsight Compute's count on the H200) or tensor-core
+tiles whose decoded weights pass through shared memory (126 registers, 25 % occupancy). Here a warp's 32 threads
+each decode the 8 weights the hardware expects of them (the A fragment, PTX ISA "Matrix fragments for
+mma.m16n8k16") and the multiply-adds are the tensor cores': 4.1 instructions a weight in the main loop
+(scripts/fragments_sass.py). One 20b layer's experts on the H200: 0.037 against 0.047 ms at 1 token, 0.218 against
+0.278 ms at 8 (docs/benchmarks.md, sixth session).
 
 The weights stay in the checkpoint's layout ([E, N, K/32, 16] bytes, byte j of a row holding input columns 2j and
 2j+1). What makes that possible is the freedom of a dot product's order: the 16 "k" slots of one mma may be any 16
@@ -26,8 +27,8 @@ expert (batch-1 decoding: one row, the chosen expert).
 The register-to-thread mapping is Triton's: the [32·W, 4] int32 tensors here are loaded 16 bytes a row, which gives
 row i to thread i (warp i // 32, lane i % 32); the kernel cases check that on CUDA (one-hot x rows must give
 every weight exactly, which a thread holding another's fragment would not) and tests/test_gpu_mxfp4.py the 20b
-shape against dequantize-then-matmul. Under Triton's CPU interpreter (no PTX) `_fragment_products` computes the same sums with
-tensor operations (tests/mxfp4_kernel_cases.py).
+shape against dequantize-then-matmul. Under Triton's CPU interpreter (no PTX) `_fragment_products` computes the
+same sums with tensor operations (tests/mxfp4_kernel_cases.py).
 """
 
 import os
@@ -184,7 +185,8 @@ def _fragments_kernel(
     [E, N] -> out [R, N] (or [R, N/2] after the SwiGLU). Program (tile, T) computes rows 16T..16T+15 of the tile's
     expert for the tile's rows tile_start..tile_end-1 (at most 8); its WARPS warps split the input columns, 128 a
     step each. ROW_TILES: tile t is row t; SHARED_X: every row reads x's row 0. SPLIT > 1: program (tile, T, s)
-    takes input columns from s·128·chunk_steps on of the R rows and stores its float32 sums, without bias, in out [SPLIT, R, N]."""
+    takes the input columns from s·128·chunk_steps on, of the R rows, and stores its float32 sums without the bias
+    in out [SPLIT, R, N]."""
     # inline, as in mxfp4_moe._moe_mxfp4_kernel (why: there)
     tile = tl.program_id(0)
     expert = tl.load(tile_expert_ptr + tile).to(tl.int64)
@@ -323,8 +325,8 @@ def moe_mxfp4_fragments(x, blocks, scales, bias, tiles, x_rows=None, swiglu=None
         x, x_rows if x_rows is not None else x, blocks, scales, bias, out, expert, start, end, N, K, rows, chunk_steps,
         alpha, limit, GATHER=x_rows is not None, SWIGLU=swiglu is not None, ROW_TILES=row_tiles,
         SHARED_X=row_tiles and x.shape[0] == 1 and rows > 1, WARPS=warps, PREFETCH=PREFETCH, EMULATE=INTERPRETED,
-        DOUBLE_BUFFER=DOUBLE_BUFFER,
-        SPLIT=split, num_warps=warps, **({"maxnreg": MAX_REGISTERS} if MAX_REGISTERS else {}))
+        SPLIT=split, DOUBLE_BUFFER=DOUBLE_BUFFER, num_warps=warps,
+        **({"maxnreg": MAX_REGISTERS} if MAX_REGISTERS else {}))
     if split == 1:
         return out
     return _finish_split(out, bias[expert], swiglu, x.dtype)
