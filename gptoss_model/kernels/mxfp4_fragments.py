@@ -37,7 +37,9 @@ import torch
 import triton
 import triton.language as tl
 
-from gptoss_model.kernels.mxfp4_moe import PAIR_UNIT, _e2m1, _swiglu, bf16_halves, both_lanes, decode_pair_ptx
+from gptoss_model.kernels.mxfp4_moe import (PAIR_UNIT, _e2m1, _swiglu, _tile_rows, bf16_halves, both_lanes,
+                                            decode_pair_ptx)
+from gptoss_model.model import clamped_swiglu
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 WARPS = 4  # warps a program: they share a tile's 16 rows and split its input columns (row tiles: batch 1)
@@ -187,15 +189,9 @@ def _fragments_kernel(
     step each. ROW_TILES: tile t is row t; SHARED_X: every row reads x's row 0. SPLIT > 1: program (tile, T, s)
     takes the input columns from s·128·chunk_steps on, of the R rows, and stores its float32 sums without the bias
     in out [SPLIT, R, N]."""
-    # inline, as in mxfp4_moe._moe_mxfp4_kernel (why: there)
-    tile = tl.program_id(0)
+    tile = tl.program_id(0)  # the tile's loads here, not in a helper: see mxfp4_moe._tile_rows
     expert = tl.load(tile_expert_ptr + tile).to(tl.int64)
-    if ROW_TILES:  # tile t is row t
-        start = tile
-        end = tile + 1
-    else:
-        start = tl.load(tile_start_ptr + tile)
-        end = tl.load(tile_end_ptr + tile)
+    start, end = _tile_rows(tile, tl.load(tile_start_ptr + tile), tl.load(tile_end_ptr + tile), ROW_TILES)
     if start >= end:
         return
     THREADS: tl.constexpr = 32 * WARPS
@@ -334,11 +330,6 @@ def moe_mxfp4_fragments(x, blocks, scales, bias, tiles, x_rows=None, swiglu=None
 
 def _finish_split(partial_sums, bias, swiglu, dtype):
     """The kernel's epilogue on split sums [split, R, N] with the rows' biases [R, N]: the sum rounded to dtype, the
-    bias added (and rounded), then the clamped SwiGLU in float32 (mxfp4_moe._swiglu's steps) over (gate, up) =
-    columns (2i, 2i + 1)."""
+    bias added (and rounded), then the clamped SwiGLU in float32, as the kernel computes it."""
     h = partial_sums.sum(dim=0).to(dtype) + bias
-    if swiglu is None:
-        return h
-    alpha, limit = swiglu
-    gate, up = h[:, 0::2].float().clamp(max=limit), h[:, 1::2].float().clamp(min=-limit, max=limit)
-    return ((up + 1.0) * (gate * torch.sigmoid(gate * alpha))).to(dtype)
+    return h if swiglu is None else clamped_swiglu(h.float(), *swiglu).to(dtype)

@@ -321,6 +321,20 @@ def _finish(acc, rows, row_ok, w_row, cols, col_ok, bias_ptr, out_ptr, N, alpha,
 
 
 @triton.jit
+def _tile_rows(tile, first, end, ROW_TILES: tl.constexpr):
+    """A program's rows: first..end-1 as loaded from its tile arrays, or, with ROW_TILES (tile t is row t), tile
+    alone (the loads then unused, compiled away). It takes the loaded values, not the arrays' pointers:
+    torch.compile's analysis of what a user kernel writes traces a store's address back through helper calls to
+    every pointer they were given, so pointers passed here would count as written and be copied before every
+    launch (the seventh session's profile). One return: Triton would otherwise require both branches' types alike,
+    and row tiles are int32 program ids beside int64 or int32 arrays."""
+    if ROW_TILES:
+        first = tile
+        end = tile + 1
+    return first, end
+
+
+@triton.jit
 def _moe_mxfp4_kernel(
     x_ptr, x_row_ptr, blocks_ptr, scales_ptr, bias_ptr, out_ptr, partial_ptr,
     tile_expert_ptr, tile_start_ptr, tile_end_ptr,
@@ -335,17 +349,9 @@ def _moe_mxfp4_kernel(
     SPLIT_K > 1 program (t, n, s) sums its share s of the input columns into partial [SPLIT_K, R, N] instead.
     ROW_TILES: tile t is row t (no start/end arrays: batch-1 decoding, tile_expert = the chosen experts); SHARED_X:
     every row reads x's row 0 (the token's input, shared by its chosen experts)."""
-    # The tile's loads stay in the kernel, not in a shared helper: torch.compile's analysis of what a user kernel
-    # writes traces a store's address back through helper calls to every pointer they were given, so the tile
-    # arrays would count as written and be copied before every launch (the seventh session's profile).
-    tile = tl.program_id(0)
+    tile = tl.program_id(0)  # the tile's loads here, not in a helper: see _tile_rows
     expert = tl.load(tile_expert_ptr + tile).to(tl.int64)
-    if ROW_TILES:  # tile t is row t
-        start = tile
-        end = tile + 1
-    else:
-        start = tl.load(tile_start_ptr + tile)
-        end = tl.load(tile_end_ptr + tile)
+    start, end = _tile_rows(tile, tl.load(tile_start_ptr + tile), tl.load(tile_end_ptr + tile), ROW_TILES)
     if start >= end:
         return
     rows = start + tl.arange(0, BLOCK_M)
