@@ -194,8 +194,9 @@ def test_fragments_decode_every_scale_byte_exactly(row_tiles, split, double_buff
     assert out.dtype == torch.bfloat16 and torch.equal(out, want)
 
 
-@pytest.mark.parametrize("warps", [1, 2, 4])
-def test_fragments_grouped_rows_with_gather_and_swiglu(warps):
+@pytest.mark.parametrize("warps, early_bias", [(1, False), (2, False), (4, False), (2, True)])
+def test_fragments_grouped_rows_with_gather_and_swiglu(warps, early_bias, monkeypatch):
+    monkeypatch.setattr(kf, "EARLY_BIAS", early_bias)
     E, N, K, alpha, limit = 3, 64, 416, 1.702, 7.0  # K = 13 blocks: warps' column steps end part-way
     blocks, scales = packed(E, N, K, low=124, high=129)
     bias = torch.randn(E, N, device=DEVICE).to(torch.bfloat16)
@@ -220,11 +221,14 @@ def test_fragments_grouped_rows_with_gather_and_swiglu(warps):
     assert torch.allclose(down.float(), want.float(), atol=1e-2 * want.abs().max().item(), rtol=1e-2)
 
 
-@pytest.mark.parametrize("split, double_buffer", [(2, False), (3, False), (2, True)])
-def test_fragments_split_rows_with_swiglu_and_bias(split, double_buffer, monkeypatch):
+@pytest.mark.parametrize("split, double_buffer, early_bias", [(2, False, False), (3, False, False), (2, True, False),
+                                                             (1, False, True)])
+def test_fragments_split_rows_with_swiglu_and_bias(split, double_buffer, early_bias, monkeypatch):
     """Batch-1 decoding's split programs (row tiles, x's one row shared): the float32 sums added up, rounded, biased
-    and through the SwiGLU after the kernel, against dequantize-then-matmul; and split needs row tiles."""
+    and through the SwiGLU after the kernel, against dequantize-then-matmul; and split needs row tiles. Split 1 with
+    the biases loaded before the loop: the kernel's own epilogue."""
     monkeypatch.setattr(kf, "DOUBLE_BUFFER", double_buffer)
+    monkeypatch.setattr(kf, "EARLY_BIAS", early_bias)
     E, N, K, alpha, limit = 3, 64, 416, 1.702, 7.0  # K = 13 blocks: the last program's range ends part-way
     blocks, scales = packed(E, N, K, low=124, high=129)
     bias = (torch.randn(E, N, device=DEVICE) * 4).to(torch.bfloat16)  # exercise the clamps
@@ -240,8 +244,9 @@ def test_fragments_split_rows_with_swiglu_and_bias(split, double_buffer, monkeyp
     assert torch.allclose(down.float(), (h.to(torch.bfloat16) + bias[experts]).float(),
                           atol=1e-2 * h.abs().max().item(), rtol=1e-2)
     tiles = km.tiles_by_expert(torch.tensor([0, 4, 4], dtype=torch.int32, device=DEVICE), 4, 8)
-    with pytest.raises(ValueError, match="needs row tiles"):
-        kf.moe_mxfp4_fragments(x, blocks, scales, bias, tiles, split=split)
+    if split > 1:
+        with pytest.raises(ValueError, match="needs row tiles"):
+            kf.moe_mxfp4_fragments(x, blocks, scales, bias, tiles, split=split)
 
 
 @pytest.mark.parametrize("tokens", [1, 3])
@@ -266,3 +271,76 @@ def test_fragments_refuse_float32_in_one_line():
     with pytest.raises(ValueError, match="expected bf16 x"):
         kf.moe_mxfp4_fragments(torch.zeros(1, 64, device=DEVICE), blocks, scales, torch.zeros(2, 32, device=DEVICE),
                                torch.zeros(1, dtype=torch.int32, device=DEVICE))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Prefill sizes: shares of the weights dequantized by kernels/mxfp4_dequantize.py, then the grouped matmul
+
+kd = importlib.import_module("gptoss_model.kernels.mxfp4_dequantize")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_dequantize_rows_gives_the_table_for_every_scale_and_byte(dtype):
+    """4,096 scale blocks: block i has scale byte i % 256 and bytes 16·(i // 256) .. +15, so every (scale byte,
+    data byte) pair occurs once, 255 included (its 0.5 · 2^128 = 2^127 stays finite, 1 · 2^128 is inf). Equal,
+    bit for bit, to mxfp4_experts.dequantize's table. In bf16 under the interpreter from scale byte 3 on: its
+    float32 -> bf16 rounding flushes bf16 subnormals to zero (the CUDA run takes every byte)."""
+    block = torch.arange(4096)
+    lowest = 3 if dtype == torch.bfloat16 and DEVICE == "cpu" else 0
+    scales = (block % 256).clamp(min=lowest).to(torch.uint8).reshape(2, 64, 32)
+    blocks = ((16 * (block // 256))[:, None] + torch.arange(16)).to(torch.uint8).reshape(2, 64, 32, 16)
+    want = dequantize(blocks, scales, dtype)  # [2, 64, 1024]
+    got = kd.dequantize_rows(blocks.to(DEVICE), scales.to(DEVICE), 0, 64, dtype)
+    assert got.dtype == dtype and got.shape == (2, 64, 1024)
+    assert torch.equal(got.cpu().view(torch.uint8), want.view(torch.uint8))  # bits: inf and -0.0 included
+    share = kd.dequantize_rows(blocks.to(DEVICE), scales.to(DEVICE), 5, 41, dtype)  # rows 5..40 of each expert
+    assert torch.equal(share.cpu().view(torch.uint8), want[:, 5:41].contiguous().view(torch.uint8))
+
+
+def test_dequantize_rows_refuses_rows_outside_in_one_line():
+    blocks, scales = packed(2, 32, 64)
+    with pytest.raises(ValueError, match=r"rows 30\.\.40 outside the experts' 32 rows"):
+        kd.dequantize_rows(blocks, scales, 30, 40)
+
+
+def dequantized_twin(experts, config):
+    """The same experts as the dequantized model holds them: bf16 matrices from mxfp4_experts.dequantize."""
+    from gptoss_model.model import GptOssExperts
+
+    twin = GptOssExperts(config, device=DEVICE, dtype=torch.bfloat16)
+    with torch.no_grad():
+        for p in ("gate_up_proj", "down_proj"):
+            getattr(twin, p).copy_(dequantize(getattr(experts, f"{p}_blocks"), getattr(experts, f"{p}_scales"),
+                                              torch.bfloat16))
+            getattr(twin, f"{p}_bias").copy_(getattr(experts, f"{p}_bias"))
+    return twin
+
+
+@pytest.mark.parametrize("tokens", [40, 300])
+def test_prefill_path_equals_the_dequantized_models_grouped_experts(tokens, monkeypatch):
+    """From DEQUANTIZE_ROWS rows on, packed experts compute what the dequantized model's fast path does
+    (fast.grouped_experts on bf16 matrices dequantized by the table): here in shares of 64 output rows (gate/up's
+    192 rows in 3 shares, each through the SwiGLU on its own; down's 64 in one)."""
+    from gptoss_model import fast
+
+    monkeypatch.setattr(kd, "DEQUANTIZE_ROWS", 64)
+    monkeypatch.setattr(kd, "SCRATCH_ROWS", 64)
+    config = GPTOss_Small(hidden_size=64, intermediate_size=96, num_local_experts=4)
+    experts = fill_random_(MXFP4Experts(config, device=DEVICE, dtype=torch.bfloat16),
+                           torch.Generator(DEVICE).manual_seed(2))
+    with torch.no_grad():
+        experts.gate_up_proj_bias.normal_(0, 4)  # exercise the SwiGLU clamps
+        experts.down_proj_bias.normal_(0, 1)
+    x = (torch.randn(tokens, 64, device=DEVICE) * 4).to(torch.bfloat16)
+    weights, indices = torch.topk(torch.randn(tokens, 4, device=DEVICE), 2)
+    weights = weights.softmax(-1).to(torch.bfloat16)
+    assert kd.takes_prefill_path(x, tokens * 2) and not kd.takes_prefill_path(x.float(), tokens * 2)
+    called, share = [], kd.dequantize_rows
+    monkeypatch.setattr(kd, "dequantize_rows", lambda *a, **k: called.append(a[2:4]) or share(*a, **k))
+    got = km.packed_experts_forward(experts, x, weights, indices)
+    assert called == [(0, 64), (64, 128), (128, 192), (0, 64)]
+    want = fast.grouped_experts(dequantized_twin(experts, config), x, weights, indices)
+    assert got.dtype == torch.bfloat16 and got.shape == (tokens, 64)
+    assert torch.allclose(got.float(), want.float(), atol=1e-2 * want.abs().max().item(), rtol=1e-2)
+    readable = experts.forward_selected(x.float(), weights.float(), indices)  # float32, each expert dequantized
+    assert torch.allclose(got.float(), readable, atol=3e-2 * readable.abs().max().item(), rtol=3e-2)

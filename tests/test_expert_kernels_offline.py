@@ -23,7 +23,7 @@ import kernel_sass  # noqa: E402
 import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 
-from gptoss_model.kernels import mxfp4_fragments, mxfp4_moe, norm_linear  # noqa: E402
+from gptoss_model.kernels import mxfp4_dequantize, mxfp4_fragments, mxfp4_moe, norm_linear  # noqa: E402
 
 TYPES = {torch.bfloat16: "bf16", torch.float32: "fp32", torch.int64: "i64", torch.int32: "i32", torch.uint8: "u8"}
 
@@ -150,3 +150,19 @@ def test_torch_compile_finds_that_norm_linear_writes_its_output_only(monkeypatch
     assert len(launches) == 2
     for kernel, args, options in launches:
         assert written(kernel, args, options) == ["out_ptr"], kernel.fn.__name__
+
+
+def test_the_prefill_dequantize_kernel_compiles_to_16_byte_accesses_and_writes_its_output_only(monkeypatch):
+    """mxfp4_dequantize's kernel runs inside the compiled prefill piece: were the analysis unsure of the blocks, the
+    piece would copy a layer's 0.4 GB of them before every launch."""
+    monkeypatch.setattr(triton.runtime.driver, "_active", Hopper())
+    launches = []
+    monkeypatch.setattr(mxfp4_dequantize, "_dequantize_kernel",
+                        RecordedLaunches(mxfp4_dequantize._dequantize_kernel, launches))
+    experts, _, _ = small_experts()
+    mxfp4_dequantize.dequantize_rows(experts.gate_up_proj_blocks, experts.gate_up_proj_scales, 16, 48)
+    (kernel, args, options), = launches
+    assert written(kernel, args, options) == ["out_ptr"]
+    sass, usage = compile_launch(kernel, args, options)
+    assert usage.get("LOCAL", 0) == 0 and usage.get("STACK", 0) == 0, usage
+    assert "LDG.E.128" in sass and "STG.E.128" in sass  # the blocks' 16 bytes and the values' 8 in one access

@@ -29,7 +29,7 @@ def dense_reference(experts, x, weights, indices):
     return out
 
 
-@pytest.mark.parametrize("tokens", [1, 8, 300])
+@pytest.mark.parametrize("tokens", [1, 8, 300, 2048])  # 2048 · 4 rows: mxfp4_dequantize's shares
 def test_20b_shaped_layer_against_dequantize_then_matmul(tokens):
     from gptoss_model.kernels.mxfp4_moe import packed_experts_forward
 
@@ -85,13 +85,31 @@ def small_pair():
     return build_pair(0.3, torch.bfloat16)
 
 
-def test_packed_logits_within_bf16_rounding_of_dequantized(small_pair):
+@pytest.mark.parametrize("path", ["tiles", "dequantized shares"])
+def test_packed_logits_within_bf16_rounding_of_dequantized(small_pair, path, monkeypatch):
+    """1024 tokens (2048 rows a layer): through mxfp4_moe's tiles inside the compiled pieces, or, with
+    DEQUANTIZE_ROWS lowered, through mxfp4_dequantize's shares of 128 output rows and the grouped matmul (uncompiled,
+    so that every share passes through the count; bench_gpu.py's prefill takes them compiled)."""
+    from gptoss_model.kernels import mxfp4_dequantize
+
     dense, packed = small_pair
+    shares = []
+    if path == "dequantized shares":
+        monkeypatch.setattr(mxfp4_dequantize, "DEQUANTIZE_ROWS", 1024)
+        monkeypatch.setattr(mxfp4_dequantize, "SCRATCH_ROWS", 128)
+        share = mxfp4_dequantize.dequantize_rows
+        monkeypatch.setattr(mxfp4_dequantize, "dequantize_rows", lambda *a, **k: shares.append(1) or share(*a, **k))
+        packed.set_implementation("eager")
     ids = torch.randint(0, dense.config.vocab_size, (4, 256), device="cuda")
-    with torch.no_grad():
-        want32 = dense.float()(input_ids=ids)
-        dense.bfloat16()
-        want, got = dense(input_ids=ids), packed(input_ids=ids)
+    try:
+        with torch.no_grad():
+            want32 = dense.float()(input_ids=ids)
+            dense.bfloat16()
+            want, got = dense(input_ids=ids), packed(input_ids=ids)
+    finally:
+        packed.set_implementation("fast")
+    if path == "dequantized shares":  # gate/up's 512 rows in 4 shares, down's 256 in 2, every layer
+        assert len(shares) == 6 * packed.config.num_hidden_layers, len(shares)
     dense_err, packed_err = rel(want, want32), rel(got, want32)
     top1 = [(out.argmax(-1) == want32.argmax(-1)).float().mean().item() for out in (want, got)]
     summary = (f"bf16 relative error vs float32: dequantized {dense_err:.4f}, packed {packed_err:.4f}; "

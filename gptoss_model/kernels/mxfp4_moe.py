@@ -478,10 +478,13 @@ FRAGMENTS = True  # up to mxfp4_fragments.MAX_ROWS rows of a bf16 model: that mo
 def packed_experts_forward(experts, x, weights, indices):
     """MXFP4Experts.forward on CUDA: x [N, H], weights/indices [N, K] -> [N, H]. Up to a few tokens (decoding) the
     products go through mxfp4_fragments' kernel (tensor-core fragments decoded in registers), beyond through this
-    module's tiles."""
-    from gptoss_model.kernels import mxfp4_fragments
+    module's tiles, and from mxfp4_dequantize.DEQUANTIZE_ROWS rows on (prefill) through bf16 shares of the
+    weights and the grouped matmul (mxfp4_dequantize.py)."""
+    from gptoss_model.kernels import mxfp4_dequantize, mxfp4_fragments
 
     N, K = indices.shape
+    if mxfp4_dequantize.takes_prefill_path(x, N * K):  # prefill sizes: shares of bf16 weights, grouped matmuls
+        return mxfp4_dequantize.prefill_experts_forward(experts, x, weights, indices)
     swiglu = (experts.alpha, experts.limit)
     x = x.contiguous()
     fragments = (FRAGMENTS and N * K <= mxfp4_fragments.MAX_ROWS
