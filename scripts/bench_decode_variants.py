@@ -43,6 +43,10 @@ variant wins on the GPU:
   2 slower (batch 1 438.3 against 464.0 tok/s, same run), so the tree keeps 1;
 - experts-double-buffer: the fragments kernel with two sets of operands, one step's loads in flight while the
   other's products run (mxfp4_fragments.DOUBLE_BUFFER; 76 registers instead of 52 offline);
+- experts-early-bias: the fragments kernel with its programs' biases loaded before the loop instead of after it
+  (mxfp4_fragments.EARLY_BIAS), so that a program's epilogue does not begin with a load round trip;
+- tiled-prefill: prefill's packed experts through mxfp4_moe's tensor-core tiles (mxfp4_dequantize.DEQUANTIZE_ROWS
+  = None), as before the eighth session, instead of shares of dequantized bf16 weights and the grouped matmul;
 - no-fragment-experts: the packed experts of up to 64 (token, expert) rows through mxfp4_moe's one-row and
   tensor-core tiles (mxfp4_moe.FRAGMENTS) instead of kernels/mxfp4_fragments.py;
 - combo-kernels, aggressive-fusion: Inductor's switches of those names (horizontal fusion of independent kernels,
@@ -69,10 +73,11 @@ ENVIRONMENT = {"inductor-tuned": {"TORCHINDUCTOR_COORDINATE_DESCENT_TUNING": "1"
 PARTS = ("base", "inductor-tuned", "linear-8-rows", "qkv-inductor", "attention-inductor", "attention-matmul-8",
          "o-proj-kernel", "rows-kernel", "combo-kernels", "aggressive-fusion", "fragment-projections",
          "no-fragment-experts", "experts-4-warps", "experts-one-wave", "experts-row-2-warps",
-         "experts-row-8-warps", "experts-split-2", "experts-split-3", "experts-double-buffer")
-# the default run (~3 min on the H200, ~2 with --prefill and no length): what the seventh session prepared and did
-# not measure; the others on request
-VARIANTS = ("base", "experts-double-buffer", "experts-split-3+experts-double-buffer")
+         "experts-row-8-warps", "experts-split-2", "experts-split-3", "experts-double-buffer", "experts-early-bias",
+         "tiled-prefill")
+# the default run (~3 min on the H200, ~2 with --prefill and no length): what the eighth session prepared; the others
+# on request
+VARIANTS = ("base", "experts-early-bias", "tiled-prefill")
 INDUCTOR_SWITCHES = {"combo-kernels": "combo_kernels", "aggressive-fusion": "aggressive_fusion"}
 
 
@@ -130,6 +135,14 @@ def apply(variant: str) -> None:
             from gptoss_model.kernels import mxfp4_fragments
 
             mxfp4_fragments.WARPS = warps
+    if "experts-early-bias" in variant.split("+"):
+        from gptoss_model.kernels import mxfp4_fragments
+
+        mxfp4_fragments.EARLY_BIAS = True
+    if "tiled-prefill" in variant.split("+"):
+        from gptoss_model.kernels import mxfp4_dequantize
+
+        mxfp4_dequantize.DEQUANTIZE_ROWS = None
     if "no-fragment-experts" in variant.split("+"):
         from gptoss_model.kernels import mxfp4_moe
 

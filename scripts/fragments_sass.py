@@ -49,12 +49,14 @@ def main():
     parser.add_argument("--max-registers", type=int, help="ptxas's register limit for the expert kernel")
     parser.add_argument("--no-prefetch", action="store_true", help="the expert kernel without mxfp4_fragments.PREFETCH")
     parser.add_argument("--double-buffer", action="store_true", help="the expert kernel with two sets of operands")
+    parser.add_argument("--early-bias", action="store_true", help="the expert kernel with its biases loaded first")
     parser.add_argument("--experts-only", action="store_true")
     parser.add_argument("--split", type=int, default=mxfp4_fragments.ROW_SPLIT, help="batch 1's row split")
     args = parser.parse_args()
     expert = dict(GATHER=False, SWIGLU=True, ROW_TILES=True, SHARED_X=True, WARPS=mxfp4_fragments.WARPS,
                   PREFETCH=mxfp4_fragments.PREFETCH and not args.no_prefetch, EMULATE=False,
-                  SPLIT=args.split, DOUBLE_BUFFER=args.double_buffer or mxfp4_fragments.DOUBLE_BUFFER)
+                  SPLIT=args.split, DOUBLE_BUFFER=args.double_buffer or mxfp4_fragments.DOUBLE_BUFFER,
+                  EARLY_BIAS=args.early_bias or mxfp4_fragments.EARLY_BIAS)
     options = {"maxnreg": args.max_registers} if args.max_registers else {}
     print(json.dumps(describe("experts", mxfp4_fragments._fragments_kernel, EXPERT_ARGUMENTS, expert,
                               mxfp4_fragments.WARPS, 64, **options)), flush=True)  # 32 columns of 2 rows a step

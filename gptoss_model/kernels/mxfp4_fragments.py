@@ -48,6 +48,8 @@ SORTED_WARPS = 2  # the same for tiles of sorted rows (batch 2 and more): 2 warp
 PREFETCH = True  # issue a step's loads one step ahead (scripts/bench_mxfp4_kernels.py times both)
 DOUBLE_BUFFER = False  # two steps' loads in flight a warp (prepared in the seventh session: the variant
 # "experts-double-buffer"; offline, the one-set loop issues its loads after all its mma, so a warp waits out each load)
+EARLY_BIAS = False  # load the rows' biases before the loop rather than after it (eighth session: the variant
+# "experts-early-bias"; a program's epilogue otherwise starts with a load round trip after its last product)
 MAX_REGISTERS = None  # ptxas's register limit for the kernel (None: its own choice, 58 with Triton 3.6). At 40 (no
 # spills, offline) an SM holds 12 programs of 4 warps instead of 8, and batch 1's gate/up launch (1,440 programs)
 # one wave instead of 1.36: bench_decode_variants.py's "experts-one-wave", not yet measured
@@ -176,12 +178,22 @@ def _step_operands(blocks, x_words, scales_ptr, row_a_at, row_b_at, x_row, slot_
 
 
 @triton.jit
+def _row_biases(bias_ptr, expert, N, block, SWIGLU: tl.constexpr):
+    """The biases of rows a and b of lane (g, t) [32] each, float32 after rounding to the bias dtype (a no-op)."""
+    g = tl.arange(0, 32) // 4
+    row_a = block * 16 + 2 * g if SWIGLU else block * 16 + g
+    row_b = row_a + 1 if SWIGLU else row_a + 8
+    return (tl.load(bias_ptr + expert * N + row_a).to(tl.float32)[:, None],
+            tl.load(bias_ptr + expert * N + row_b).to(tl.float32)[:, None])
+
+
+@triton.jit
 def _fragments_kernel(
     x_ptr, x_row_ptr, blocks_ptr, scales_ptr, bias_ptr, out_ptr, tile_expert_ptr, tile_start_ptr, tile_end_ptr,
     N, K, R, chunk_steps, alpha, limit,
     GATHER: tl.constexpr, SWIGLU: tl.constexpr, ROW_TILES: tl.constexpr, SHARED_X: tl.constexpr,
     WARPS: tl.constexpr, PREFETCH: tl.constexpr, EMULATE: tl.constexpr, SPLIT: tl.constexpr = 1,
-    DOUBLE_BUFFER: tl.constexpr = False,
+    DOUBLE_BUFFER: tl.constexpr = False, EARLY_BIAS: tl.constexpr = False,
 ):
     """x [X, K] bf16 (rows picked by x_row [R] when GATHER), blocks [E, N, K/32, 16], scales [E, N, K/32], bias
     [E, N] -> out [R, N] (or [R, N/2] after the SwiGLU). Program (tile, T) computes rows 16T..16T+15 of the tile's
@@ -222,6 +234,8 @@ def _fragments_kernel(
     else:
         k_begin = 0
         k_end = K
+    if EARLY_BIAS and SPLIT == 1:  # loaded before the loop: their wait overlaps the weights' instead of following it
+        bias_a, bias_b = _row_biases(bias_ptr, expert, N, block, SWIGLU)
     acc = tl.zeros((THREADS, 4), dtype=tl.float32)
     STEP: tl.constexpr = 128 * WARPS  # input columns a step: 32 a thread, 4 threads a row, WARPS warps
     if DOUBLE_BUFFER:  # two steps' operands in two sets of registers: one set's loads are in flight while the
@@ -267,18 +281,18 @@ def _fragments_kernel(
         at = (tl.program_id(2) * R + out_row) * N
         tl.store(out_ptr + at + col_a[:, None], first, mask=row_ok)
         tl.store(out_ptr + at + col_b[:, None], second, mask=row_ok)
-    elif SWIGLU:
-        bias_at = expert * N + block * 16 + 2 * g
-        gate = (first.to(out_dtype).to(tl.float32) + tl.load(bias_ptr + bias_at).to(tl.float32)[:, None])
-        up = (second.to(out_dtype).to(tl.float32) + tl.load(bias_ptr + bias_at + 1).to(tl.float32)[:, None])
-        h = _swiglu(gate.to(out_dtype).to(tl.float32), up.to(out_dtype).to(tl.float32), alpha, limit)
-        tl.store(out_ptr + out_row * (N // 2) + (block * 8 + g)[:, None], h.to(out_dtype), mask=row_ok)
     else:
-        col_a = block * 16 + g
-        h_a = first.to(out_dtype).to(tl.float32) + tl.load(bias_ptr + expert * N + col_a).to(tl.float32)[:, None]
-        h_b = second.to(out_dtype).to(tl.float32) + tl.load(bias_ptr + expert * N + col_a + 8).to(tl.float32)[:, None]
-        tl.store(out_ptr + out_row * N + col_a[:, None], h_a.to(out_dtype), mask=row_ok)
-        tl.store(out_ptr + out_row * N + (col_a + 8)[:, None], h_b.to(out_dtype), mask=row_ok)
+        if not EARLY_BIAS:
+            bias_a, bias_b = _row_biases(bias_ptr, expert, N, block, SWIGLU)
+        h_a = first.to(out_dtype).to(tl.float32) + bias_a  # rows a and b: the sums rounded, then the bias added
+        h_b = second.to(out_dtype).to(tl.float32) + bias_b
+        if SWIGLU:  # gate and up of output 8·block + g
+            h = _swiglu(h_a.to(out_dtype).to(tl.float32), h_b.to(out_dtype).to(tl.float32), alpha, limit)
+            tl.store(out_ptr + out_row * (N // 2) + (block * 8 + g)[:, None], h.to(out_dtype), mask=row_ok)
+        else:
+            col_a = block * 16 + g
+            tl.store(out_ptr + out_row * N + col_a[:, None], h_a.to(out_dtype), mask=row_ok)
+            tl.store(out_ptr + out_row * N + (col_a + 8)[:, None], h_b.to(out_dtype), mask=row_ok)
 
 
 def fits(x: torch.Tensor, blocks: torch.Tensor) -> bool:
@@ -321,7 +335,7 @@ def moe_mxfp4_fragments(x, blocks, scales, bias, tiles, x_rows=None, swiglu=None
         x, x_rows if x_rows is not None else x, blocks, scales, bias, out, expert, start, end, N, K, rows, chunk_steps,
         alpha, limit, GATHER=x_rows is not None, SWIGLU=swiglu is not None, ROW_TILES=row_tiles,
         SHARED_X=row_tiles and x.shape[0] == 1 and rows > 1, WARPS=warps, PREFETCH=PREFETCH, EMULATE=INTERPRETED,
-        SPLIT=split, DOUBLE_BUFFER=DOUBLE_BUFFER, num_warps=warps,
+        SPLIT=split, DOUBLE_BUFFER=DOUBLE_BUFFER, EARLY_BIAS=EARLY_BIAS, num_warps=warps,
         **({"maxnreg": MAX_REGISTERS} if MAX_REGISTERS else {}))
     if split == 1:
         return out
