@@ -42,9 +42,11 @@ variant wins on the GPU:
   or 3 programs (mxfp4_fragments.ROW_SPLIT), their float32 sums finished after. The seventh session measured split
   2 slower (batch 1 438.3 against 464.0 tok/s, same run), so the tree keeps 1;
 - experts-double-buffer: the fragments kernel with two sets of operands, one step's loads in flight while the
-  other's products run (mxfp4_fragments.DOUBLE_BUFFER; 76 registers instead of 52 offline);
+  other's products run (mxfp4_fragments.DOUBLE_BUFFER; 76 registers instead of 52 offline). The eighth session
+  measured it no faster at batch 1 and 1 % slower at batch 8;
 - experts-early-bias: the fragments kernel with its programs' biases loaded before the loop instead of after it
-  (mxfp4_fragments.EARLY_BIAS), so that a program's epilogue does not begin with a load round trip;
+  (mxfp4_fragments.EARLY_BIAS), so that a program's epilogue does not begin with a load round trip. Measured flat
+  (eighth session);
 - tiled-prefill: prefill's packed experts through mxfp4_moe's tensor-core tiles (mxfp4_dequantize.DEQUANTIZE_ROWS
   = None), as before the eighth session, instead of shares of dequantized bf16 weights and the grouped matmul;
 - no-fragment-experts: the packed experts of up to 64 (token, expert) rows through mxfp4_moe's one-row and
@@ -75,8 +77,8 @@ PARTS = ("base", "inductor-tuned", "linear-8-rows", "qkv-inductor", "attention-i
          "no-fragment-experts", "experts-4-warps", "experts-one-wave", "experts-row-2-warps",
          "experts-row-8-warps", "experts-split-2", "experts-split-3", "experts-double-buffer", "experts-early-bias",
          "tiled-prefill")
-# the default run (~3 min on the H200, ~2 with --prefill and no length): what the eighth session prepared; the others
-# on request
+# the default run (~3 min on the H200, ~2 with --prefill and no length): the eighth session's comparison (the prefill
+# path against the tiles, the early biases); the others on request
 VARIANTS = ("base", "experts-early-bias", "tiled-prefill")
 INDUCTOR_SWITCHES = {"combo-kernels": "combo_kernels", "aggressive-fusion": "aggressive_fusion"}
 

@@ -21,9 +21,10 @@
 #                                          # $VARIANTS (default: base, combo-kernels, aggressive-fusion)
 #   bash scripts/gpu_session.sh ncu-experts  # Nsight Compute on the expert kernels at 1, 8 and 2048 tokens (TOKENS="..."):
 #                                          # warp stalls, memory throughput, occupancy; text reports in $OUT/ncu-*.txt
-#   The seventh session left, in this order: `mxfp4` (the same-run table against Transformers: batch 8 measured
-#   1,500.5-1,509.5 tok/s in runs of our path alone), then `PREFILL= bash scripts/gpu_session.sh decode-variants`
-#   (decoding only: the double buffer, alone and with batch 1's rows split over 3 programs)
+#   The eighth session measured batch 8 at 1,513.9 tok/s in the same run as Transformers (`mxfp4`, goal met) and
+#   prefill through bf16 shares of the experts (37.9k at 2048). Left: `mxfp4-memory`'s 20b from a checkpoint with
+#   that path (built in memory: 15.02 GB), and batch 1 (462.8 against 600), where five variants of how an expert
+#   program waits on its loads measured flat: what the fragments kernel spends between programs is not yet known
 #   bash scripts/gpu_session.sh mxfp4-memory  # packed 20b from a checkpoint + 4k KV cache; 120b built in memory
 #   bash scripts/gpu_session.sh calibrate [float32|bfloat16]
 #                                          # calibrate_gates.py: gptoss_model, OpenAI's gpt_oss.torch and Transformers

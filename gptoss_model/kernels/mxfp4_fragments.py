@@ -46,13 +46,15 @@ WARPS = 4  # warps a program: they share a tile's 16 rows and split its input co
 SORTED_WARPS = 2  # the same for tiles of sorted rows (batch 2 and more): 2 warps measured faster than 4 at 8-16
 # tokens a layer (sixth session) and batch-8 decoding 0.7-1.6 % faster in two calls (seventh; docs/benchmarks.md)
 PREFETCH = True  # issue a step's loads one step ahead (scripts/bench_mxfp4_kernels.py times both)
-DOUBLE_BUFFER = False  # two steps' loads in flight a warp (prepared in the seventh session: the variant
-# "experts-double-buffer"; offline, the one-set loop issues its loads after all its mma, so a warp waits out each load)
-EARLY_BIAS = False  # load the rows' biases before the loop rather than after it (eighth session: the variant
-# "experts-early-bias"; a program's epilogue otherwise starts with a load round trip after its last product)
+DOUBLE_BUFFER = False  # two steps' loads in flight a warp (offline, the one-set loop issues its loads after all its
+# mma): measured batch 1 468.6 against 467.7 tok/s, batch 8 1,492.8 against 1,508.3 (eighth session): off; the
+# variant "experts-double-buffer"
+EARLY_BIAS = False  # load the rows' biases before the loop rather than after it, so that a program's epilogue does
+# not start with a load round trip: measured batch 1 463.7 against 462.7, batch 8 1,519.2 against 1,521.4 (eighth
+# session): off; the variant "experts-early-bias"
 MAX_REGISTERS = None  # ptxas's register limit for the kernel (None: its own choice, 58 with Triton 3.6). At 40 (no
 # spills, offline) an SM holds 12 programs of 4 warps instead of 8, and batch 1's gate/up launch (1,440 programs)
-# one wave instead of 1.36: bench_decode_variants.py's "experts-one-wave", not yet measured
+# one wave instead of 1.36: bench_decode_variants.py's "experts-one-wave", measured slower (seventh session)
 MAX_ROWS = 64  # up to this many (token, expert) rows, packed_experts_forward takes this kernel
 ROW_SPLIT = 1  # batch-1 decoding (row tiles): each row block's input columns split over this many programs, their
 # float32 sums added up after (moe_mxfp4_fragments' `split`), so that a warp takes 3 loop steps of the 2,880
