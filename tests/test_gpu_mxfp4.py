@@ -85,6 +85,20 @@ def small_pair():
     return build_pair(0.3, torch.bfloat16)
 
 
+def pair_logits(dense, packed, ids, packed_eager=False):
+    """(the dense model's float32 logits, its bf16 ones, the packed model's) for `ids`; packed_eager: the packed
+    model uncompiled, so that every launch passes through a count."""
+    if packed_eager:
+        packed.set_implementation("eager")
+    try:
+        with torch.no_grad():
+            want32 = dense.float()(input_ids=ids)
+            dense.bfloat16()
+            return want32, dense(input_ids=ids), packed(input_ids=ids)
+    finally:
+        packed.set_implementation("fast")
+
+
 @pytest.mark.parametrize("path", ["tiles", "dequantized shares"])
 def test_packed_logits_within_bf16_rounding_of_dequantized(small_pair, path, monkeypatch):
     """1024 tokens (2048 rows a layer): through mxfp4_moe's tiles inside the compiled pieces, or, with
@@ -99,15 +113,8 @@ def test_packed_logits_within_bf16_rounding_of_dequantized(small_pair, path, mon
         monkeypatch.setattr(mxfp4_dequantize, "SCRATCH_ROWS", 128)
         share = mxfp4_dequantize.dequantize_rows
         monkeypatch.setattr(mxfp4_dequantize, "dequantize_rows", lambda *a, **k: shares.append(1) or share(*a, **k))
-        packed.set_implementation("eager")
     ids = torch.randint(0, dense.config.vocab_size, (4, 256), device="cuda")
-    try:
-        with torch.no_grad():
-            want32 = dense.float()(input_ids=ids)
-            dense.bfloat16()
-            want, got = dense(input_ids=ids), packed(input_ids=ids)
-    finally:
-        packed.set_implementation("fast")
+    want32, want, got = pair_logits(dense, packed, ids, packed_eager=path == "dequantized shares")
     if path == "dequantized shares":  # gate/up's 512 rows in 4 shares, down's 256 in 2, every layer
         assert len(shares) == 6 * packed.config.num_hidden_layers, len(shares)
     dense_err, packed_err = rel(want, want32), rel(got, want32)
@@ -123,25 +130,16 @@ def test_packed_logits_within_bf16_rounding_of_dequantized(small_pair, path, mon
 
 
 @pytest.mark.parametrize("batch", [1, 8])
-def test_packed_decoding_logits_within_bf16_rounding_of_dequantized(small_pair, batch):
+def test_packed_decoding_logits_within_bf16_rounding_of_dequantized(small_pair, batch, monkeypatch):
     """The logits test above for decoding's shapes, one token a sequence (batch 1 and 8): the packed experts then
-    go through kernels/mxfp4_fragments.py (up to 64 (token, expert) rows), the other test's 1024 tokens through
-    mxfp4_moe's tiles."""
+    go through kernels/mxfp4_fragments.py (up to 64 (token, expert) rows)."""
     from gptoss_model.kernels import mxfp4_fragments
 
     dense, packed = small_pair
     ids = torch.randint(0, dense.config.vocab_size, (batch, 1), device="cuda")
     calls, launch = [], mxfp4_fragments.moe_mxfp4_fragments
-    mxfp4_fragments.moe_mxfp4_fragments = lambda *a, **k: calls.append(1) or launch(*a, **k)
-    packed.set_implementation("eager")  # uncompiled, so that every launch passes through the count
-    try:
-        with torch.no_grad():
-            want32 = dense.float()(input_ids=ids)
-            dense.bfloat16()
-            want, got = dense(input_ids=ids), packed(input_ids=ids)
-    finally:
-        mxfp4_fragments.moe_mxfp4_fragments = launch
-        packed.set_implementation("fast")
+    monkeypatch.setattr(mxfp4_fragments, "moe_mxfp4_fragments", lambda *a, **k: calls.append(1) or launch(*a, **k))
+    want32, want, got = pair_logits(dense, packed, ids, packed_eager=True)
     assert len(calls) == 2 * packed.config.num_hidden_layers  # both projections of every layer
     dense_err, packed_err = rel(want, want32), rel(got, want32)
     assert packed_err <= 1.5 * dense_err + 1e-3, (dense_err, packed_err)
