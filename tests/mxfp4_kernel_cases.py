@@ -344,3 +344,6 @@ def test_prefill_path_equals_the_dequantized_models_grouped_experts(tokens, monk
     assert torch.allclose(got.float(), want.float(), atol=1e-2 * want.abs().max().item(), rtol=1e-2)
     readable = experts.forward_selected(x.float(), weights.float(), indices)  # float32, each expert dequantized
     assert torch.allclose(got.float(), readable, atol=3e-2 * readable.abs().max().item(), rtol=3e-2)
+    monkeypatch.setattr(kd, "SCRATCH_ROWS", 63)  # would put a gate row and its up row in different shares
+    with pytest.raises(ValueError, match="SCRATCH_ROWS = 63: expected an even number of rows"):
+        km.packed_experts_forward(experts, x, weights, indices)

@@ -107,6 +107,9 @@ def _in_shares(experts, projection: str, rows, expert_of_row, ends, swiglu: bool
     from gptoss_model.fast import _grouped_linear
     from gptoss_model.model import clamped_swiglu
 
+    if swiglu and SCRATCH_ROWS % 2:
+        raise ValueError(f"mxfp4_dequantize.SCRATCH_ROWS = {SCRATCH_ROWS}: expected an even number of rows (a share "
+                         f"of gate/up rows must keep each gate row beside its up row)")
     blocks, scales = getattr(experts, f"{projection}_blocks"), getattr(experts, f"{projection}_scales")
     bias = getattr(experts, f"{projection}_bias")
     outputs, shares = blocks.shape[1], []
