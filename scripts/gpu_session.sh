@@ -24,7 +24,10 @@
 #   The eighth session measured batch 8 at 1,513.9 tok/s in the same run as Transformers (`mxfp4`, goal met) and
 #   prefill through bf16 shares of the experts (37.9k at 2048). Left: `mxfp4-memory`'s 20b from a checkpoint with
 #   that path (built in memory: 15.02 GB), and batch 1 (462.8 against 600), where five variants of how an expert
-#   program waits on its loads measured flat: what the fragments kernel spends between programs is not yet known
+#   program waits on its loads measured flat: what the fragments kernel spends between programs is not yet known;
+#   `launch-cost` (a minute) measures it first
+#   bash scripts/gpu_session.sh launch-cost  # bench_expert_launch_cost.py: batch 1's expert launch as a fixed cost a
+#                                          # launch plus a cost a byte (CUDA graphs of back-to-back launches)
 #   bash scripts/gpu_session.sh mxfp4-memory  # packed 20b from a checkpoint + 4k KV cache; 120b built in memory
 #   bash scripts/gpu_session.sh calibrate [float32|bfloat16]
 #                                          # calibrate_gates.py: gptoss_model, OpenAI's gpt_oss.torch and Transformers
@@ -72,6 +75,9 @@ mxfp4)  # the same-run figures first, then where the decode step spends its time
   timeout 80 python3 scripts/profile_gpu.py --impl ours-mxfp4-graph --json "$OUT/profile.json" 2>&1 | tail -2
   timeout 80 python3 scripts/profile_gpu.py --impl ours-mxfp4-graph --batch 8 --prefill 256 \
     --json "$OUT/profile-b8.json" 2>&1 | tail -2
+  ;;
+launch-cost)
+  timeout 300 python3 scripts/bench_expert_launch_cost.py --json "$OUT/launch-cost.json" 2>&1 | tail -7
   ;;
 mxfp4-tests)
   timeout 560 python3 -m pytest -q -p no:cacheprovider -p no:logging -W ignore tests/test_mxfp4_kernels.py \
