@@ -12,12 +12,13 @@ gate/up with down) rather than at the programs themselves.
 
 import argparse
 import json
-import os
 import sys
 
 import torch
 
 sys.path.insert(0, ".")
+from gptoss_model.io import atomic_write_text  # noqa: E402
+
 ROWS = (720, 1440, 2880, 5760, 11520)  # output rows of each chosen expert (the 20b gate/up: 5,760)
 HIDDEN, EXPERTS, CHOSEN = 2880, 32, 4
 
@@ -90,9 +91,7 @@ def main():
               "fit": {"fixed_us_per_launch": round(fixed, 2), "TB_per_s_beyond_it": round(1 / per_byte / 1e6, 3)}}
     print(json.dumps(result["fit"]))
     if args.json:
-        with open(args.json + ".tmp", "w") as out:
-            json.dump(result, out, indent=2)
-        os.replace(args.json + ".tmp", args.json)
+        atomic_write_text(args.json, json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
