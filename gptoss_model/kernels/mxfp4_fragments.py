@@ -180,11 +180,23 @@ def _step_operands(blocks, x_words, scales_ptr, row_a_at, row_b_at, x_row, slot_
 
 
 @triton.jit
+def _fragment_rows(block, g, SWIGLU: tl.constexpr):
+    """The weight rows a and b of fragment row g in row block `block`: for the gate/up projection the gate and up
+    rows of output 8·block + g (rows 2i and 2i + 1), else rows 16·block + g and + 8. (Pointer-free: see
+    mxfp4_moe._tile_rows.)"""
+    if SWIGLU:
+        row_a = block * 16 + 2 * g
+        row_b = row_a + 1
+    else:
+        row_a = block * 16 + g
+        row_b = row_a + 8
+    return row_a, row_b
+
+
+@triton.jit
 def _row_biases(bias_ptr, expert, N, block, SWIGLU: tl.constexpr):
     """The biases of rows a and b of lane (g, t) [32] each, float32 after rounding to the bias dtype (a no-op)."""
-    g = tl.arange(0, 32) // 4
-    row_a = block * 16 + 2 * g if SWIGLU else block * 16 + g
-    row_b = row_a + 1 if SWIGLU else row_a + 8
+    row_a, row_b = _fragment_rows(block, tl.arange(0, 32) // 4, SWIGLU)
     return (tl.load(bias_ptr + expert * N + row_a).to(tl.float32)[:, None],
             tl.load(bias_ptr + expert * N + row_b).to(tl.float32)[:, None])
 
@@ -213,12 +225,7 @@ def _fragments_kernel(
     g = (thread % 32) // 4
     t = thread % 4
     block = tl.program_id(1)
-    if SWIGLU:  # rows a, b: the gate and up rows of output 8·block + g
-        row_a = block * 16 + 2 * g
-        row_b = row_a + 1
-    else:
-        row_a = block * 16 + g
-        row_b = row_a + 8
+    row_a, row_b = _fragment_rows(block, g, SWIGLU)
     slot_ok = start + g < end
     if GATHER:
         x_row = tl.load(x_row_ptr + start + g, mask=slot_ok, other=0).to(tl.int64)
@@ -273,13 +280,8 @@ def _fragments_kernel(
     out_row = (start + slot).to(tl.int64)
     row_ok = start + slot < end
     out_dtype = out_ptr.dtype.element_ty
-    if SPLIT > 1:  # float32 sums of rows a and b at their columns (gate/up: 2i and 2i + 1; else i and i + 8)
-        if SWIGLU:
-            col_a = block * 16 + 2 * g
-            col_b = col_a + 1
-        else:
-            col_a = block * 16 + g
-            col_b = col_a + 8
+    if SPLIT > 1:  # float32 sums of rows a and b at their columns
+        col_a, col_b = _fragment_rows(block, g, SWIGLU)
         at = (tl.program_id(2) * R + out_row) * N
         tl.store(out_ptr + at + col_a[:, None], first, mask=row_ok)
         tl.store(out_ptr + at + col_b[:, None], second, mask=row_ok)
@@ -292,9 +294,9 @@ def _fragments_kernel(
             h = _swiglu(h_a.to(out_dtype).to(tl.float32), h_b.to(out_dtype).to(tl.float32), alpha, limit)
             tl.store(out_ptr + out_row * (N // 2) + (block * 8 + g)[:, None], h.to(out_dtype), mask=row_ok)
         else:
-            col_a = block * 16 + g
+            col_a, col_b = _fragment_rows(block, g, SWIGLU)
             tl.store(out_ptr + out_row * N + col_a[:, None], h_a.to(out_dtype), mask=row_ok)
-            tl.store(out_ptr + out_row * N + (col_a + 8)[:, None], h_b.to(out_dtype), mask=row_ok)
+            tl.store(out_ptr + out_row * N + col_b[:, None], h_b.to(out_dtype), mask=row_ok)
 
 
 def fits(x: torch.Tensor, blocks: torch.Tensor) -> bool:
