@@ -370,17 +370,29 @@ def _top_k_by_rank(logits, k: int):
 
 def grouped_experts(experts, x: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
     """Same contract as GptOssExperts.forward: x [N, H], weights/indices [N, K] -> [N, H]."""
-    N, K = indices.shape
-    if N == 1 and torch.compiler.is_compiling():
+    if indices.shape[0] == 1 and torch.compiler.is_compiling():
         return _one_token_experts(experts, x, weights, indices)
-    row_of_pair, pair_of_row, ends = _sort_by_expert(indices, experts.gate_up_proj.shape[0])
+    return by_sorted_rows(experts, x, weights, indices, _grouped_mlp)
+
+
+def by_sorted_rows(experts, x, weights, indices, mlp) -> torch.Tensor:
+    """The experts' MLP over every (token, expert) pair at once: the pairs' rows sorted by expert go through
+    mlp(experts, rows [N·K, H], expert_of_row [N·K], ends [E]) -> [N·K, H], then come back in (token, slot) order,
+    weighted and summed a token. x [N, H], weights/indices [N, K] -> [N, H]. (Also the packed experts' prefill:
+    kernels/mxfp4_dequantize.py.)"""
+    N, K = indices.shape
+    row_of_pair, pair_of_row, ends = _sort_by_expert(indices, experts.gate_up_proj_bias.shape[0])
     expert_of_row = indices.reshape(-1)[pair_of_row]  # [N·K] ascending
-    rows = x[pair_of_row // K]  # [N·K, H] token of each sorted row
-    gate_up = _grouped_linear(rows, experts.gate_up_proj, experts.gate_up_proj_bias, expert_of_row, ends)  # [N·K, 2I]
-    activated = eager.clamped_swiglu(gate_up, experts.alpha, experts.limit)  # [N·K, I]
-    y = _grouped_linear(activated, experts.down_proj, experts.down_proj_bias, expert_of_row, ends)  # [N·K, H]
+    y = mlp(experts, x[pair_of_row // K], expert_of_row, ends)  # [N·K, H] from the token of each sorted row
     y = y[row_of_pair].view(N, K, -1) * weights[..., None].to(y.dtype)  # back to (token, slot) order
     return y.sum(dim=1).to(x.dtype)  # [N, H]
+
+
+def _grouped_mlp(experts, rows, expert_of_row, ends):
+    """Sorted rows [N·K, H] through the experts' matrices, a grouped matmul per projection -> [N·K, H]."""
+    gate_up = _grouped_linear(rows, experts.gate_up_proj, experts.gate_up_proj_bias, expert_of_row, ends)  # [N·K, 2I]
+    activated = eager.clamped_swiglu(gate_up, experts.alpha, experts.limit)  # [N·K, I]
+    return _grouped_linear(activated, experts.down_proj, experts.down_proj_bias, expert_of_row, ends)
 
 
 def _one_token_experts(experts, x, weights, indices):

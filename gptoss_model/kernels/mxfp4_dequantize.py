@@ -88,17 +88,15 @@ def prefill_experts_forward(experts, x: torch.Tensor, weights: torch.Tensor, ind
     """MXFP4Experts.forward at prefill sizes: x [N, H], weights/indices [N, K] -> [N, H], the rows sorted by expert
     and multiplied share by share of dequantized weights, as fast.grouped_experts multiplies the dequantized
     model's."""
-    from gptoss_model.fast import _sort_by_expert
+    from gptoss_model.fast import by_sorted_rows
 
-    N, K = indices.shape
-    E = experts.gate_up_proj_blocks.shape[0]
-    row_of_pair, pair_of_row, ends = _sort_by_expert(indices, E)
-    expert_of_row = indices.reshape(-1)[pair_of_row]  # [N·K] ascending
-    rows = x[pair_of_row // K]  # [N·K, H]
+    return by_sorted_rows(experts, x, weights, indices, _mlp_in_shares)
+
+
+def _mlp_in_shares(experts, rows, expert_of_row, ends):
+    """Sorted rows [N·K, H] through both projections, share by share -> [N·K, H]."""
     activated = _in_shares(experts, "gate_up_proj", rows, expert_of_row, ends, swiglu=True)  # [N·K, I]
-    y = _in_shares(experts, "down_proj", activated, expert_of_row, ends)  # [N·K, H]
-    y = y[row_of_pair].view(N, K, -1) * weights[..., None].to(y.dtype)  # back to (token, slot) order
-    return y.sum(dim=1).to(x.dtype)
+    return _in_shares(experts, "down_proj", activated, expert_of_row, ends)
 
 
 def _in_shares(experts, projection: str, rows, expert_of_row, ends, swiglu: bool = False) -> torch.Tensor:
