@@ -60,6 +60,7 @@ Parts combine with "+".
 """
 
 import argparse
+import importlib
 import json
 import os
 import subprocess
@@ -87,68 +88,47 @@ def unknown_parts(variant: str) -> list[str]:
     return [part for part in variant.split("+") if part not in PARTS]
 
 
+FAST, FRAGMENTS = "gptoss_model.fast", "gptoss_model.kernels.mxfp4_fragments"
+SETTINGS = {  # part -> the (module, attribute, value) it sets; the parts not here replace functions (apply)
+    "linear-8-rows": [(FAST, "REDUCTION_ROWS", 8)],
+    "o-proj-kernel": [(FAST, "NORM_LINEAR_O_PROJ", True)],
+    "rows-kernel": [(FAST, "NORM_LINEAR_ROWS", 16)],
+    "fragment-projections": [(FAST, "FRAGMENT_PROJECTIONS", True),
+                             ("gptoss_model.kernels.norm_linear", "FRAGMENTS", True)],
+    "experts-4-warps": [(FRAGMENTS, "SORTED_WARPS", 4)],
+    "experts-one-wave": [(FRAGMENTS, "PREFETCH", False), (FRAGMENTS, "MAX_REGISTERS", 40)],
+    "experts-split-2": [(FRAGMENTS, "ROW_SPLIT", 2)],
+    "experts-split-3": [(FRAGMENTS, "ROW_SPLIT", 3)],
+    "experts-double-buffer": [(FRAGMENTS, "DOUBLE_BUFFER", True)],
+    "experts-row-2-warps": [(FRAGMENTS, "WARPS", 2)],
+    "experts-row-8-warps": [(FRAGMENTS, "WARPS", 8)],
+    "experts-early-bias": [(FRAGMENTS, "EARLY_BIAS", True)],
+    "tiled-prefill": [("gptoss_model.kernels.mxfp4_dequantize", "DEQUANTIZE_ROWS", None)],
+    "no-fragment-experts": [("gptoss_model.kernels.mxfp4_moe", "FRAGMENTS", False)],
+}
+
+
 def apply(variant: str) -> None:
     """Patch this process for `variant` (its environment part is set by the parent, before torch is imported)."""
     if unknown_parts(variant):
         raise ValueError(f"variant {variant!r}: unknown {unknown_parts(variant)}; expected among {list(PARTS)}")
     from gptoss_model import fast
 
-    if "linear-8-rows" in variant.split("+"):
-        fast.REDUCTION_ROWS = 8
-    if "qkv-inductor" in variant.split("+"):
+    parts = variant.split("+")
+    for part in parts:
+        for module, name, value in SETTINGS.get(part, []):
+            setattr(importlib.import_module(module), name, value)
+    if "qkv-inductor" in parts:
         fast._attention_inputs = attention_inputs_by_inductor
-    if "attention-inductor" in variant.split("+"):
+    if "attention-inductor" in parts:
         fast._one_token_attention = attention_by_inductor
-    if "attention-matmul-8" in variant.split("+"):
+    if "attention-matmul-8" in parts:
         fast._small_matmul = matmul_for_batches(fast._small_matmul)
     for part, switch in INDUCTOR_SWITCHES.items():
-        if part in variant.split("+"):
+        if part in parts:
             import torch._inductor.config as inductor_config
 
             setattr(inductor_config, switch, True)
-    if "o-proj-kernel" in variant.split("+"):
-        fast.NORM_LINEAR_O_PROJ = True
-    if "rows-kernel" in variant.split("+"):
-        fast.NORM_LINEAR_ROWS = 16
-    if "fragment-projections" in variant.split("+"):
-        from gptoss_model.kernels import norm_linear
-
-        fast.FRAGMENT_PROJECTIONS = True
-        norm_linear.FRAGMENTS = True
-    if "experts-4-warps" in variant.split("+"):
-        from gptoss_model.kernels import mxfp4_fragments
-
-        mxfp4_fragments.SORTED_WARPS = 4
-    if "experts-one-wave" in variant.split("+"):
-        from gptoss_model.kernels import mxfp4_fragments
-
-        mxfp4_fragments.PREFETCH, mxfp4_fragments.MAX_REGISTERS = False, 40
-    for part, split in (("experts-split-2", 2), ("experts-split-3", 3)):
-        if part in variant.split("+"):
-            from gptoss_model.kernels import mxfp4_fragments
-
-            mxfp4_fragments.ROW_SPLIT = split
-    if "experts-double-buffer" in variant.split("+"):
-        from gptoss_model.kernels import mxfp4_fragments
-
-        mxfp4_fragments.DOUBLE_BUFFER = True
-    for warps in (2, 8):
-        if f"experts-row-{warps}-warps" in variant.split("+"):
-            from gptoss_model.kernels import mxfp4_fragments
-
-            mxfp4_fragments.WARPS = warps
-    if "experts-early-bias" in variant.split("+"):
-        from gptoss_model.kernels import mxfp4_fragments
-
-        mxfp4_fragments.EARLY_BIAS = True
-    if "tiled-prefill" in variant.split("+"):
-        from gptoss_model.kernels import mxfp4_dequantize
-
-        mxfp4_dequantize.DEQUANTIZE_ROWS = None
-    if "no-fragment-experts" in variant.split("+"):
-        from gptoss_model.kernels import mxfp4_moe
-
-        mxfp4_moe.FRAGMENTS = False
 
 
 def attention_inputs_by_inductor(layer, x, position_embeddings):

@@ -24,6 +24,7 @@ import triton
 import triton.language as tl
 
 from gptoss_model.kernels.mxfp4_moe import _e2m1
+from gptoss_model.model import clamped_swiglu
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 DEQUANTIZE_ROWS = 7168  # from this many (token, expert) rows a layer (1,792 tokens at top-4), prefill takes this
@@ -103,7 +104,6 @@ def _in_shares(experts, projection: str, rows, expert_of_row, ends, swiglu: bool
     """rows [N·K, in] through the projection, SCRATCH_ROWS output rows at a time: each share's weights dequantized
     just before its grouped matmul and dropped after it (then the clamped SwiGLU of the share, with swiglu)."""
     from gptoss_model.fast import _grouped_linear
-    from gptoss_model.model import clamped_swiglu
 
     if swiglu and SCRATCH_ROWS % 2:
         raise ValueError(f"mxfp4_dequantize.SCRATCH_ROWS = {SCRATCH_ROWS}: expected an even number of rows (a share "
