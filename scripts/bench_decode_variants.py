@@ -47,9 +47,6 @@ variant wins on the GPU:
 - experts-early-bias: the fragments kernel with its programs' biases loaded before the loop instead of after it
   (mxfp4_fragments.EARLY_BIAS), so that a program's epilogue does not begin with a load round trip. Measured flat
   (eighth session);
-- experts-stages-3, experts-stages-4: batch 1's fragments programs with their loop pipelined by Triton
-  (mxfp4_fragments.STAGES, tl.range's num_stages): every load an async copy into shared memory, 2 or 3 steps
-  ahead, none holding registers; experts-sorted-stages-3 the same for batch 2 and more (SORTED_STAGES);
 - tiled-prefill: prefill's packed experts through mxfp4_moe's tensor-core tiles (mxfp4_dequantize.DEQUANTIZE_ROWS
   = None), as before the eighth session, instead of shares of dequantized bf16 weights and the grouped matmul;
 - no-fragment-experts: the packed experts of up to 64 (token, expert) rows through mxfp4_moe's one-row and
@@ -80,7 +77,7 @@ PARTS = ("base", "inductor-tuned", "linear-8-rows", "qkv-inductor", "attention-i
          "o-proj-kernel", "rows-kernel", "combo-kernels", "aggressive-fusion", "fragment-projections",
          "no-fragment-experts", "experts-4-warps", "experts-one-wave", "experts-row-2-warps",
          "experts-row-8-warps", "experts-split-2", "experts-split-3", "experts-double-buffer", "experts-early-bias",
-         "tiled-prefill", "experts-stages-3", "experts-stages-4", "experts-sorted-stages-3")
+         "tiled-prefill")
 # the default run (~3 min on the H200, ~2 with --prefill and no length): the eighth session's comparison (the prefill
 # path against the tiles, the early biases); the others on request
 VARIANTS = ("base", "experts-early-bias", "tiled-prefill")
@@ -106,9 +103,6 @@ SETTINGS = {  # part -> the (module, attribute, value) it sets; the parts not he
     "experts-row-2-warps": [(FRAGMENTS, "WARPS", 2)],
     "experts-row-8-warps": [(FRAGMENTS, "WARPS", 8)],
     "experts-early-bias": [(FRAGMENTS, "EARLY_BIAS", True)],
-    "experts-stages-3": [(FRAGMENTS, "STAGES", 3)],
-    "experts-stages-4": [(FRAGMENTS, "STAGES", 4)],
-    "experts-sorted-stages-3": [(FRAGMENTS, "SORTED_STAGES", 3)],
     "tiled-prefill": [("gptoss_model.kernels.mxfp4_dequantize", "DEQUANTIZE_ROWS", None)],
     "no-fragment-experts": [("gptoss_model.kernels.mxfp4_moe", "FRAGMENTS", False)],
 }

@@ -55,10 +55,8 @@ def time_launch(launch, repeats: int = 50, replays: int = 20) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def measure(rows: int, stages: int) -> dict:
+def measure(rows: int) -> dict:
     from gptoss_model.kernels import mxfp4_fragments
-
-    mxfp4_fragments.STAGES = stages
 
     generator = torch.Generator("cuda").manual_seed(0)
     blocks = torch.randint(0, 256, (EXPERTS, rows, HIDDEN // 32, 16), dtype=torch.uint8, device="cuda",
@@ -70,7 +68,7 @@ def measure(rows: int, stages: int) -> dict:
     chosen = torch.tensor([3, 11, 17, 30], device="cuda")  # int64, as the router's top-k gives them
     microseconds = time_launch(lambda: mxfp4_fragments.moe_mxfp4_fragments(x, blocks, scales, bias, chosen, None,
                                                                             (1.702, 7.0)))
-    return {"stages": stages, "rows": rows, "programs": CHOSEN * rows // 16, "bytes": packed_bytes_read(rows),
+    return {"rows": rows, "programs": CHOSEN * rows // 16, "bytes": packed_bytes_read(rows),
             "us_per_launch": round(microseconds, 2),
             "TB_per_s": round(packed_bytes_read(rows) / microseconds / 1e6, 3)}
 
@@ -78,25 +76,20 @@ def measure(rows: int, stages: int) -> dict:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, nargs="+", default=list(ROWS), help="output rows of each chosen expert")
-    parser.add_argument("--stages", type=int, nargs="+", default=[0],
-                        help="mxfp4_fragments.STAGES values to time in turn (0: the register prefetch)")
     parser.add_argument("--json")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         parser.error("needs a CUDA GPU (the fragments kernel compiles for the GPU only)")
     if len(set(args.rows)) < 2 or any(r <= 0 or r % 16 for r in args.rows):
         parser.error(f"--rows: expected two or more distinct positive multiples of 16, got {args.rows}")
+    measured = [measure(rows) for rows in args.rows]
+    for row in measured:
+        print(json.dumps(row), flush=True)
+    fixed, per_byte = fit_line([r["bytes"] for r in measured], [r["us_per_launch"] for r in measured])
     result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
-              "command": "scripts/bench_expert_launch_cost.py " + " ".join(sys.argv[1:]), "rows": [], "fits": []}
-    for stages in args.stages:
-        measured = [measure(rows, stages) for rows in args.rows]
-        for row in measured:
-            print(json.dumps(row), flush=True)
-        fixed, per_byte = fit_line([r["bytes"] for r in measured], [r["us_per_launch"] for r in measured])
-        result["rows"] += measured
-        result["fits"].append({"stages": stages, "fixed_us_per_launch": round(fixed, 2),
-                               "TB_per_s_beyond_it": round(1 / per_byte / 1e6, 3)})
-        print(json.dumps(result["fits"][-1]), flush=True)
+              "command": "scripts/bench_expert_launch_cost.py " + " ".join(sys.argv[1:]), "rows": measured,
+              "fit": {"fixed_us_per_launch": round(fixed, 2), "TB_per_s_beyond_it": round(1 / per_byte / 1e6, 3)}}
+    print(json.dumps(result["fit"]))
     if args.json:
         atomic_write_text(args.json, json.dumps(result, indent=2))
 

@@ -166,21 +166,17 @@ def test_split_k_over_sorted_rows_needs_each_rows_expert():
 kf = importlib.import_module("gptoss_model.kernels.mxfp4_fragments")
 
 
-@pytest.mark.parametrize("row_tiles, split, double_buffer, stages", [
-    (True, 1, False, 0), (True, 2, False, 0), (True, 3, False, 0), (False, 1, False, 0), (True, 2, True, 0),
-    (False, 1, True, 0), (True, 1, False, 3), (True, 2, False, 4), (False, 1, False, 3)],
+@pytest.mark.parametrize("row_tiles, split, double_buffer", [
+    (True, 1, False), (True, 2, False), (True, 3, False), (False, 1, False), (True, 2, True), (False, 1, True)],
     ids=["row-tiles", "row-tiles-split-2", "row-tiles-split-3", "sorted-tiles", "row-tiles-split-2-double-buffer",
-         "sorted-tiles-double-buffer", "row-tiles-3-stages", "row-tiles-split-2-4-stages", "sorted-tiles-3-stages"])
-def test_fragments_decode_every_scale_byte_exactly(row_tiles, split, double_buffer, stages, monkeypatch):
+         "sorted-tiles-double-buffer"])
+def test_fragments_decode_every_scale_byte_exactly(row_tiles, split, double_buffer, monkeypatch):
     """mxfp4_fragments' kernel with one-hot x rows: each output is a single weight, exactly (bf16 holds them all).
     Scale bytes 3..252 as in test_kernel_decodes_every_scale_byte_exactly; K = 96 leaves the last of each 4 threads'
     32-column ranges outside the row (masked); the columns cover both nibbles, all 3 blocks and all 4 k-steps of a
     half. Split 2 and 3: ranges of whole 128-column steps, the last one ending part-way. Double buffer: two
-    operand sets, the second of the last loop step all past K. Stages: the pipelined loop, whose scale bytes come
-    out of 4-byte words (rows of 3 or 9 scale bytes: every offset within a word)."""
+    operand sets, the second of the last loop step all past K."""
     monkeypatch.setattr(kf, "DOUBLE_BUFFER", double_buffer)
-    monkeypatch.setattr(kf, "STAGES", stages)
-    monkeypatch.setattr(kf, "SORTED_STAGES", stages)
     K, N = 96 if split == 1 else 288, 128
     blocks, _ = packed(2, N, K)
     scales = (3 + torch.arange(2 * N * (K // 32)) % 250).to(torch.uint8).reshape(2, N, K // 32).to(DEVICE)
@@ -198,11 +194,9 @@ def test_fragments_decode_every_scale_byte_exactly(row_tiles, split, double_buff
     assert out.dtype == torch.bfloat16 and torch.equal(out, want)
 
 
-@pytest.mark.parametrize("warps, early_bias, stages", [(1, False, 0), (2, False, 0), (4, False, 0), (2, True, 0),
-                                                       (2, False, 3)])
-def test_fragments_grouped_rows_with_gather_and_swiglu(warps, early_bias, stages, monkeypatch):
+@pytest.mark.parametrize("warps, early_bias", [(1, False), (2, False), (4, False), (2, True)])
+def test_fragments_grouped_rows_with_gather_and_swiglu(warps, early_bias, monkeypatch):
     monkeypatch.setattr(kf, "EARLY_BIAS", early_bias)
-    monkeypatch.setattr(kf, "SORTED_STAGES", stages)
     E, N, K, alpha, limit = 3, 64, 416, 1.702, 7.0  # K = 13 blocks: warps' column steps end part-way
     blocks, scales = packed(E, N, K, low=124, high=129)
     bias = torch.randn(E, N, device=DEVICE).to(torch.bfloat16)
@@ -227,15 +221,14 @@ def test_fragments_grouped_rows_with_gather_and_swiglu(warps, early_bias, stages
     assert torch.allclose(down.float(), want.float(), atol=1e-2 * want.abs().max().item(), rtol=1e-2)
 
 
-@pytest.mark.parametrize("split, double_buffer, early_bias, stages", [
-    (2, False, False, 0), (3, False, False, 0), (2, True, False, 0), (1, False, True, 0), (1, False, False, 3)])
-def test_fragments_split_rows_with_swiglu_and_bias(split, double_buffer, early_bias, stages, monkeypatch):
+@pytest.mark.parametrize("split, double_buffer, early_bias", [(2, False, False), (3, False, False), (2, True, False),
+                                                             (1, False, True)])
+def test_fragments_split_rows_with_swiglu_and_bias(split, double_buffer, early_bias, monkeypatch):
     """Batch-1 decoding's split programs (row tiles, x's one row shared): the float32 sums added up, rounded, biased
     and through the SwiGLU after the kernel, against dequantize-then-matmul; and split needs row tiles. Split 1 with
     the biases loaded before the loop: the kernel's own epilogue."""
     monkeypatch.setattr(kf, "DOUBLE_BUFFER", double_buffer)
     monkeypatch.setattr(kf, "EARLY_BIAS", early_bias)
-    monkeypatch.setattr(kf, "STAGES", stages)
     E, N, K, alpha, limit = 3, 64, 416, 1.702, 7.0  # K = 13 blocks: the last program's range ends part-way
     blocks, scales = packed(E, N, K, low=124, high=129)
     bias = (torch.randn(E, N, device=DEVICE) * 4).to(torch.bfloat16)  # exercise the clamps

@@ -49,15 +49,15 @@ PREFETCH = True  # issue a step's loads one step ahead (scripts/bench_mxfp4_kern
 DOUBLE_BUFFER = False  # two steps' loads in flight a warp (offline, the one-set loop issues its loads after all its
 # mma): measured batch 1 468.6 against 467.7 tok/s, batch 8 1,492.8 against 1,508.3 (eighth session): off; the
 # variant "experts-double-buffer"
+# (The loop pipelined by Triton instead, tl.range's num_stages: every load an async copy into shared memory, 2-3
+# steps ahead. Measured slower at every size: batch 1 369 against 467 tok/s, batch 8 1,162 against 1,517 (ninth
+# session, commit 09662a2; docs/benchmarks.md).)
 EARLY_BIAS = False  # load the rows' biases before the loop rather than after it, so that a program's epilogue does
 # not start with a load round trip: measured batch 1 463.7 against 462.7, batch 8 1,519.2 against 1,521.4 (eighth
 # session): off; the variant "experts-early-bias"
 MAX_REGISTERS = None  # ptxas's register limit for the kernel (None: its own choice, 58 with Triton 3.6). At 40 (no
 # spills, offline) an SM holds 12 programs of 4 warps instead of 8, and batch 1's gate/up launch (1,440 programs)
 # one wave instead of 1.36: bench_decode_variants.py's "experts-one-wave", measured slower (seventh session)
-STAGES = 0  # batch-1 decoding (row tiles): 2 or more pipelines the loop (tl.range's num_stages): the loads become
-# async copies into shared memory, STAGES - 1 steps in flight a warp without holding registers; 0: PREFETCH's way
-SORTED_STAGES = 0  # the same for tiles of sorted rows (batch 2 and more)
 MAX_ROWS = 64  # up to this many (token, expert) rows, packed_experts_forward takes this kernel
 ROW_SPLIT = 1  # batch-1 decoding (row tiles): each row block's input columns split over this many programs, their
 # float32 sums added up after (moe_mxfp4_fragments' `split`), so that a warp takes 3 loop steps of the 2,880
@@ -161,20 +161,7 @@ def _scale_pair(scale_bytes):
 
 
 @triton.jit
-def _scale_byte(scales_ptr, at, ok, WORD: tl.constexpr):
-    """Scale byte `at` (masked: 127, the scale 1). WORD: loaded as the aligned 4-byte word that holds it, which an
-    async copy can take (4 bytes at least: the pipelined loop's loads all go that way, none waits in the loop)."""
-    if WORD:
-        word = tl.load(scales_ptr.to(tl.pointer_type(tl.int32), bitcast=True) + at // 4, mask=ok, other=127)
-        byte = (word >> ((at % 4) * 8)) & 0xFF
-    else:
-        byte = tl.load(scales_ptr + at, mask=ok, other=127).to(tl.int32)
-    return byte
-
-
-@triton.jit
-def _step_operands(blocks, x_words, scales_ptr, row_a_at, row_b_at, x_row, slot_ok, thread, k0, K, k_end,
-                   WORD_SCALES: tl.constexpr = False):
+def _step_operands(blocks, x_words, scales_ptr, row_a_at, row_b_at, x_row, slot_ok, thread, k0, K, k_end):
     """The loads of one step from input column k0 (columns from k_end on: masked): each thread's 16 bytes of rows a
     and b ([R, 4] int32 each), x's 32 values as 4 × [R, 4] int32 of bf16 pairs, and the two rows' scales as bf16x2
     ([R, 4]: words 0 and 1)."""
@@ -189,8 +176,8 @@ def _step_operands(blocks, x_words, scales_ptr, row_a_at, row_b_at, x_row, slot_
     q1 = tl.load(xs + 4, mask=x_ok, other=0)
     q2 = tl.load(xs + 8, mask=x_ok, other=0)
     q3 = tl.load(xs + 12, mask=x_ok, other=0)
-    sa = _scale_pair(_scale_byte(scales_ptr, row_a_at * (K // 32) + column // 32, ok, WORD_SCALES))
-    sb = _scale_pair(_scale_byte(scales_ptr, row_b_at * (K // 32) + column // 32, ok, WORD_SCALES))
+    sa = _scale_pair(tl.load(scales_ptr + row_a_at * (K // 32) + column // 32, mask=ok, other=127))
+    sb = _scale_pair(tl.load(scales_ptr + row_b_at * (K // 32) + column // 32, mask=ok, other=127))
     scales = tl.where(word == 0, sa[:, None], tl.where(word == 1, sb[:, None], 0))
     return wa, wb, q0, q1, q2, q3, scales
 
@@ -223,7 +210,7 @@ def _fragments_kernel(
     N, K, R, chunk_steps, alpha, limit,
     GATHER: tl.constexpr, SWIGLU: tl.constexpr, ROW_TILES: tl.constexpr, SHARED_X: tl.constexpr,
     WARPS: tl.constexpr, PREFETCH: tl.constexpr, EMULATE: tl.constexpr, SPLIT: tl.constexpr = 1,
-    DOUBLE_BUFFER: tl.constexpr = False, EARLY_BIAS: tl.constexpr = False, STAGES: tl.constexpr = 0,
+    DOUBLE_BUFFER: tl.constexpr = False, EARLY_BIAS: tl.constexpr = False,
 ):
     """x [X, K] bf16 (rows picked by x_row [R] when GATHER), blocks [E, N, K/32, 16], scales [E, N, K/32], bias
     [E, N] -> out [R, N] (or [R, N/2] after the SwiGLU). Program (tile, T) computes rows 16T..16T+15 of the tile's
@@ -276,12 +263,6 @@ def _fragments_kernel(
             acc = _fragment_products(va, vb, r0, r1, r2, r3, scales_b, acc, THREADS, EMULATE)
             va, vb, r0, r1, r2, r3, scales_b = _step_operands(blocks, x_words, scales_ptr, row_a_at, row_b_at,
                                                               x_row, slot_ok, thread, k0 + 3 * STEP, K, k_end)
-    elif STAGES > 1:  # Triton's software pipeline: every load an async copy into shared memory, STAGES - 1 steps
-        # ahead of the products (no registers held by loads in flight)
-        for k0 in tl.range(k_begin, k_end, STEP, num_stages=STAGES):
-            wa, wb, q0, q1, q2, q3, scales = _step_operands(blocks, x_words, scales_ptr, row_a_at, row_b_at, x_row,
-                                                            slot_ok, thread, k0, K, k_end, WORD_SCALES=True)
-            acc = _fragment_products(wa, wb, q0, q1, q2, q3, scales, acc, THREADS, EMULATE)
     elif PREFETCH:  # the next step's loads are issued before this step's products (past K: masked, nothing read)
         wa, wb, q0, q1, q2, q3, scales = _step_operands(blocks, x_words, scales_ptr, row_a_at, row_b_at, x_row,
                                                         slot_ok, thread, k_begin, K, k_end)
@@ -356,13 +337,12 @@ def moe_mxfp4_fragments(x, blocks, scales, bias, tiles, x_rows=None, swiglu=None
         out = torch.empty(rows, N // 2 if swiglu else N, dtype=x.dtype, device=x.device)
     expert, start, end = tiles
     alpha, limit = swiglu if swiglu else (0.0, 0.0)
-    stages = STAGES if row_tiles else SORTED_STAGES
     chunk_steps = triton.cdiv(triton.cdiv(K, split), 128)  # a program's columns, in whole 128-column warp steps
     _fragments_kernel[(expert.shape[0], N // 16, split)](
         x, x_rows if x_rows is not None else x, blocks, scales, bias, out, expert, start, end, N, K, rows, chunk_steps,
         alpha, limit, GATHER=x_rows is not None, SWIGLU=swiglu is not None, ROW_TILES=row_tiles,
         SHARED_X=row_tiles and x.shape[0] == 1 and rows > 1, WARPS=warps, PREFETCH=PREFETCH, EMULATE=INTERPRETED,
-        SPLIT=split, DOUBLE_BUFFER=DOUBLE_BUFFER, EARLY_BIAS=EARLY_BIAS, STAGES=stages, num_warps=warps,
+        SPLIT=split, DOUBLE_BUFFER=DOUBLE_BUFFER, EARLY_BIAS=EARLY_BIAS, num_warps=warps,
         **({"maxnreg": MAX_REGISTERS} if MAX_REGISTERS else {}))
     if split == 1:
         return out
