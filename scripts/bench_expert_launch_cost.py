@@ -7,7 +7,8 @@ graph of back-to-back launches, and fits time = fixed + bytes / bandwidth.
 
 Why: five changes to how one program waits on its loads measured flat at batch 1 (docs/benchmarks.md, eighth
 session). A large fixed cost would point at the launches between programs (fewer, persistent programs; fusing
-gate/up with down) rather than at the programs themselves.
+gate/up with down) rather than at the programs themselves. Measured (ninth session, docs/benchmarks.md): 3.0 µs a
+launch, 2.5 TB/s beyond it: the programs, not the launches, hold batch 1 back.
 """
 
 import argparse

@@ -21,11 +21,9 @@
 #                                          # $VARIANTS (default: base, combo-kernels, aggressive-fusion)
 #   bash scripts/gpu_session.sh ncu-experts  # Nsight Compute on the expert kernels at 1, 8 and 2048 tokens (TOKENS="..."):
 #                                          # warp stalls, memory throughput, occupancy; text reports in $OUT/ncu-*.txt
-#   The eighth session measured batch 8 at 1,513.9 tok/s in the same run as Transformers (`mxfp4`, goal met) and
-#   prefill through bf16 shares of the experts (37.9k at 2048). Left: `mxfp4-memory`'s 20b from a checkpoint with
-#   that path (built in memory: 15.02 GB), and batch 1 (462.8 against 600), where five variants of how an expert
-#   program waits on its loads measured flat: what the fragments kernel spends between programs is not yet known;
-#   `launch-cost` (a minute) measures it first
+#   The ninth session: the same-run table (batch 8 1,504.6, batch 1 467.6, prefill 2048 38.2k), `mxfp4-memory` from
+#   a checkpoint (15.02 GB), `launch-cost` (3.0 µs a launch, 2.5 TB/s beyond it) and the loop pipelined by Triton
+#   (slower; docs/benchmarks.md)
 #   bash scripts/gpu_session.sh launch-cost  # bench_expert_launch_cost.py: batch 1's expert launch as a fixed cost a
 #                                          # launch plus a cost a byte (CUDA graphs of back-to-back launches)
 #   bash scripts/gpu_session.sh mxfp4-memory  # packed 20b from a checkpoint + 4k KV cache; 120b built in memory
