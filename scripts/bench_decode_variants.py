@@ -38,15 +38,6 @@ variant wins on the GPU:
 - experts-row-2-warps, experts-row-8-warps: batch 1's fragments programs (row tiles) with 2 or 8 warps instead of 4
   (mxfp4_fragments.WARPS): 2 warps fit 16 programs an SM (the gate/up launch in one wave, 12 steps a warp), 8
   warps halve a warp's steps (3 at K = 2,880) but fit 4 programs an SM;
-- experts-split-2, experts-split-3: batch 1's fragments programs with each row block's input columns split over 2
-  or 3 programs (mxfp4_fragments.ROW_SPLIT), their float32 sums finished after. The seventh session measured split
-  2 slower (batch 1 438.3 against 464.0 tok/s, same run), so the tree keeps 1;
-- experts-double-buffer: the fragments kernel with two sets of operands, one step's loads in flight while the
-  other's products run (mxfp4_fragments.DOUBLE_BUFFER; 76 registers instead of 52 offline). The eighth session
-  measured it no faster at batch 1 and 1 % slower at batch 8;
-- experts-early-bias: the fragments kernel with its programs' biases loaded before the loop instead of after it
-  (mxfp4_fragments.EARLY_BIAS), so that a program's epilogue does not begin with a load round trip. Measured flat
-  (eighth session);
 - tiled-prefill: prefill's packed experts through mxfp4_moe's tensor-core tiles (mxfp4_dequantize.DEQUANTIZE_ROWS
   = None), as before the eighth session, instead of shares of dequantized bf16 weights and the grouped matmul;
 - no-fragment-experts: the packed experts of up to 64 (token, expert) rows through mxfp4_moe's one-row and
@@ -76,11 +67,11 @@ ENVIRONMENT = {"inductor-tuned": {"TORCHINDUCTOR_COORDINATE_DESCENT_TUNING": "1"
 PARTS = ("base", "inductor-tuned", "linear-8-rows", "qkv-inductor", "attention-inductor", "attention-matmul-8",
          "o-proj-kernel", "rows-kernel", "combo-kernels", "aggressive-fusion", "fragment-projections",
          "no-fragment-experts", "experts-4-warps", "experts-one-wave", "experts-row-2-warps",
-         "experts-row-8-warps", "experts-split-2", "experts-split-3", "experts-double-buffer", "experts-early-bias",
-         "tiled-prefill")
-# the default run (~3 min on the H200, ~2 with --prefill and no length): the eighth session's comparison (the prefill
-# path against the tiles, the early biases); the others on request
-VARIANTS = ("base", "experts-early-bias", "tiled-prefill")
+         "experts-row-8-warps", "tiled-prefill")
+# the default run (~2 min on the H200): the eighth session's comparison of the prefill path against the tiles; the
+# others on request. (mxfp4_fragments' variants that measured slower or flat were removed with their parts here: see
+# that module's comment for the commits that have them.)
+VARIANTS = ("base", "tiled-prefill")
 INDUCTOR_SWITCHES = {"combo-kernels": "combo_kernels", "aggressive-fusion": "aggressive_fusion"}
 
 
@@ -97,12 +88,8 @@ SETTINGS = {  # part -> the (module, attribute, value) it sets; the parts not he
                              ("gptoss_model.kernels.norm_linear", "FRAGMENTS", True)],
     "experts-4-warps": [(FRAGMENTS, "SORTED_WARPS", 4)],
     "experts-one-wave": [(FRAGMENTS, "PREFETCH", False), (FRAGMENTS, "MAX_REGISTERS", 40)],
-    "experts-split-2": [(FRAGMENTS, "ROW_SPLIT", 2)],
-    "experts-split-3": [(FRAGMENTS, "ROW_SPLIT", 3)],
-    "experts-double-buffer": [(FRAGMENTS, "DOUBLE_BUFFER", True)],
     "experts-row-2-warps": [(FRAGMENTS, "WARPS", 2)],
     "experts-row-8-warps": [(FRAGMENTS, "WARPS", 8)],
-    "experts-early-bias": [(FRAGMENTS, "EARLY_BIAS", True)],
     "tiled-prefill": [("gptoss_model.kernels.mxfp4_dequantize", "DEQUANTIZE_ROWS", None)],
     "no-fragment-experts": [("gptoss_model.kernels.mxfp4_moe", "FRAGMENTS", False)],
 }

@@ -22,7 +22,7 @@ from gptoss_model.kernels import mxfp4_fragments, norm_linear  # noqa: E402
 EXPERT_ARGUMENTS = {
     "x_ptr": "*bf16", "x_row_ptr": "*i32", "blocks_ptr": "*u8", "scales_ptr": "*u8", "bias_ptr": "*bf16",
     "out_ptr": "*bf16", "tile_expert_ptr": "*i32", "tile_start_ptr": "*i32", "tile_end_ptr": "*i32",
-    "N": "i32", "K": "i32", "R": "i32", "chunk_steps": "i32", "alpha": "fp32", "limit": "fp32"}
+    "N": "i32", "K": "i32", "alpha": "fp32", "limit": "fp32"}
 PROJECTION_ARGUMENTS = {
     "x_ptr": "*bf16", "M": "i32", "norm_weight_ptr": "*bf16", "eps": "fp32", "w0_ptr": "*bf16", "b0_ptr": "*bf16",
     "N0": "i32", "w1_ptr": "*bf16", "b1_ptr": "*bf16", "N1": "i32", "w2_ptr": "*bf16", "b2_ptr": "*bf16",
@@ -48,15 +48,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--max-registers", type=int, help="ptxas's register limit for the expert kernel")
     parser.add_argument("--no-prefetch", action="store_true", help="the expert kernel without mxfp4_fragments.PREFETCH")
-    parser.add_argument("--double-buffer", action="store_true", help="the expert kernel with two sets of operands")
-    parser.add_argument("--early-bias", action="store_true", help="the expert kernel with its biases loaded first")
     parser.add_argument("--experts-only", action="store_true")
-    parser.add_argument("--split", type=int, default=mxfp4_fragments.ROW_SPLIT, help="batch 1's row split")
     args = parser.parse_args()
     expert = dict(GATHER=False, SWIGLU=True, ROW_TILES=True, SHARED_X=True, WARPS=mxfp4_fragments.WARPS,
-                  PREFETCH=mxfp4_fragments.PREFETCH and not args.no_prefetch, EMULATE=False,
-                  SPLIT=args.split, DOUBLE_BUFFER=args.double_buffer or mxfp4_fragments.DOUBLE_BUFFER,
-                  EARLY_BIAS=args.early_bias or mxfp4_fragments.EARLY_BIAS)
+                  PREFETCH=mxfp4_fragments.PREFETCH and not args.no_prefetch, EMULATE=False)
     options = {"maxnreg": args.max_registers} if args.max_registers else {}
     print(json.dumps(describe("experts", mxfp4_fragments._fragments_kernel, EXPERT_ARGUMENTS, expert,
                               mxfp4_fragments.WARPS, 64, **options)), flush=True)  # 32 columns of 2 rows a step

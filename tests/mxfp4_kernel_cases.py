@@ -166,27 +166,22 @@ def test_split_k_over_sorted_rows_needs_each_rows_expert():
 kf = importlib.import_module("gptoss_model.kernels.mxfp4_fragments")
 
 
-@pytest.mark.parametrize("row_tiles, split, double_buffer", [
-    (True, 1, False), (True, 2, False), (True, 3, False), (False, 1, False), (True, 2, True), (False, 1, True)],
-    ids=["row-tiles", "row-tiles-split-2", "row-tiles-split-3", "sorted-tiles", "row-tiles-split-2-double-buffer",
-         "sorted-tiles-double-buffer"])
-def test_fragments_decode_every_scale_byte_exactly(row_tiles, split, double_buffer, monkeypatch):
+@pytest.mark.parametrize("K", [96, 288])
+@pytest.mark.parametrize("row_tiles", [True, False], ids=["row-tiles", "sorted-tiles"])
+def test_fragments_decode_every_scale_byte_exactly(row_tiles, K):
     """mxfp4_fragments' kernel with one-hot x rows: each output is a single weight, exactly (bf16 holds them all).
     Scale bytes 3..252 as in test_kernel_decodes_every_scale_byte_exactly; K = 96 leaves the last of each 4 threads'
     32-column ranges outside the row (masked); the columns cover both nibbles, all 3 blocks and all 4 k-steps of a
-    half. Split 2 and 3: ranges of whole 128-column steps, the last one ending part-way. Double buffer: two
-    operand sets, the second of the last loop step all past K."""
-    monkeypatch.setattr(kf, "DOUBLE_BUFFER", double_buffer)
-    K, N = 96 if split == 1 else 288, 128
+    half. K = 288: columns in each warp's 128-column share of a step, the third warp's ending part-way."""
+    N = 128
     blocks, _ = packed(2, N, K)
     scales = (3 + torch.arange(2 * N * (K // 32)) % 250).to(torch.uint8).reshape(2, N, K // 32).to(DEVICE)
-    columns = [0, 1, 6, 33, 34, 47, 70, 95] if split == 1 else [0, 33, 127, 128, 150, 200, 255, 287]
+    columns = [0, 1, 6, 33, 34, 47, 70, 95] if K == 96 else [0, 33, 127, 128, 150, 200, 255, 287]
     x = torch.eye(K, device=DEVICE, dtype=torch.bfloat16)[columns]
     rows = len(columns)
     bias = torch.zeros(2, N, device=DEVICE, dtype=torch.bfloat16)
     if row_tiles:  # one row a tile, each its own x row: only slot 0 of a fragment's 8
-        out = kf.moe_mxfp4_fragments(x, blocks, scales, bias, torch.ones(rows, dtype=torch.int32, device=DEVICE),
-                                     split=split)
+        out = kf.moe_mxfp4_fragments(x, blocks, scales, bias, torch.ones(rows, dtype=torch.int32, device=DEVICE))
     else:  # one tile of all 8 rows: every slot
         tiles = km.tiles_by_expert(torch.tensor([0, rows], dtype=torch.int32, device=DEVICE), rows, 8)
         out = kf.moe_mxfp4_fragments(x, blocks, scales, bias, tiles)
@@ -194,9 +189,8 @@ def test_fragments_decode_every_scale_byte_exactly(row_tiles, split, double_buff
     assert out.dtype == torch.bfloat16 and torch.equal(out, want)
 
 
-@pytest.mark.parametrize("warps, early_bias", [(1, False), (2, False), (4, False), (2, True)])
-def test_fragments_grouped_rows_with_gather_and_swiglu(warps, early_bias, monkeypatch):
-    monkeypatch.setattr(kf, "EARLY_BIAS", early_bias)
+@pytest.mark.parametrize("warps", [1, 2, 4])
+def test_fragments_grouped_rows_with_gather_and_swiglu(warps):
     E, N, K, alpha, limit = 3, 64, 416, 1.702, 7.0  # K = 13 blocks: warps' column steps end part-way
     blocks, scales = packed(E, N, K, low=124, high=129)
     bias = torch.randn(E, N, device=DEVICE).to(torch.bfloat16)
@@ -221,15 +215,10 @@ def test_fragments_grouped_rows_with_gather_and_swiglu(warps, early_bias, monkey
     assert torch.allclose(down.float(), want.float(), atol=1e-2 * want.abs().max().item(), rtol=1e-2)
 
 
-@pytest.mark.parametrize("split, double_buffer, early_bias", [(2, False, False), (3, False, False), (2, True, False),
-                                                             (1, False, True)])
-def test_fragments_split_rows_with_swiglu_and_bias(split, double_buffer, early_bias, monkeypatch):
-    """Batch-1 decoding's split programs (row tiles, x's one row shared): the float32 sums added up, rounded, biased
-    and through the SwiGLU after the kernel, against dequantize-then-matmul; and split needs row tiles. Split 1 with
-    the biases loaded before the loop: the kernel's own epilogue."""
-    monkeypatch.setattr(kf, "DOUBLE_BUFFER", double_buffer)
-    monkeypatch.setattr(kf, "EARLY_BIAS", early_bias)
-    E, N, K, alpha, limit = 3, 64, 416, 1.702, 7.0  # K = 13 blocks: the last program's range ends part-way
+def test_fragments_row_tiles_with_swiglu_and_bias():
+    """Batch-1 decoding's row tiles (x's one row shared by every row), its epilogue: the sums rounded, biased and
+    through the clamped SwiGLU, against dequantize-then-matmul."""
+    E, N, K, alpha, limit = 3, 64, 416, 1.702, 7.0  # K = 13 blocks: warps' column steps end part-way
     blocks, scales = packed(E, N, K, low=124, high=129)
     bias = (torch.randn(E, N, device=DEVICE) * 4).to(torch.bfloat16)  # exercise the clamps
     x = (torch.randn(1, K, device=DEVICE) * 2).to(torch.bfloat16)
@@ -237,16 +226,12 @@ def test_fragments_split_rows_with_swiglu_and_bias(split, double_buffer, early_b
     W = dequantize(blocks, scales, torch.float32)
     h = torch.stack([x[0].float() @ W[e].T for e in experts.tolist()])
     want = clamped_swiglu(h.to(torch.bfloat16) + bias[experts], alpha, limit)  # [4, N/2]
-    out = kf.moe_mxfp4_fragments(x, blocks, scales, bias, experts, None, (alpha, limit), split=split)
+    out = kf.moe_mxfp4_fragments(x, blocks, scales, bias, experts, None, (alpha, limit))
     assert out.shape == want.shape and out.dtype == torch.bfloat16
     assert torch.allclose(out.float(), want.float(), atol=2e-2 * want.abs().max().item(), rtol=2e-2)
-    down = kf.moe_mxfp4_fragments(x, blocks, scales, bias, experts, split=split)
+    down = kf.moe_mxfp4_fragments(x, blocks, scales, bias, experts)
     assert torch.allclose(down.float(), (h.to(torch.bfloat16) + bias[experts]).float(),
                           atol=1e-2 * h.abs().max().item(), rtol=1e-2)
-    tiles = km.tiles_by_expert(torch.tensor([0, 4, 4], dtype=torch.int32, device=DEVICE), 4, 8)
-    if split > 1:
-        with pytest.raises(ValueError, match="needs row tiles"):
-            kf.moe_mxfp4_fragments(x, blocks, scales, bias, tiles, split=split)
 
 
 @pytest.mark.parametrize("tokens", [1, 3])

@@ -117,22 +117,18 @@ def test_fragment_variants_switch_the_sixth_session_kernels():
 
     def switches():
         return (fast.FRAGMENT_PROJECTIONS, norm_linear.FRAGMENTS, mxfp4_moe.FRAGMENTS, mxfp4_fragments.SORTED_WARPS,
-                mxfp4_fragments.PREFETCH, mxfp4_fragments.MAX_REGISTERS, mxfp4_fragments.ROW_SPLIT,
-                mxfp4_fragments.DOUBLE_BUFFER, mxfp4_fragments.EARLY_BIAS, mxfp4_dequantize.DEQUANTIZE_ROWS)
+                mxfp4_fragments.PREFETCH, mxfp4_fragments.MAX_REGISTERS, mxfp4_dequantize.DEQUANTIZE_ROWS)
 
     saved = switches()
-    try:  # the tree: the experts' fragments on (batch 1 unsplit), the projections' off
-        assert saved == (False, False, True, 2, True, None, 1, False, False, 7168)
-        variants.apply("fragment-projections+no-fragment-experts+experts-4-warps+experts-one-wave+experts-split-2")
-        assert switches() == (True, True, False, 4, False, 40, 2, False, False, 7168)
-        variants.apply("experts-split-3+experts-double-buffer")
-        assert switches()[6:] == (3, True, False, 7168)
-        variants.apply("experts-early-bias+tiled-prefill")
-        assert switches()[8:] == (True, None)
+    try:  # the tree: the experts' fragments on, the projections' off
+        assert saved == (False, False, True, 2, True, None, 7168)
+        variants.apply("fragment-projections+no-fragment-experts+experts-4-warps+experts-one-wave")
+        assert switches() == (True, True, False, 4, False, 40, 7168)
+        variants.apply("tiled-prefill")
+        assert switches()[6:] == (None,)
     finally:
         (fast.FRAGMENT_PROJECTIONS, norm_linear.FRAGMENTS, mxfp4_moe.FRAGMENTS, mxfp4_fragments.SORTED_WARPS,
-         mxfp4_fragments.PREFETCH, mxfp4_fragments.MAX_REGISTERS, mxfp4_fragments.ROW_SPLIT,
-         mxfp4_fragments.DOUBLE_BUFFER, mxfp4_fragments.EARLY_BIAS, mxfp4_dequantize.DEQUANTIZE_ROWS) = saved
+         mxfp4_fragments.PREFETCH, mxfp4_fragments.MAX_REGISTERS, mxfp4_dequantize.DEQUANTIZE_ROWS) = saved
 
 
 def test_combo_kernels_and_aggressive_fusion_are_inductor_switches():

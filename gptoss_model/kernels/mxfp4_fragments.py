@@ -39,31 +39,24 @@ import triton.language as tl
 
 from gptoss_model.kernels.mxfp4_moe import (PAIR_UNIT, _e2m1, _swiglu, _tile_rows, bf16_halves, both_lanes,
                                             decode_pair_ptx)
-from gptoss_model.model import clamped_swiglu
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 WARPS = 4  # warps a program: they share a tile's 16 rows and split its input columns (row tiles: batch 1)
 SORTED_WARPS = 2  # the same for tiles of sorted rows (batch 2 and more): 2 warps measured faster than 4 at 8-16
 # tokens a layer (sixth session) and batch-8 decoding 0.7-1.6 % faster in two calls (seventh; docs/benchmarks.md)
 PREFETCH = True  # issue a step's loads one step ahead (scripts/bench_mxfp4_kernels.py times both)
-DOUBLE_BUFFER = False  # two steps' loads in flight a warp (offline, the one-set loop issues its loads after all its
-# mma): measured batch 1 468.6 against 467.7 tok/s, batch 8 1,492.8 against 1,508.3 (eighth session): off; the
-# variant "experts-double-buffer"
-# (The loop pipelined by Triton instead, tl.range's num_stages: every load an async copy into shared memory, 2-3
-# steps ahead. Measured slower at every size: batch 1 369 against 467 tok/s, batch 8 1,162 against 1,517 (ninth
-# session, commit 09662a2; docs/benchmarks.md).)
-EARLY_BIAS = False  # load the rows' biases before the loop rather than after it, so that a program's epilogue does
-# not start with a load round trip: measured batch 1 463.7 against 462.7, batch 8 1,519.2 against 1,521.4 (eighth
-# session): off; the variant "experts-early-bias"
 MAX_REGISTERS = None  # ptxas's register limit for the kernel (None: its own choice, 58 with Triton 3.6). At 40 (no
 # spills, offline) an SM holds 12 programs of 4 warps instead of 8, and batch 1's gate/up launch (1,440 programs)
 # one wave instead of 1.36: bench_decode_variants.py's "experts-one-wave", measured slower (seventh session)
 MAX_ROWS = 64  # up to this many (token, expert) rows, packed_experts_forward takes this kernel
-ROW_SPLIT = 1  # batch-1 decoding (row tiles): each row block's input columns split over this many programs, their
-# float32 sums added up after (moe_mxfp4_fragments' `split`), so that a warp takes 3 loop steps of the 2,880
-# columns instead of 6 (at one token the kernel waits on its chain of loads: Nsight Compute, seventh session). Split
-# over 2 measured slower (batch 1 438.3 against 464.0 tok/s, the finish a kernel of its own): off; the variants
-# "experts-split-2" and "experts-split-3" of bench_decode_variants.py
+# Measured slower or flat, and removed (docs/benchmarks.md; commit 51c9f02 has the first three with their tests and
+# bench_decode_variants parts, 09662a2 the fourth):
+# - batch 1's input columns split over 2-3 programs, the float32 sums finished after: 438.3 against 464.0 tok/s;
+# - two operand sets a warp, one step's loads in flight during the other's products: batch 1 468.6 against 467.7,
+#   batch 8 1,492.8 against 1,508.3;
+# - the rows' biases loaded before the loop: 463.7 against 462.7, 1,519.2 against 1,521.4;
+# - the loop pipelined by Triton, every load an async copy into shared memory 2-3 steps ahead: batch 1 369 against
+#   467, batch 8 1,162 against 1,517.
 
 
 def _fragments_ptx(half: int) -> str:
@@ -161,13 +154,13 @@ def _scale_pair(scale_bytes):
 
 
 @triton.jit
-def _step_operands(blocks, x_words, scales_ptr, row_a_at, row_b_at, x_row, slot_ok, thread, k0, K, k_end):
-    """The loads of one step from input column k0 (columns from k_end on: masked): each thread's 16 bytes of rows a
+def _step_operands(blocks, x_words, scales_ptr, row_a_at, row_b_at, x_row, slot_ok, thread, k0, K):
+    """The loads of one step from input column k0 (columns from K on: masked): each thread's 16 bytes of rows a
     and b ([R, 4] int32 each), x's 32 values as 4 × [R, 4] int32 of bf16 pairs, and the two rows' scales as bf16x2
     ([R, 4]: words 0 and 1)."""
     word = tl.arange(0, 4)[None, :]
     column = k0 + (thread // 32) * 128 + (thread % 4) * 32  # the thread's first column
-    ok = column < k_end
+    ok = column < K
     wa = tl.load(blocks + (row_a_at * (K // 8) + column // 8)[:, None] + word, mask=ok[:, None], other=0)
     wb = tl.load(blocks + (row_b_at * (K // 8) + column // 8)[:, None] + word, mask=ok[:, None], other=0)
     xs = x_words + (x_row * (K // 2) + column // 2)[:, None] + word
@@ -207,17 +200,14 @@ def _row_biases(bias_ptr, expert, N, block, SWIGLU: tl.constexpr):
 @triton.jit
 def _fragments_kernel(
     x_ptr, x_row_ptr, blocks_ptr, scales_ptr, bias_ptr, out_ptr, tile_expert_ptr, tile_start_ptr, tile_end_ptr,
-    N, K, R, chunk_steps, alpha, limit,
+    N, K, alpha, limit,
     GATHER: tl.constexpr, SWIGLU: tl.constexpr, ROW_TILES: tl.constexpr, SHARED_X: tl.constexpr,
-    WARPS: tl.constexpr, PREFETCH: tl.constexpr, EMULATE: tl.constexpr, SPLIT: tl.constexpr = 1,
-    DOUBLE_BUFFER: tl.constexpr = False, EARLY_BIAS: tl.constexpr = False,
+    WARPS: tl.constexpr, PREFETCH: tl.constexpr, EMULATE: tl.constexpr,
 ):
     """x [X, K] bf16 (rows picked by x_row [R] when GATHER), blocks [E, N, K/32, 16], scales [E, N, K/32], bias
     [E, N] -> out [R, N] (or [R, N/2] after the SwiGLU). Program (tile, T) computes rows 16T..16T+15 of the tile's
     expert for the tile's rows tile_start..tile_end-1 (at most 8); its WARPS warps split the input columns, 128 a
-    step each. ROW_TILES: tile t is row t; SHARED_X: every row reads x's row 0. SPLIT > 1: program (tile, T, s)
-    takes the input columns from s·128·chunk_steps on, of the R rows, and stores its float32 sums without the bias
-    in out [SPLIT, R, N]."""
+    step each. ROW_TILES: tile t is row t; SHARED_X: every row reads x's row 0."""
     tile = tl.program_id(0)  # the tile's loads here, not in a helper: see mxfp4_moe._tile_rows
     expert = tl.load(tile_expert_ptr + tile).to(tl.int64)
     start, end = _tile_rows(tile, tl.load(tile_start_ptr + tile), tl.load(tile_end_ptr + tile), ROW_TILES)
@@ -226,7 +216,6 @@ def _fragments_kernel(
     THREADS: tl.constexpr = 32 * WARPS
     thread = tl.arange(0, THREADS)
     g = (thread % 32) // 4
-    t = thread % 4
     block = tl.program_id(1)
     row_a, row_b = _fragment_rows(block, g, SWIGLU)
     slot_ok = start + g < end
@@ -240,41 +229,20 @@ def _fragments_kernel(
     x_words = x_ptr.to(tl.pointer_type(tl.int32), bitcast=True)
     row_a_at = expert * N + row_a
     row_b_at = expert * N + row_b
-    if SPLIT > 1:
-        k_begin = tl.program_id(2) * chunk_steps * 128  # (so written, Triton knows it whole 16-byte blocks)
-        k_end = tl.minimum(k_begin + chunk_steps * 128, K)
-    else:
-        k_begin = 0
-        k_end = K
-    if EARLY_BIAS and SPLIT == 1:  # loaded before the loop: their wait overlaps the weights' instead of following it
-        bias_a, bias_b = _row_biases(bias_ptr, expert, N, block, SWIGLU)
     acc = tl.zeros((THREADS, 4), dtype=tl.float32)
     STEP: tl.constexpr = 128 * WARPS  # input columns a step: 32 a thread, 4 threads a row, WARPS warps
-    if DOUBLE_BUFFER:  # two steps' operands in two sets of registers: one set's loads are in flight while the
-        # other's products run (with one set, ptxas issues the next loads only after this step's last mma)
+    if PREFETCH:  # the next step's loads are issued before this step's products (past K: masked, nothing read)
         wa, wb, q0, q1, q2, q3, scales = _step_operands(blocks, x_words, scales_ptr, row_a_at, row_b_at, x_row,
-                                                        slot_ok, thread, k_begin, K, k_end)
-        va, vb, r0, r1, r2, r3, scales_b = _step_operands(blocks, x_words, scales_ptr, row_a_at, row_b_at, x_row,
-                                                          slot_ok, thread, k_begin + STEP, K, k_end)
-        for k0 in range(k_begin, k_end, 2 * STEP):  # (an odd step count: the last set is all masked, zeros)
-            acc = _fragment_products(wa, wb, q0, q1, q2, q3, scales, acc, THREADS, EMULATE)
-            wa, wb, q0, q1, q2, q3, scales = _step_operands(blocks, x_words, scales_ptr, row_a_at, row_b_at, x_row,
-                                                            slot_ok, thread, k0 + 2 * STEP, K, k_end)
-            acc = _fragment_products(va, vb, r0, r1, r2, r3, scales_b, acc, THREADS, EMULATE)
-            va, vb, r0, r1, r2, r3, scales_b = _step_operands(blocks, x_words, scales_ptr, row_a_at, row_b_at,
-                                                              x_row, slot_ok, thread, k0 + 3 * STEP, K, k_end)
-    elif PREFETCH:  # the next step's loads are issued before this step's products (past K: masked, nothing read)
-        wa, wb, q0, q1, q2, q3, scales = _step_operands(blocks, x_words, scales_ptr, row_a_at, row_b_at, x_row,
-                                                        slot_ok, thread, k_begin, K, k_end)
-        for k0 in range(k_begin, k_end, STEP):
+                                                        slot_ok, thread, 0, K)
+        for k0 in range(0, K, STEP):
             wa2, wb2, q02, q12, q22, q32, scales2 = _step_operands(blocks, x_words, scales_ptr, row_a_at, row_b_at,
-                                                                   x_row, slot_ok, thread, k0 + STEP, K, k_end)
+                                                                   x_row, slot_ok, thread, k0 + STEP, K)
             acc = _fragment_products(wa, wb, q0, q1, q2, q3, scales, acc, THREADS, EMULATE)
             wa, wb, q0, q1, q2, q3, scales = wa2, wb2, q02, q12, q22, q32, scales2
     else:
-        for k0 in range(k_begin, k_end, STEP):
+        for k0 in range(0, K, STEP):
             wa, wb, q0, q1, q2, q3, scales = _step_operands(blocks, x_words, scales_ptr, row_a_at, row_b_at, x_row,
-                                                            slot_ok, thread, k0, K, k_end)
+                                                            slot_ok, thread, k0, K)
             acc = _fragment_products(wa, wb, q0, q1, q2, q3, scales, acc, THREADS, EMULATE)
     first, second = fragment_results(acc, WARPS)  # [32, 2] each: rows a and b
     lane = tl.arange(0, 32)
@@ -283,23 +251,16 @@ def _fragments_kernel(
     out_row = (start + slot).to(tl.int64)
     row_ok = start + slot < end
     out_dtype = out_ptr.dtype.element_ty
-    if SPLIT > 1:  # float32 sums of rows a and b at their columns
-        col_a, col_b = _fragment_rows(block, g, SWIGLU)
-        at = (tl.program_id(2) * R + out_row) * N
-        tl.store(out_ptr + at + col_a[:, None], first, mask=row_ok)
-        tl.store(out_ptr + at + col_b[:, None], second, mask=row_ok)
+    bias_a, bias_b = _row_biases(bias_ptr, expert, N, block, SWIGLU)
+    h_a = first.to(out_dtype).to(tl.float32) + bias_a  # rows a and b: the sums rounded, then the bias added
+    h_b = second.to(out_dtype).to(tl.float32) + bias_b
+    if SWIGLU:  # gate and up of output 8·block + g
+        h = _swiglu(h_a.to(out_dtype).to(tl.float32), h_b.to(out_dtype).to(tl.float32), alpha, limit)
+        tl.store(out_ptr + out_row * (N // 2) + (block * 8 + g)[:, None], h.to(out_dtype), mask=row_ok)
     else:
-        if not EARLY_BIAS:
-            bias_a, bias_b = _row_biases(bias_ptr, expert, N, block, SWIGLU)
-        h_a = first.to(out_dtype).to(tl.float32) + bias_a  # rows a and b: the sums rounded, then the bias added
-        h_b = second.to(out_dtype).to(tl.float32) + bias_b
-        if SWIGLU:  # gate and up of output 8·block + g
-            h = _swiglu(h_a.to(out_dtype).to(tl.float32), h_b.to(out_dtype).to(tl.float32), alpha, limit)
-            tl.store(out_ptr + out_row * (N // 2) + (block * 8 + g)[:, None], h.to(out_dtype), mask=row_ok)
-        else:
-            col_a, col_b = _fragment_rows(block, g, SWIGLU)
-            tl.store(out_ptr + out_row * N + col_a[:, None], h_a.to(out_dtype), mask=row_ok)
-            tl.store(out_ptr + out_row * N + col_b[:, None], h_b.to(out_dtype), mask=row_ok)
+        col_a, col_b = _fragment_rows(block, g, SWIGLU)
+        tl.store(out_ptr + out_row * N + col_a[:, None], h_a.to(out_dtype), mask=row_ok)
+        tl.store(out_ptr + out_row * N + col_b[:, None], h_b.to(out_dtype), mask=row_ok)
 
 
 def fits(x: torch.Tensor, blocks: torch.Tensor) -> bool:
@@ -308,14 +269,11 @@ def fits(x: torch.Tensor, blocks: torch.Tensor) -> bool:
     return x.dtype == torch.bfloat16 and blocks.shape[1] % 16 == 0 and (x.is_cuda or INTERPRETED)
 
 
-def moe_mxfp4_fragments(x, blocks, scales, bias, tiles, x_rows=None, swiglu=None, warps=None, split=1):
+def moe_mxfp4_fragments(x, blocks, scales, bias, tiles, x_rows=None, swiglu=None, warps=None):
     """What mxfp4_moe.moe_mxfp4_linear computes, for tiles of at most 8 rows of one expert: out[r] =
     x[x_rows[r]] @ dequantize(blocks, scales)[e].T + bias[e]. tiles = (expert, start, end) int32 [T] each, or the
     experts [R] of rows 0..R-1, a row a tile, reading x's row 0 if x has one row (batch-1 decoding). warps: a
-    program's (default WARPS for row tiles, SORTED_WARPS for the others). split (row tiles only): the input
-    columns of each row block over this many programs, whose float32 sums are added up here, then rounded, biased
-    and passed through the SwiGLU as the kernel's own epilogue does it (in the compiled step, one small fused
-    kernel)."""
+    program's (default WARPS for row tiles, SORTED_WARPS for the others)."""
     E, N, G, _ = blocks.shape
     K = G * 32
     if not fits(x, blocks):
@@ -323,34 +281,18 @@ def moe_mxfp4_fragments(x, blocks, scales, bias, tiles, x_rows=None, swiglu=None
                          f"{x.device}, N = {N}")
     x = x.contiguous()  # rows of K values one after the other
     row_tiles = isinstance(tiles, torch.Tensor)
-    if split > 1 and not row_tiles:
-        raise ValueError(f"moe_mxfp4_fragments: split = {split} needs row tiles (the experts of rows 0..R-1)")
     warps = warps or (WARPS if row_tiles else SORTED_WARPS)
     if row_tiles:
         tiles = (tiles, tiles, tiles)
         rows = tiles[0].shape[0]
     else:
         rows = x_rows.shape[0] if x_rows is not None else x.shape[0]
-    if split > 1:
-        out = torch.empty(split, rows, N, dtype=torch.float32, device=x.device)
-    else:
-        out = torch.empty(rows, N // 2 if swiglu else N, dtype=x.dtype, device=x.device)
+    out = torch.empty(rows, N // 2 if swiglu else N, dtype=x.dtype, device=x.device)
     expert, start, end = tiles
     alpha, limit = swiglu if swiglu else (0.0, 0.0)
-    chunk_steps = triton.cdiv(triton.cdiv(K, split), 128)  # a program's columns, in whole 128-column warp steps
-    _fragments_kernel[(expert.shape[0], N // 16, split)](
-        x, x_rows if x_rows is not None else x, blocks, scales, bias, out, expert, start, end, N, K, rows, chunk_steps,
-        alpha, limit, GATHER=x_rows is not None, SWIGLU=swiglu is not None, ROW_TILES=row_tiles,
+    _fragments_kernel[(expert.shape[0], N // 16)](
+        x, x_rows if x_rows is not None else x, blocks, scales, bias, out, expert, start, end, N, K, alpha, limit,
+        GATHER=x_rows is not None, SWIGLU=swiglu is not None, ROW_TILES=row_tiles,
         SHARED_X=row_tiles and x.shape[0] == 1 and rows > 1, WARPS=warps, PREFETCH=PREFETCH, EMULATE=INTERPRETED,
-        SPLIT=split, DOUBLE_BUFFER=DOUBLE_BUFFER, EARLY_BIAS=EARLY_BIAS, num_warps=warps,
-        **({"maxnreg": MAX_REGISTERS} if MAX_REGISTERS else {}))
-    if split == 1:
-        return out
-    return _finish_split(out, bias[expert], swiglu, x.dtype)
-
-
-def _finish_split(partial_sums, bias, swiglu, dtype):
-    """The kernel's epilogue on split sums [split, R, N] with the rows' biases [R, N]: the sum rounded to dtype, the
-    bias added (and rounded), then the clamped SwiGLU in float32, as the kernel computes it."""
-    h = partial_sums.sum(dim=0).to(dtype) + bias
-    return h if swiglu is None else clamped_swiglu(h.float(), *swiglu).to(dtype)
+        num_warps=warps, **({"maxnreg": MAX_REGISTERS} if MAX_REGISTERS else {}))
+    return out

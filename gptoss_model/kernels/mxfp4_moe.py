@@ -493,7 +493,7 @@ def packed_experts_forward(experts, x, weights, indices):
     linear = mxfp4_fragments.moe_mxfp4_fragments if fragments else moe_mxfp4_linear
     if N == 1:  # batch-1 decoding: K one-row tiles, no sorting, no tile arrays
         chosen = indices.reshape(-1)
-        options = {"split": mxfp4_fragments.ROW_SPLIT} if fragments else {"config": "one_row"}
+        options = {} if fragments else {"config": "one_row"}
         a = linear(x, experts.gate_up_proj_blocks, experts.gate_up_proj_scales, experts.gate_up_proj_bias,
                    chosen, None, swiglu, **options)  # [K, I]
         y = linear(a, experts.down_proj_blocks, experts.down_proj_scales, experts.down_proj_bias,
