@@ -23,9 +23,12 @@
 #                                          # warp stalls, memory throughput, occupancy; text reports in $OUT/ncu-*.txt
 #   The ninth session: the same-run table (batch 8 1,504.6, batch 1 467.6, prefill 2048 38.2k), `mxfp4-memory` from
 #   a checkpoint (15.02 GB), `launch-cost` (3.0 µs a launch, 2.5 TB/s beyond it) and the loop pipelined by Triton
-#   (slower; docs/benchmarks.md)
+#   (slower; docs/benchmarks.md). Prepared for the next: `access-pattern`, whether the fragments kernel's read order
+#   (not its loop) holds batch 1 at ~2.5 TB/s
 #   bash scripts/gpu_session.sh launch-cost  # bench_expert_launch_cost.py: batch 1's expert launch as a fixed cost a
 #                                          # launch plus a cost a byte (CUDA graphs of back-to-back launches)
+#   bash scripts/gpu_session.sh access-pattern  # bench_expert_access_pattern.py: the experts' bytes read by loads alone,
+#                                          # contiguous against the fragments kernel's order, beside the kernel (a minute)
 #   bash scripts/gpu_session.sh mxfp4-memory  # packed 20b from a checkpoint + 4k KV cache; 120b built in memory
 #   bash scripts/gpu_session.sh calibrate [float32|bfloat16]
 #                                          # calibrate_gates.py: gptoss_model, OpenAI's gpt_oss.torch and Transformers
@@ -76,6 +79,9 @@ mxfp4)  # the same-run figures first, then where the decode step spends its time
   ;;
 launch-cost)
   timeout 300 python3 scripts/bench_expert_launch_cost.py --json "$OUT/launch-cost.json" 2>&1 | tail -7
+  ;;
+access-pattern)
+  timeout 300 python3 scripts/bench_expert_access_pattern.py --json "$OUT/access-pattern.json" 2>&1 | grep -v Warning
   ;;
 mxfp4-tests)
   timeout 560 python3 -m pytest -q -p no:cacheprovider -p no:logging -W ignore tests/test_mxfp4_kernels.py \

@@ -332,3 +332,28 @@ def test_prefill_path_equals_the_dequantized_models_grouped_experts(tokens, monk
     monkeypatch.setattr(kd, "SCRATCH_ROWS", 63)  # would put a gate row and its up row in different shares
     with pytest.raises(ValueError, match="SCRATCH_ROWS = 63: expected an even number of rows"):
         km.packed_experts_forward(experts, x, weights, indices)
+
+
+def test_access_pattern_bench_reads_each_weight_word_once():
+    """scripts/bench_expert_access_pattern.py compares ways of reading the same bytes: its contiguous and fragments
+    patterns must each read every word of the chosen experts' blocks exactly once (the xor of what all programs read
+    equals the xor of those words), and the fragments kernel's own loads must run in its grid."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import bench_expert_access_pattern as access
+
+    E, N, K = 4, 32, 416  # 13 blocks: the step's last columns masked
+    blocks, scales = (t.to(DEVICE) for t in packed(E, N, K))
+    x = torch.randn(1, K, device=DEVICE).to(torch.bfloat16)
+    chosen = torch.tensor([2, 0], device=DEVICE)
+    want = access.xor_of_words(blocks[chosen.cpu()].cpu())
+    for pattern in ("contiguous", "fragments"):
+        per_program = access.read(pattern, blocks, scales, x, chosen)
+        assert per_program.shape == (2, N // 16) and per_program.dtype == torch.int32
+        total = 0
+        for value in per_program.reshape(-1).tolist():
+            total ^= value
+        assert total == want, pattern
+    assert access.read("fragments-all", blocks, scales, x, chosen).shape == (2, N // 16)
