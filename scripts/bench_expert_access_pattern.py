@@ -29,10 +29,11 @@ import triton.language as tl
 
 sys.path.insert(0, ".")
 sys.path.insert(0, "scripts")
+from bench_expert_launch_cost import (CHOSEN, HIDDEN, batch_one_inputs, launch_fragments,  # noqa: E402
+                                      packed_bytes_read, time_launch)
 from gptoss_model.io import atomic_write_text  # noqa: E402
 from gptoss_model.kernels.mxfp4_fragments import WARPS, _fragment_rows, _step_operands  # noqa: E402
 
-HIDDEN, EXPERTS, CHOSEN = 2880, 32, 4
 PATTERNS = ("contiguous", "fragments", "fragments-all")
 
 
@@ -94,21 +95,10 @@ def xor_of_words(blocks: torch.Tensor) -> int:
 
 
 def measure(rows: int) -> list[dict]:
-    from bench_expert_launch_cost import packed_bytes_read, time_launch
-    from gptoss_model.kernels import mxfp4_fragments
-
-    generator = torch.Generator("cuda").manual_seed(0)
-    blocks = torch.randint(0, 256, (EXPERTS, rows, HIDDEN // 32, 16), dtype=torch.uint8, device="cuda",
-                           generator=generator)
-    scales = torch.randint(118, 123, (EXPERTS, rows, HIDDEN // 32), dtype=torch.uint8, device="cuda",
-                           generator=generator)
-    bias = torch.zeros(EXPERTS, rows, dtype=torch.bfloat16, device="cuda")
-    x = torch.randn(1, HIDDEN, dtype=torch.bfloat16, device="cuda")
-    chosen = torch.tensor([3, 11, 17, 30], device="cuda")  # int64, as the router's top-k gives them
+    blocks, scales, bias, x, chosen = batch_one_inputs(rows)
     weight_bytes = CHOSEN * rows * HIDDEN // 2
     launches = {pattern: (lambda p=pattern: read(p, blocks, scales, x, chosen)) for pattern in PATTERNS}
-    launches["fragments kernel"] = lambda: mxfp4_fragments.moe_mxfp4_fragments(x, blocks, scales, bias, chosen, None,
-                                                                                (1.702, 7.0))
+    launches["fragments kernel"] = lambda: launch_fragments(blocks, scales, bias, x, chosen)
     results = []
     for name, launch in launches.items():
         microseconds = time_launch(launch)

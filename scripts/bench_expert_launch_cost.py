@@ -56,9 +56,8 @@ def time_launch(launch, repeats: int = 50, replays: int = 20) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def measure(rows: int) -> dict:
-    from gptoss_model.kernels import mxfp4_fragments
-
+def batch_one_inputs(rows: int) -> tuple:
+    """Random packed experts of `rows` output rows on CUDA and batch 1's inputs: (blocks, scales, bias, x, chosen)."""
     generator = torch.Generator("cuda").manual_seed(0)
     blocks = torch.randint(0, 256, (EXPERTS, rows, HIDDEN // 32, 16), dtype=torch.uint8, device="cuda",
                            generator=generator)
@@ -67,8 +66,19 @@ def measure(rows: int) -> dict:
     bias = torch.zeros(EXPERTS, rows, dtype=torch.bfloat16, device="cuda")
     x = torch.randn(1, HIDDEN, dtype=torch.bfloat16, device="cuda")
     chosen = torch.tensor([3, 11, 17, 30], device="cuda")  # int64, as the router's top-k gives them
-    microseconds = time_launch(lambda: mxfp4_fragments.moe_mxfp4_fragments(x, blocks, scales, bias, chosen, None,
-                                                                            (1.702, 7.0)))
+    return blocks, scales, bias, x, chosen
+
+
+def launch_fragments(blocks, scales, bias, x, chosen):
+    """The fragments kernel's gate/up launch as batch-1 decoding makes it (with the SwiGLU)."""
+    from gptoss_model.kernels import mxfp4_fragments
+
+    return mxfp4_fragments.moe_mxfp4_fragments(x, blocks, scales, bias, chosen, None, (1.702, 7.0))
+
+
+def measure(rows: int) -> dict:
+    inputs = batch_one_inputs(rows)
+    microseconds = time_launch(lambda: launch_fragments(*inputs))
     return {"rows": rows, "programs": CHOSEN * rows // 16, "bytes": packed_bytes_read(rows),
             "us_per_launch": round(microseconds, 2),
             "TB_per_s": round(packed_bytes_read(rows) / microseconds / 1e6, 3)}
