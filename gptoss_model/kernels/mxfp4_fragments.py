@@ -190,14 +190,6 @@ def _fragment_rows(block, g, SWIGLU: tl.constexpr):
 
 
 @triton.jit
-def _row_biases(bias_ptr, expert, N, block, SWIGLU: tl.constexpr):
-    """The biases of rows a and b of lane (g, t) [32] each, float32 after rounding to the bias dtype (a no-op)."""
-    row_a, row_b = _fragment_rows(block, tl.arange(0, 32) // 4, SWIGLU)
-    return (tl.load(bias_ptr + expert * N + row_a).to(tl.float32)[:, None],
-            tl.load(bias_ptr + expert * N + row_b).to(tl.float32)[:, None])
-
-
-@triton.jit
 def _fragments_kernel(
     x_ptr, x_row_ptr, blocks_ptr, scales_ptr, bias_ptr, out_ptr, tile_expert_ptr, tile_start_ptr, tile_end_ptr,
     N, K, alpha, limit,
@@ -251,16 +243,15 @@ def _fragments_kernel(
     out_row = (start + slot).to(tl.int64)
     row_ok = start + slot < end
     out_dtype = out_ptr.dtype.element_ty
-    bias_a, bias_b = _row_biases(bias_ptr, expert, N, block, SWIGLU)
-    h_a = first.to(out_dtype).to(tl.float32) + bias_a  # rows a and b: the sums rounded, then the bias added
-    h_b = second.to(out_dtype).to(tl.float32) + bias_b
-    if SWIGLU:  # gate and up of output 8·block + g
+    row_a, row_b = _fragment_rows(block, g, SWIGLU)  # lane (g, t)'s rows, for the biases and the stores
+    h_a = first.to(out_dtype).to(tl.float32) + tl.load(bias_ptr + expert * N + row_a).to(tl.float32)[:, None]
+    h_b = second.to(out_dtype).to(tl.float32) + tl.load(bias_ptr + expert * N + row_b).to(tl.float32)[:, None]
+    if SWIGLU:  # gate and up of output 8·block + g: the sums rounded, the bias added, both rounded again
         h = _swiglu(h_a.to(out_dtype).to(tl.float32), h_b.to(out_dtype).to(tl.float32), alpha, limit)
         tl.store(out_ptr + out_row * (N // 2) + (block * 8 + g)[:, None], h.to(out_dtype), mask=row_ok)
     else:
-        col_a, col_b = _fragment_rows(block, g, SWIGLU)
-        tl.store(out_ptr + out_row * N + col_a[:, None], h_a.to(out_dtype), mask=row_ok)
-        tl.store(out_ptr + out_row * N + col_b[:, None], h_b.to(out_dtype), mask=row_ok)
+        tl.store(out_ptr + out_row * N + row_a[:, None], h_a.to(out_dtype), mask=row_ok)
+        tl.store(out_ptr + out_row * N + row_b[:, None], h_b.to(out_dtype), mask=row_ok)
 
 
 def fits(x: torch.Tensor, blocks: torch.Tensor) -> bool:
