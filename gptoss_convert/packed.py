@@ -11,6 +11,7 @@ import torch
 
 from gptoss_convert import mxfp4
 from gptoss_convert.remap import iter_tensors
+from gptoss_model.mxfp4_experts import MXFP4Experts
 
 PACKED_NAMES = ("mlp.experts.gate_up_proj", "mlp.experts.down_proj")  # the dense name each packed pair replaces
 
@@ -29,6 +30,9 @@ def fill_packed(model, ckpt, packed_map: dict, device) -> None:
         module = model.get_submodule(module_name)
         setattr(module, f"{leaf}_blocks", blocks.to(device))
         setattr(module, f"{leaf}_scales", scales.to(device))
+    for module in model.modules():
+        if isinstance(module, MXFP4Experts):  # which decoding its scales allow on CUDA
+            module.note_scales()
 
 
 def _packed(ckpt, name: str, source) -> tuple[torch.Tensor, torch.Tensor]:

@@ -49,6 +49,9 @@ class MXFP4Experts(nn.Module):
             self.register_buffer(f"{name}_scales", torch.zeros(E, rows, groups, dtype=torch.uint8, device=device))
         self.gate_up_proj_bias = nn.Parameter(torch.zeros(E, 2 * I, device=device, dtype=dtype))
         self.down_proj_bias = nn.Parameter(torch.zeros(E, H, device=device, dtype=dtype))
+        self.largest_scale = None  # the largest scale byte of both projections, once note_scales has run
+        self._noted_scales = None  # (data pointer, version) of each scale buffer then
+        self.register_load_state_dict_post_hook(lambda module, _keys: module.note_scales())
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         if x.is_cuda:
@@ -56,6 +59,27 @@ class MXFP4Experts(nn.Module):
 
             return packed_experts_forward(self, x, weights, indices)
         return self.forward_selected(x, weights, indices)
+
+    def note_scales(self) -> None:
+        """Record the largest scale byte of both projections (one GPU sync; nothing on the meta device). The CUDA
+        kernels decode with one multiply a weight pair where it is at most 128 (kernels/mxfp4_fragments.py), with
+        two otherwise or while it is unknown. Whatever fills the buffers calls this: load_state_dict,
+        gptoss_convert's loading, fill_random_ (offloaded slots, refilled every layer, never do: two multiplies)."""
+        scales = (self.gate_up_proj_scales, self.down_proj_scales)
+        if any(s.is_meta for s in scales):
+            return
+        self.largest_scale = max(int(s.max()) if s.numel() else 0 for s in scales)
+        self._noted_scales = tuple((s.data_ptr(), s._version) for s in scales)
+
+    def largest_scale_byte(self) -> int | None:
+        """The recorded largest scale byte, or None. Outside compiled code a change to the scale buffers since it was
+        recorded (a new tensor, or one written in place) is noticed and the byte recorded again; compiled code takes
+        the value recorded when it was compiled (torch.compile guards on it)."""
+        if self.largest_scale is not None and not torch.compiler.is_compiling():
+            scales = (self.gate_up_proj_scales, self.down_proj_scales)
+            if self._noted_scales != tuple((s.data_ptr(), s._version) for s in scales):
+                self.note_scales()
+        return self.largest_scale
 
     def forward_selected(self, x, weights, indices) -> torch.Tensor:
         """GPTOssExperts' readable loop, each selected expert dequantized just before use (CPU path)."""
@@ -119,6 +143,7 @@ def fill_random_(experts: MXFP4Experts, generator: torch.Generator | None = None
         for kind, low, high in (("blocks", 0, 256), ("scales", 118, 123)):
             t = getattr(experts, f"{p}_{kind}")
             t.copy_(torch.randint(low, high, t.shape, dtype=torch.uint8, device=t.device, generator=generator))
+    experts.note_scales()
     return experts
 
 

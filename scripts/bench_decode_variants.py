@@ -38,6 +38,8 @@ variant wins on the GPU:
 - experts-row-2-warps, experts-row-8-warps: batch 1's fragments programs (row tiles) with 2 or 8 warps instead of 4
   (mxfp4_fragments.WARPS): 2 warps fit 16 programs an SM (the gate/up launch in one wave, 12 steps a warp), 8
   warps halve a warp's steps (3 at K = 2,880) but fit 4 programs an SM;
+- experts-two-multiplies: the fragments kernel's decoded codes multiplied by 2^126 and then by the scale
+  (mxfp4_fragments.ONE_MULTIPLY = False), as before the tenth session, instead of one multiply by their product;
 - tiled-prefill: prefill's packed experts through mxfp4_moe's tensor-core tiles (mxfp4_dequantize.DEQUANTIZE_ROWS
   = None), as before the eighth session, instead of shares of dequantized bf16 weights and the grouped matmul;
 - no-fragment-experts: the packed experts of up to 64 (token, expert) rows through mxfp4_moe's one-row and
@@ -67,11 +69,11 @@ ENVIRONMENT = {"inductor-tuned": {"TORCHINDUCTOR_COORDINATE_DESCENT_TUNING": "1"
 PARTS = ("base", "inductor-tuned", "linear-8-rows", "qkv-inductor", "attention-inductor", "attention-matmul-8",
          "o-proj-kernel", "rows-kernel", "combo-kernels", "aggressive-fusion", "fragment-projections",
          "no-fragment-experts", "experts-4-warps", "experts-one-wave", "experts-row-2-warps",
-         "experts-row-8-warps", "tiled-prefill")
-# the default run (~2 min on the H200): the eighth session's comparison of the prefill path against the tiles; the
-# others on request. (mxfp4_fragments' variants that measured slower or flat were removed with their parts here: see
+         "experts-row-8-warps", "experts-two-multiplies", "tiled-prefill")
+# the default run (~2 min on the H200): the tenth session's comparison of the one-multiply decoding against the two
+# multiplies; the others on request. (mxfp4_fragments' variants that measured slower or flat were removed with their parts here: see
 # that module's comment for the commits that have them.)
-VARIANTS = ("base", "tiled-prefill")
+VARIANTS = ("base", "experts-two-multiplies")
 INDUCTOR_SWITCHES = {"combo-kernels": "combo_kernels", "aggressive-fusion": "aggressive_fusion"}
 
 
@@ -90,6 +92,7 @@ SETTINGS = {  # part -> the (module, attribute, value) it sets; the parts not he
     "experts-one-wave": [(FRAGMENTS, "PREFETCH", False), (FRAGMENTS, "MAX_REGISTERS", 40)],
     "experts-row-2-warps": [(FRAGMENTS, "WARPS", 2)],
     "experts-row-8-warps": [(FRAGMENTS, "WARPS", 8)],
+    "experts-two-multiplies": [(FRAGMENTS, "ONE_MULTIPLY", False)],
     "tiled-prefill": [("gptoss_model.kernels.mxfp4_dequantize", "DEQUANTIZE_ROWS", None)],
     "no-fragment-experts": [("gptoss_model.kernels.mxfp4_moe", "FRAGMENTS", False)],
 }

@@ -68,7 +68,7 @@ def _read_kernel(blocks_ptr, scales_ptr, x_ptr, expert_ptr, out_ptr, N, K, PATTE
         slot_ok = g == 0  # batch 1: one token, slot 0
         for k0 in range(0, K, 128 * WARPS):  # the kernel's own loads (those of x and the scales unused: dropped)
             wa, wb, q0, q1, q2, q3, scales = _step_operands(blocks, x_words, scales_ptr, row_a_at, row_b_at, x_row,
-                                                            slot_ok, thread, k0, K)
+                                                            slot_ok, thread, k0, K, True)
             if PATTERN == 1:
                 acc ^= wa ^ wb
             else:

@@ -56,12 +56,15 @@ def time_launch(launch, repeats: int = 50, replays: int = 20) -> float:
     return sorted(times)[len(times) // 2]
 
 
+SCALE_BYTES = (118, 123)  # batch_one_inputs' scale bytes: 118..122, as fill_random_'s
+
+
 def batch_one_inputs(rows: int) -> tuple:
     """Random packed experts of `rows` output rows on CUDA and batch 1's inputs: (blocks, scales, bias, x, chosen)."""
     generator = torch.Generator("cuda").manual_seed(0)
     blocks = torch.randint(0, 256, (EXPERTS, rows, HIDDEN // 32, 16), dtype=torch.uint8, device="cuda",
                            generator=generator)
-    scales = torch.randint(118, 123, (EXPERTS, rows, HIDDEN // 32), dtype=torch.uint8, device="cuda",
+    scales = torch.randint(*SCALE_BYTES, (EXPERTS, rows, HIDDEN // 32), dtype=torch.uint8, device="cuda",
                            generator=generator)
     bias = torch.zeros(EXPERTS, rows, dtype=torch.bfloat16, device="cuda")
     x = torch.randn(1, HIDDEN, dtype=torch.bfloat16, device="cuda")
@@ -73,7 +76,8 @@ def launch_fragments(blocks, scales, bias, x, chosen):
     """The fragments kernel's gate/up launch as batch-1 decoding makes it (with the SwiGLU)."""
     from gptoss_model.kernels import mxfp4_fragments
 
-    return mxfp4_fragments.moe_mxfp4_fragments(x, blocks, scales, bias, chosen, None, (1.702, 7.0))
+    return mxfp4_fragments.moe_mxfp4_fragments(x, blocks, scales, bias, chosen, None, (1.702, 7.0),
+                                               largest_scale=SCALE_BYTES[1] - 1)  # no sync inside a graph capture
 
 
 def measure(rows: int) -> dict:

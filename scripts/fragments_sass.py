@@ -48,10 +48,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--max-registers", type=int, help="ptxas's register limit for the expert kernel")
     parser.add_argument("--no-prefetch", action="store_true", help="the expert kernel without mxfp4_fragments.PREFETCH")
+    parser.add_argument("--two-multiplies", action="store_true",
+                        help="the expert kernel's decoding without mxfp4_fragments.ONE_MULTIPLY")
     parser.add_argument("--experts-only", action="store_true")
     args = parser.parse_args()
     expert = dict(GATHER=False, SWIGLU=True, ROW_TILES=True, SHARED_X=True, WARPS=mxfp4_fragments.WARPS,
-                  PREFETCH=mxfp4_fragments.PREFETCH and not args.no_prefetch, EMULATE=False)
+                  PREFETCH=mxfp4_fragments.PREFETCH and not args.no_prefetch, EMULATE=False,
+                  ONE_MULTIPLY=mxfp4_fragments.ONE_MULTIPLY and not args.two_multiplies)
     options = {"maxnreg": args.max_registers} if args.max_registers else {}
     print(json.dumps(describe("experts", mxfp4_fragments._fragments_kernel, EXPERT_ARGUMENTS, expert,
                               mxfp4_fragments.WARPS, 64, **options)), flush=True)  # 32 columns of 2 rows a step

@@ -168,14 +168,19 @@ kf = importlib.import_module("gptoss_model.kernels.mxfp4_fragments")
 
 @pytest.mark.parametrize("K", [96, 288])
 @pytest.mark.parametrize("row_tiles", [True, False], ids=["row-tiles", "sorted-tiles"])
-def test_fragments_decode_every_scale_byte_exactly(row_tiles, K):
+@pytest.mark.parametrize("highest", [252, 128], ids=["two-multiplies", "one-multiply"])
+def test_fragments_decode_every_scale_byte_exactly(row_tiles, K, highest):
     """mxfp4_fragments' kernel with one-hot x rows: each output is a single weight, exactly (bf16 holds them all).
-    Scale bytes 3..252 as in test_kernel_decodes_every_scale_byte_exactly; K = 96 leaves the last of each 4 threads'
+    Scale bytes up to 252 as in test_kernel_decodes_every_scale_byte_exactly (above 128: the decoding with two
+    multiplies), or up to 128 (the one-multiply decoding); from 0 on CUDA, from 3 under the interpreter, whose
+    float32 -> bf16 rounding flushes the subnormals of bytes 0..2. K = 96 leaves the last of each 4 threads'
     32-column ranges outside the row (masked); the columns cover both nibbles, all 3 blocks and all 4 k-steps of a
     half. K = 288: columns in each warp's 128-column share of a step, the third warp's ending part-way."""
     N = 128
+    lowest = 3 if DEVICE == "cpu" else 0
     blocks, _ = packed(2, N, K)
-    scales = (3 + torch.arange(2 * N * (K // 32)) % 250).to(torch.uint8).reshape(2, N, K // 32).to(DEVICE)
+    scales = (lowest + torch.arange(2 * N * (K // 32)) % (highest + 1 - lowest)).to(torch.uint8)
+    scales = scales.reshape(2, N, K // 32).to(DEVICE)
     columns = [0, 1, 6, 33, 34, 47, 70, 95] if K == 96 else [0, 33, 127, 128, 150, 200, 255, 287]
     x = torch.eye(K, device=DEVICE, dtype=torch.bfloat16)[columns]
     rows = len(columns)
@@ -244,11 +249,14 @@ def test_packed_experts_forward_through_fragments_equals_selected_dequantization
     weights, indices = torch.topk(torch.randn(tokens, 4, device=DEVICE), 2)
     weights = weights.softmax(-1).to(torch.bfloat16)
     called, launch = [], kf.moe_mxfp4_fragments
-    monkeypatch.setattr(kf, "moe_mxfp4_fragments", lambda *a, **k: called.append(1) or launch(*a, **k))
+    monkeypatch.setattr(kf, "moe_mxfp4_fragments", lambda *a, **k: called.append(k) or launch(*a, **k))
     got = km.packed_experts_forward(experts, x, weights, indices)
-    assert len(called) == 2  # both projections
+    assert [k["largest_scale"] for k in called] == [122, 122]  # both projections, the recorded byte: one multiply
     want = experts.forward_selected(x.float(), weights.float(), indices)
     assert torch.allclose(got.float(), want, atol=2e-2 * want.abs().max().item(), rtol=2e-2)
+    experts.down_proj_scales[0, 0, 0] = 130  # above 128: noticed, so the launches take two multiplies
+    km.packed_experts_forward(experts, x, weights, indices)
+    assert [k["largest_scale"] for k in called[2:]] == [130, 130]
 
 
 def test_fragments_refuse_float32_in_one_line():

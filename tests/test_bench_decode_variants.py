@@ -126,7 +126,11 @@ def test_fragment_variants_switch_the_sixth_session_kernels():
         assert switches() == (True, True, False, 4, False, 40, 7168)
         variants.apply("tiled-prefill")
         assert switches()[6:] == (None,)
+        assert mxfp4_fragments.ONE_MULTIPLY
+        variants.apply("experts-two-multiplies")
+        assert not mxfp4_fragments.ONE_MULTIPLY
     finally:
+        mxfp4_fragments.ONE_MULTIPLY = True
         (fast.FRAGMENT_PROJECTIONS, norm_linear.FRAGMENTS, mxfp4_moe.FRAGMENTS, mxfp4_fragments.SORTED_WARPS,
          mxfp4_fragments.PREFETCH, mxfp4_fragments.MAX_REGISTERS, mxfp4_dequantize.DEQUANTIZE_ROWS) = saved
 

@@ -46,7 +46,8 @@ def small_experts(E=4, hidden=64, intermediate=32):
     gate_up, down = packed(2 * intermediate, hidden), packed(hidden, intermediate)
     return types.SimpleNamespace(gate_up_proj_blocks=gate_up[0], gate_up_proj_scales=gate_up[1],
                                  gate_up_proj_bias=gate_up[2], down_proj_blocks=down[0], down_proj_scales=down[1],
-                                 down_proj_bias=down[2], alpha=1.702, limit=7.0), E, hidden
+                                 down_proj_bias=down[2], alpha=1.702, limit=7.0,
+                                 largest_scale_byte=lambda: 127), E, hidden  # as MXFP4Experts records it
 
 
 def recorded(monkeypatch, batch, fragments=True):
@@ -89,6 +90,7 @@ def test_the_fragments_kernel_compiles_for_hopper_as_decoding_launches_it(monkey
     tile_pointer = args[kernel.arg_names.index("tile_expert_ptr")]
     assert tile_pointer.dtype == (torch.int64 if batch == 1 else torch.int32)  # the case the offline check missed
     for kernel, args, options in launches:
+        assert options["ONE_MULTIPLY"]  # scale bytes up to 128: the decoding with one multiply a weight pair
         sass, usage = compile_launch(kernel, args, options)
         assert usage.get("LOCAL", 0) == 0 and usage.get("STACK", 0) == 0, usage  # no spills
         loop = kernel_sass.main_loop(sass)

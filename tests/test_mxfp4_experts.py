@@ -79,3 +79,31 @@ def test_dense_checkpoint_is_requantized_exactly(pair, tmp_path):
 def test_unknown_experts_option_is_a_usage_error():
     with pytest.raises(InputError, match="experts='int4'"):
         gptoss_convert.load_model("tiny", experts="int4")
+
+
+def test_loaded_experts_record_their_largest_scale_byte(pair):
+    """The CUDA kernels' one-multiply decoding needs every scale byte <= 128 (kernels/mxfp4_fragments.py): loading
+    records each layer's largest byte, the one in its buffers."""
+    _, packed = pair
+    for layer in packed.model.layers:
+        experts = layer.mlp.experts
+        want = max(int(experts.gate_up_proj_scales.max()), int(experts.down_proj_scales.max()))
+        assert experts.largest_scale == want and experts.largest_scale_byte() == want
+
+
+def test_largest_scale_byte_follows_load_state_dict_and_writes_in_place():
+    from gptoss_model import GPTOss_Small
+    from gptoss_model.mxfp4_experts import fill_random_
+
+    config = GPTOss_Small(hidden_size=64, intermediate_size=96, num_local_experts=4)
+    assert MXFP4Experts(config, device="meta").largest_scale is None  # unknown: the decoding for any byte
+    source = fill_random_(MXFP4Experts(config), torch.Generator().manual_seed(0))
+    assert source.largest_scale == 122  # fill_random_'s bytes are 118..122
+    experts = MXFP4Experts(config)
+    source.down_proj_scales[1, 2, 0] = 129
+    experts.load_state_dict(source.state_dict())
+    assert experts.largest_scale == 129
+    experts.down_proj_scales[1, 2, 0] = 7  # written in place: noticed at the next question, outside compiled code
+    assert experts.largest_scale_byte() == 122
+    experts.gate_up_proj_scales = torch.full_like(experts.gate_up_proj_scales, 200)  # a new tensor: noticed too
+    assert experts.largest_scale_byte() == 200

@@ -49,6 +49,9 @@ MAX_REGISTERS = None  # ptxas's register limit for the kernel (None: its own cho
 # spills, offline) an SM holds 12 programs of 4 warps instead of 8, and batch 1's gate/up launch (1,440 programs)
 # one wave instead of 1.36: bench_decode_variants.py's "experts-one-wave", measured slower (seventh session)
 MAX_ROWS = 64  # up to this many (token, expert) rows, packed_experts_forward takes this kernel
+ONE_MULTIPLY = True  # where every scale byte is at most UNIT_IN_SCALE_LIMIT (all of gpt-oss's), the decoded codes
+# take one bf16x2 multiply by the scale times 2^126 instead of one by 2^126 and one by the scale: the main loop's
+# 262 machine instructions a step become 215 (Triton 3.6, sm_90, scripts/fragments_sass.py)
 # Measured slower or flat, and removed (docs/benchmarks.md; commit 51c9f02 has the first three with their tests and
 # bench_decode_variants parts, 09662a2 the fourth):
 # - batch 1's input columns split over 2-3 programs, the float32 sums finished after: 438.3 against 464.0 tok/s;
@@ -59,10 +62,10 @@ MAX_ROWS = 64  # up to this many (token, expert) rows, packed_experts_forward ta
 #   467, batch 8 1,162 against 1,517.
 
 
-def _fragments_ptx(half: int) -> str:
+def _fragments_ptx(half: int, unit_in_scale: bool) -> str:
     """PTX for 4 k-steps (the half `half` of a thread's 32 columns). Operands: $0-$3 the sums out; $4-$7 row a's
     16 bytes, $8-$11 row b's; $12-$15 and $16-$19 x's bf16 pairs of the half's 16 columns; $20/$21 the scales of
-    rows a/b as bf16x2; $24-$27 the sums in."""
+    rows a/b as bf16x2 (unit_in_scale: times 2^126, see _scale_pair); $24-$27 the sums in."""
     steps = ["mov.b32 zero, 0;", f"mov.b32 unit, {both_lanes(PAIR_UNIT)};"]
     steps += [f"mov.b32 ${i}, ${24 + i};" for i in range(4)]
     for s in range(4):
@@ -73,7 +76,7 @@ def _fragments_ptx(half: int) -> str:
                   f"prmt.b32 lb, ${8 + word}, zero, 0x{spread_bytes:04X};"]
         for out, lanes, nibble, scale in (("a0", "la", 0x0F, "$20"), ("a1", "lb", 0x0F, "$21"),
                                           ("a2", "la", 0xF0, "$20"), ("a3", "lb", 0xF0, "$21")):
-            steps += decode_pair_ptx(out, lanes, nibble, scale)
+            steps += decode_pair_ptx(out, lanes, nibble, scale, unit_in_scale)
         x0, x1 = 12 + 2 * s, 13 + 2 * s  # x's words of columns c, c+1 and c+2, c+3
         steps += [f"prmt.b32 b0, ${x0}, ${x1}, 0x5410;", f"prmt.b32 b1, ${x0}, ${x1}, 0x7632;",
                   "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {$0, $1, $2, $3}, {a0, a1, a2, a3}, "
@@ -81,18 +84,23 @@ def _fragments_ptx(half: int) -> str:
     return "{ .reg .b32 zero, unit, la, lb, w, a0, a1, a2, a3, b0, b1; " + " ".join(steps) + " }"
 
 
-FIRST_HALF_PTX = tl.constexpr(_fragments_ptx(0))
+FIRST_HALF_PTX = tl.constexpr(_fragments_ptx(0, unit_in_scale=False))
+SECOND_HALF_PTX = tl.constexpr(_fragments_ptx(1, unit_in_scale=False))
+FIRST_HALF_ONE_MULTIPLY_PTX = tl.constexpr(_fragments_ptx(0, unit_in_scale=True))
+SECOND_HALF_ONE_MULTIPLY_PTX = tl.constexpr(_fragments_ptx(1, unit_in_scale=True))
 CONSTRAINTS = tl.constexpr(",".join(["=f"] * 4 + ["r"] * 20 + ["f"] * 4))
-SECOND_HALF_PTX = tl.constexpr(_fragments_ptx(1))
+UNIT_IN_SCALE_LIMIT = 128  # the largest scale byte whose 2^(byte - 127) · 2^126 a bfloat16 holds (2^127)
 
 
 @triton.jit
-def _bytes_to_values(words, scale, R: tl.constexpr):
-    """[R, 4] int32 holding 16 bytes of a weight row, its block's scale as bf16x2 bits [R] -> the 32 weights
-    [R, 32] float32 in column order (the interpreter's path)."""
+def _bytes_to_values(words, scale, R: tl.constexpr, ONE_MULTIPLY: tl.constexpr):
+    """[R, 4] int32 holding 16 bytes of a weight row, its block's scale as bf16x2 bits [R] (ONE_MULTIPLY: times
+    2^126) -> the 32 weights [R, 32] float32 in column order (the interpreter's path)."""
     shifts = tl.arange(0, 4) * 8
     packed = tl.reshape((words[:, :, None] >> shifts[None, None, :]) & 0xFF, (R, 16))  # byte j = 4·word + b
     values = tl.reshape(tl.join(_e2m1(packed & 0x0F), _e2m1(packed >> 4)), (R, 32))  # column 2j, 2j+1
+    if ONE_MULTIPLY:
+        values = values * 2.0 ** -126  # exact: E2M1 values times a power of two, float32 subnormals included
     return values * ((scale & 0xFFFF) << 16).to(tl.float32, bitcast=True)[:, None]
 
 
@@ -131,7 +139,8 @@ def fragment_results(acc, WARPS: tl.constexpr):
 
 
 @triton.jit
-def _fragment_products(wa, wb, q0, q1, q2, q3, scales, acc, R: tl.constexpr, EMULATE: tl.constexpr):
+def _fragment_products(wa, wb, q0, q1, q2, q3, scales, acc, R: tl.constexpr, EMULATE: tl.constexpr,
+                       ONE_MULTIPLY: tl.constexpr):
     """acc [R, 4] += what the tensor cores make of the fragments: thread (g, t)'s sums of rows a and b (of its
     slot g) for token slots 2t and 2t+1, over the 32 columns of every thread t of its row."""
     if EMULATE:  # the same sums with tensor operations
@@ -139,7 +148,13 @@ def _fragment_products(wa, wb, q0, q1, q2, q3, scales, acc, R: tl.constexpr, EMU
         sb = tl.sum(tl.where(tl.arange(0, 4)[None, :] == 1, scales, 0), axis=1)
         x = _side_by_side(_side_by_side(pairs_to_values(q0, R), pairs_to_values(q1, R), R, 8),
                           _side_by_side(pairs_to_values(q2, R), pairs_to_values(q3, R), R, 8), R, 16)
-        return acc + fragment_sums(_bytes_to_values(wa, sa, R), _bytes_to_values(wb, sb, R), x, R, 32)
+        return acc + fragment_sums(_bytes_to_values(wa, sa, R, ONE_MULTIPLY), _bytes_to_values(wb, sb, R, ONE_MULTIPLY),
+                                   x, R, 32)
+    if ONE_MULTIPLY:
+        acc = tl.inline_asm_elementwise(FIRST_HALF_ONE_MULTIPLY_PTX, CONSTRAINTS,
+                                        [wa, wb, q0, q1, scales, acc], dtype=tl.float32, is_pure=True, pack=4)
+        return tl.inline_asm_elementwise(SECOND_HALF_ONE_MULTIPLY_PTX, CONSTRAINTS,
+                                         [wa, wb, q2, q3, scales, acc], dtype=tl.float32, is_pure=True, pack=4)
     acc = tl.inline_asm_elementwise(FIRST_HALF_PTX, CONSTRAINTS,
                                     [wa, wb, q0, q1, scales, acc], dtype=tl.float32, is_pure=True, pack=4)
     return tl.inline_asm_elementwise(SECOND_HALF_PTX, CONSTRAINTS,
@@ -147,17 +162,23 @@ def _fragment_products(wa, wb, q0, q1, q2, q3, scales, acc, R: tl.constexpr, EMU
 
 
 @triton.jit
-def _scale_pair(scale_bytes):
-    """E8M0 scale bytes -> 2^(byte - 127) as bf16 bits in both 16-bit lanes (byte 0: the subnormal 0x0040)."""
-    bits = tl.maximum(scale_bytes.to(tl.int32) << 7, 0x40)
+def _scale_pair(scale_bytes, ONE_MULTIPLY: tl.constexpr):
+    """E8M0 scale bytes -> 2^(byte - 127) as bf16 bits in both 16-bit lanes (byte 0: the subnormal 0x0040);
+    ONE_MULTIPLY: 2^(byte - 127) · 2^126 = 2^(byte - 1) instead (bytes up to UNIT_IN_SCALE_LIMIT), so that the
+    decoded codes take one multiply, not one by 2^126 and one by the scale."""
+    if ONE_MULTIPLY:
+        bits = (scale_bytes.to(tl.int32) + 126) << 7
+    else:
+        bits = tl.maximum(scale_bytes.to(tl.int32) << 7, 0x40)
     return bits | (bits << 16)
 
 
 @triton.jit
-def _step_operands(blocks, x_words, scales_ptr, row_a_at, row_b_at, x_row, slot_ok, thread, k0, K):
+def _step_operands(blocks, x_words, scales_ptr, row_a_at, row_b_at, x_row, slot_ok, thread, k0, K,
+                   ONE_MULTIPLY: tl.constexpr):
     """The loads of one step from input column k0 (columns from K on: masked): each thread's 16 bytes of rows a
     and b ([R, 4] int32 each), x's 32 values as 4 × [R, 4] int32 of bf16 pairs, and the two rows' scales as bf16x2
-    ([R, 4]: words 0 and 1)."""
+    ([R, 4]: words 0 and 1; ONE_MULTIPLY: see _scale_pair)."""
     word = tl.arange(0, 4)[None, :]
     column = k0 + (thread // 32) * 128 + (thread % 4) * 32  # the thread's first column
     ok = column < K
@@ -169,8 +190,8 @@ def _step_operands(blocks, x_words, scales_ptr, row_a_at, row_b_at, x_row, slot_
     q1 = tl.load(xs + 4, mask=x_ok, other=0)
     q2 = tl.load(xs + 8, mask=x_ok, other=0)
     q3 = tl.load(xs + 12, mask=x_ok, other=0)
-    sa = _scale_pair(tl.load(scales_ptr + row_a_at * (K // 32) + column // 32, mask=ok, other=127))
-    sb = _scale_pair(tl.load(scales_ptr + row_b_at * (K // 32) + column // 32, mask=ok, other=127))
+    sa = _scale_pair(tl.load(scales_ptr + row_a_at * (K // 32) + column // 32, mask=ok, other=127), ONE_MULTIPLY)
+    sb = _scale_pair(tl.load(scales_ptr + row_b_at * (K // 32) + column // 32, mask=ok, other=127), ONE_MULTIPLY)
     scales = tl.where(word == 0, sa[:, None], tl.where(word == 1, sb[:, None], 0))
     return wa, wb, q0, q1, q2, q3, scales
 
@@ -194,12 +215,13 @@ def _fragments_kernel(
     x_ptr, x_row_ptr, blocks_ptr, scales_ptr, bias_ptr, out_ptr, tile_expert_ptr, tile_start_ptr, tile_end_ptr,
     N, K, alpha, limit,
     GATHER: tl.constexpr, SWIGLU: tl.constexpr, ROW_TILES: tl.constexpr, SHARED_X: tl.constexpr,
-    WARPS: tl.constexpr, PREFETCH: tl.constexpr, EMULATE: tl.constexpr,
+    WARPS: tl.constexpr, PREFETCH: tl.constexpr, EMULATE: tl.constexpr, ONE_MULTIPLY: tl.constexpr,
 ):
     """x [X, K] bf16 (rows picked by x_row [R] when GATHER), blocks [E, N, K/32, 16], scales [E, N, K/32], bias
     [E, N] -> out [R, N] (or [R, N/2] after the SwiGLU). Program (tile, T) computes rows 16T..16T+15 of the tile's
     expert for the tile's rows tile_start..tile_end-1 (at most 8); its WARPS warps split the input columns, 128 a
-    step each. ROW_TILES: tile t is row t; SHARED_X: every row reads x's row 0."""
+    step each. ROW_TILES: tile t is row t; SHARED_X: every row reads x's row 0; ONE_MULTIPLY: every scale byte is at
+    most UNIT_IN_SCALE_LIMIT (see _scale_pair)."""
     tile = tl.program_id(0)  # the tile's loads here, not in a helper: see mxfp4_moe._tile_rows
     expert = tl.load(tile_expert_ptr + tile).to(tl.int64)
     start, end = _tile_rows(tile, tl.load(tile_start_ptr + tile), tl.load(tile_end_ptr + tile), ROW_TILES)
@@ -225,17 +247,18 @@ def _fragments_kernel(
     STEP: tl.constexpr = 128 * WARPS  # input columns a step: 32 a thread, 4 threads a row, WARPS warps
     if PREFETCH:  # the next step's loads are issued before this step's products (past K: masked, nothing read)
         wa, wb, q0, q1, q2, q3, scales = _step_operands(blocks, x_words, scales_ptr, row_a_at, row_b_at, x_row,
-                                                        slot_ok, thread, 0, K)
+                                                        slot_ok, thread, 0, K, ONE_MULTIPLY)
         for k0 in range(0, K, STEP):
             wa2, wb2, q02, q12, q22, q32, scales2 = _step_operands(blocks, x_words, scales_ptr, row_a_at, row_b_at,
-                                                                   x_row, slot_ok, thread, k0 + STEP, K)
-            acc = _fragment_products(wa, wb, q0, q1, q2, q3, scales, acc, THREADS, EMULATE)
+                                                                   x_row, slot_ok, thread, k0 + STEP, K,
+                                                                   ONE_MULTIPLY)
+            acc = _fragment_products(wa, wb, q0, q1, q2, q3, scales, acc, THREADS, EMULATE, ONE_MULTIPLY)
             wa, wb, q0, q1, q2, q3, scales = wa2, wb2, q02, q12, q22, q32, scales2
     else:
         for k0 in range(0, K, STEP):
             wa, wb, q0, q1, q2, q3, scales = _step_operands(blocks, x_words, scales_ptr, row_a_at, row_b_at, x_row,
-                                                            slot_ok, thread, k0, K)
-            acc = _fragment_products(wa, wb, q0, q1, q2, q3, scales, acc, THREADS, EMULATE)
+                                                            slot_ok, thread, k0, K, ONE_MULTIPLY)
+            acc = _fragment_products(wa, wb, q0, q1, q2, q3, scales, acc, THREADS, EMULATE, ONE_MULTIPLY)
     first, second = fragment_results(acc, WARPS)  # [32, 2] each: rows a and b
     lane = tl.arange(0, 32)
     g = lane // 4
@@ -260,11 +283,12 @@ def fits(x: torch.Tensor, blocks: torch.Tensor) -> bool:
     return x.dtype == torch.bfloat16 and blocks.shape[1] % 16 == 0 and (x.is_cuda or INTERPRETED)
 
 
-def moe_mxfp4_fragments(x, blocks, scales, bias, tiles, x_rows=None, swiglu=None, warps=None):
+def moe_mxfp4_fragments(x, blocks, scales, bias, tiles, x_rows=None, swiglu=None, warps=None, largest_scale=None):
     """What mxfp4_moe.moe_mxfp4_linear computes, for tiles of at most 8 rows of one expert: out[r] =
     x[x_rows[r]] @ dequantize(blocks, scales)[e].T + bias[e]. tiles = (expert, start, end) int32 [T] each, or the
     experts [R] of rows 0..R-1, a row a tile, reading x's row 0 if x has one row (batch-1 decoding). warps: a
-    program's (default WARPS for row tiles, SORTED_WARPS for the others)."""
+    program's (default WARPS for row tiles, SORTED_WARPS for the others). largest_scale: the largest byte of
+    `scales` if known (MXFP4Experts.largest_scale_byte), else found here (a GPU sync)."""
     E, N, G, _ = blocks.shape
     K = G * 32
     if not fits(x, blocks):
@@ -281,9 +305,13 @@ def moe_mxfp4_fragments(x, blocks, scales, bias, tiles, x_rows=None, swiglu=None
     out = torch.empty(rows, N // 2 if swiglu else N, dtype=x.dtype, device=x.device)
     expert, start, end = tiles
     alpha, limit = swiglu if swiglu else (0.0, 0.0)
+    if largest_scale is None:
+        largest_scale = int(scales.max())
+    one_multiply = ONE_MULTIPLY and largest_scale <= UNIT_IN_SCALE_LIMIT
     _fragments_kernel[(expert.shape[0], N // 16)](
         x, x_rows if x_rows is not None else x, blocks, scales, bias, out, expert, start, end, N, K, alpha, limit,
         GATHER=x_rows is not None, SWIGLU=swiglu is not None, ROW_TILES=row_tiles,
         SHARED_X=row_tiles and x.shape[0] == 1 and rows > 1, WARPS=warps, PREFETCH=PREFETCH, EMULATE=INTERPRETED,
+        ONE_MULTIPLY=one_multiply,
         num_warps=warps, **({"maxnreg": MAX_REGISTERS} if MAX_REGISTERS else {}))
     return out

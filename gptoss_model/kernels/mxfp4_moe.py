@@ -117,15 +117,18 @@ def both_lanes(lane: int) -> str:
     return f"0x{lane * 0x10001:08X}"
 
 
-def decode_pair_ptx(out: str, lanes: str, nibble: int, scale: str | None) -> list[str]:
+def decode_pair_ptx(out: str, lanes: str, nibble: int, scale: str | None, unit_in_scale: bool = False) -> list[str]:
     """PTX steps turning `lanes` (a 32-bit register holding two bytes, each alone in a 16-bit lane) into the bf16x2
     `out` of their low (nibble 0x0F) or high (0xF0) codes, times the bf16x2 register `scale` (None: unscaled).
-    Needs registers w and unit (PAIR_UNIT in both lanes)."""
+    Needs registers w and unit (PAIR_UNIT in both lanes). unit_in_scale: `scale` already holds the factor 2^126
+    (the block's scale times PAIR_UNIT, one multiply instead of two: mxfp4_fragments' scales up to 2^1)."""
     spread = PAIR_SPREAD_LOW if nibble == 0x0F else PAIR_SPREAD_HIGH
     steps = [f"and.b32 w, {lanes}, {both_lanes(nibble)};", f"mul.lo.u32 w, w, {spread};",
              f"and.b32 w, w, {both_lanes(PAIR_KEEP)};"]
     if scale is None:
         return steps + [f"mul.rn.bf16x2 {out}, w, unit;"]
+    if unit_in_scale:
+        return steps + [f"mul.rn.bf16x2 {out}, w, {scale};"]
     return steps + ["mul.rn.bf16x2 w, w, unit;", f"mul.rn.bf16x2 {out}, w, {scale};"]
 
 
@@ -491,9 +494,11 @@ def packed_experts_forward(experts, x, weights, indices):
                  and mxfp4_fragments.fits(x, experts.gate_up_proj_blocks)
                  and mxfp4_fragments.fits(x, experts.down_proj_blocks))
     linear = mxfp4_fragments.moe_mxfp4_fragments if fragments else moe_mxfp4_linear
+    largest = experts.largest_scale_byte()  # None (unknown): the decoding right for any scale byte
+    largest_scale = {"largest_scale": 255 if largest is None else largest} if fragments else {}
     if N == 1:  # batch-1 decoding: K one-row tiles, no sorting, no tile arrays
         chosen = indices.reshape(-1)
-        options = {} if fragments else {"config": "one_row"}
+        options = largest_scale if fragments else {"config": "one_row"}
         a = linear(x, experts.gate_up_proj_blocks, experts.gate_up_proj_scales, experts.gate_up_proj_bias,
                    chosen, None, swiglu, **options)  # [K, I]
         y = linear(a, experts.down_proj_blocks, experts.down_proj_scales, experts.down_proj_bias,
@@ -507,8 +512,9 @@ def packed_experts_forward(experts, x, weights, indices):
     if fragments:
         tiles = tiles_by_expert(ends, N * K, 8)
         a = linear(x, experts.gate_up_proj_blocks, experts.gate_up_proj_scales, experts.gate_up_proj_bias,
-                   tiles, x_rows, swiglu)  # [N·K, I]
-        y = linear(a, experts.down_proj_blocks, experts.down_proj_scales, experts.down_proj_bias, tiles)  # [N·K, H]
+                   tiles, x_rows, swiglu, **largest_scale)  # [N·K, I]
+        y = linear(a, experts.down_proj_blocks, experts.down_proj_scales, experts.down_proj_bias, tiles,
+                   **largest_scale)  # [N·K, H]
     else:
         config = "small" if N * K <= SMALL_ROWS else "large"
         tiles = tiles_by_expert(ends, N * K, CONFIGS[config][0])
