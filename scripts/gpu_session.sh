@@ -23,8 +23,9 @@
 #                                          # warp stalls, memory throughput, occupancy; text reports in $OUT/ncu-*.txt
 #   The ninth session: the same-run table (batch 8 1,504.6, batch 1 467.6, prefill 2048 38.2k), `mxfp4-memory` from
 #   a checkpoint (15.02 GB), `launch-cost` (3.0 µs a launch, 2.5 TB/s beyond it) and the loop pipelined by Triton
-#   (slower; docs/benchmarks.md). Prepared for the next: `access-pattern`, whether the fragments kernel's read order
-#   (not its loop) holds batch 1 at ~2.5 TB/s
+#   (slower; docs/benchmarks.md). The tenth: `access-pattern` (the read order is not what holds batch 1), one multiply
+#   a weight pair (`PREFILL="" VARIANTS="base experts-two-multiplies" ... decode-variants`: batch 8 1,526.5 against
+#   1,499.5) and the same-run table (batch 8 1,530.3, batch 1 468.4, prefill 37.8k)
 #   bash scripts/gpu_session.sh launch-cost  # bench_expert_launch_cost.py: batch 1's expert launch as a fixed cost a
 #                                          # launch plus a cost a byte (CUDA graphs of back-to-back launches)
 #   bash scripts/gpu_session.sh access-pattern  # bench_expert_access_pattern.py: the experts' bytes read by loads alone,

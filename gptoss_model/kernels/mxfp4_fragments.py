@@ -6,9 +6,9 @@ float32 multiply-adds on the CUDA cores (the one-row path: 7.7 machine instructi
 the GPU's Triton 3.6 compiles it, 8.6 over the whole kernel by Nsight Compute's count on the H200) or tensor-core
 tiles whose decoded weights pass through shared memory (126 registers, 25 % occupancy). Here a warp's 32 threads
 each decode the 8 weights the hardware expects of them (the A fragment, PTX ISA "Matrix fragments for
-mma.m16n8k16") and the multiply-adds are the tensor cores': 4.1 instructions a weight in the main loop
-(scripts/fragments_sass.py). One 20b layer's experts on the H200: 0.037 against 0.047 ms at 1 token, 0.218 against
-0.278 ms at 8 (docs/benchmarks.md, sixth session).
+mma.m16n8k16") and the multiply-adds are the tensor cores': 3.4 instructions a weight in the main loop (4.1
+with two multiplies, see ONE_MULTIPLY; scripts/fragments_sass.py). One 20b layer's experts on the H200: 0.037
+against 0.047 ms at 1 token, 0.218 against 0.278 ms at 8 (docs/benchmarks.md, sixth session).
 
 The weights stay in the checkpoint's layout ([E, N, K/32, 16] bytes, byte j of a row holding input columns 2j and
 2j+1). What makes that possible is the freedom of a dot product's order: the 16 "k" slots of one mma may be any 16
@@ -59,7 +59,9 @@ ONE_MULTIPLY = True  # where every scale byte is at most UNIT_IN_SCALE_LIMIT (al
 #   batch 8 1,492.8 against 1,508.3;
 # - the rows' biases loaded before the loop: 463.7 against 462.7, 1,519.2 against 1,521.4;
 # - the loop pipelined by Triton, every load an async copy into shared memory 2-3 steps ahead: batch 1 369 against
-#   467, batch 8 1,162 against 1,517.
+#   467, batch 8 1,162 against 1,517;
+# - a step's weights and scales issued two steps ahead in registers, its x one (tenth session, not committed):
+#   batch 1 463.1 against 467.7, batch 8 1,495.2 against 1,531.6.
 
 
 def _fragments_ptx(half: int, unit_in_scale: bool) -> str:
@@ -148,8 +150,9 @@ def _fragment_products(wa, wb, q0, q1, q2, q3, scales, acc, R: tl.constexpr, EMU
         sb = tl.sum(tl.where(tl.arange(0, 4)[None, :] == 1, scales, 0), axis=1)
         x = _side_by_side(_side_by_side(pairs_to_values(q0, R), pairs_to_values(q1, R), R, 8),
                           _side_by_side(pairs_to_values(q2, R), pairs_to_values(q3, R), R, 8), R, 16)
-        return acc + fragment_sums(_bytes_to_values(wa, sa, R, ONE_MULTIPLY), _bytes_to_values(wb, sb, R, ONE_MULTIPLY),
-                                   x, R, 32)
+        a = _bytes_to_values(wa, sa, R, ONE_MULTIPLY)
+        b = _bytes_to_values(wb, sb, R, ONE_MULTIPLY)
+        return acc + fragment_sums(a, b, x, R, 32)
     if ONE_MULTIPLY:
         acc = tl.inline_asm_elementwise(FIRST_HALF_ONE_MULTIPLY_PTX, CONSTRAINTS,
                                         [wa, wb, q0, q1, scales, acc], dtype=tl.float32, is_pure=True, pack=4)
