@@ -73,9 +73,9 @@ class MXFP4Experts(nn.Module):
 
     def largest_scale_byte(self) -> int | None:
         """The recorded largest scale byte, or None. Outside compiled code a change to the scale buffers since it was
-        recorded (a new tensor, or one written in place) is noticed and the byte recorded again; compiled code takes
-        the value recorded when it was compiled (torch.compile guards on it)."""
-        if self.largest_scale is not None and not torch.compiler.is_compiling():
+        recorded (a new tensor, or one written in place) is noticed and the byte recorded again; compiled code and
+        CUDA-graph captures (no sync allowed) take the value recorded before (torch.compile guards on it)."""
+        if self.largest_scale is not None and not torch.compiler.is_compiling() and not _capturing():
             scales = (self.gate_up_proj_scales, self.down_proj_scales)
             if self._noted_scales != tuple((s.data_ptr(), s._version) for s in scales):
                 self.note_scales()
@@ -96,6 +96,10 @@ class MXFP4Experts(nn.Module):
         """Expert `expert`'s (gate_up [2I, H], down [H, I]) in `dtype`, exactly."""
         return tuple(dequantize(getattr(self, f"{p}_blocks")[expert], getattr(self, f"{p}_scales")[expert], dtype)
                      for p in PROJECTIONS)
+
+
+def _capturing() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
 
 
 def dequantize(blocks: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
