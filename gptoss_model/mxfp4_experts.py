@@ -69,17 +69,20 @@ class MXFP4Experts(nn.Module):
         if any(s.is_meta for s in scales):
             return
         self.largest_scale = max(int(s.max()) if s.numel() else 0 for s in scales)
-        self._noted_scales = tuple((s.data_ptr(), s._version) for s in scales)
+        self._noted_scales = self._scales_identity()
 
     def largest_scale_byte(self) -> int | None:
         """The recorded largest scale byte, or None. Outside compiled code a change to the scale buffers since it was
         recorded (a new tensor, or one written in place) is noticed and the byte recorded again; compiled code and
         CUDA-graph captures (no sync allowed) take the value recorded before (torch.compile guards on it)."""
         if self.largest_scale is not None and not torch.compiler.is_compiling() and not _capturing():
-            scales = (self.gate_up_proj_scales, self.down_proj_scales)
-            if self._noted_scales != tuple((s.data_ptr(), s._version) for s in scales):
+            if self._noted_scales != self._scales_identity():
                 self.note_scales()
         return self.largest_scale
+
+    def _scales_identity(self) -> tuple:
+        """(data pointer, version) of each scale buffer: changes with a new tensor or a write in place."""
+        return tuple((s.data_ptr(), s._version) for s in (self.gate_up_proj_scales, self.down_proj_scales))
 
     def forward_selected(self, x, weights, indices) -> torch.Tensor:
         """GPTOssExperts' readable loop, each selected expert dequantized just before use (CPU path)."""

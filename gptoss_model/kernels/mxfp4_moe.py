@@ -494,11 +494,11 @@ def packed_experts_forward(experts, x, weights, indices):
                  and mxfp4_fragments.fits(x, experts.gate_up_proj_blocks)
                  and mxfp4_fragments.fits(x, experts.down_proj_blocks))
     linear = mxfp4_fragments.moe_mxfp4_fragments if fragments else moe_mxfp4_linear
-    largest = experts.largest_scale_byte()  # None (unknown): the decoding right for any scale byte
-    largest_scale = {"largest_scale": 255 if largest is None else largest} if fragments else {}
+    largest = experts.largest_scale_byte()
+    largest = 255 if largest is None else largest  # unknown: the fragments' decoding right for any scale byte
     if N == 1:  # batch-1 decoding: K one-row tiles, no sorting, no tile arrays
         chosen = indices.reshape(-1)
-        options = largest_scale if fragments else {"config": "one_row"}
+        options = {"largest_scale": largest} if fragments else {"config": "one_row"}
         a = linear(x, experts.gate_up_proj_blocks, experts.gate_up_proj_scales, experts.gate_up_proj_bias,
                    chosen, None, swiglu, **options)  # [K, I]
         y = linear(a, experts.down_proj_blocks, experts.down_proj_scales, experts.down_proj_bias,
@@ -512,9 +512,9 @@ def packed_experts_forward(experts, x, weights, indices):
     if fragments:
         tiles = tiles_by_expert(ends, N * K, 8)
         a = linear(x, experts.gate_up_proj_blocks, experts.gate_up_proj_scales, experts.gate_up_proj_bias,
-                   tiles, x_rows, swiglu, **largest_scale)  # [N·K, I]
+                   tiles, x_rows, swiglu, largest_scale=largest)  # [N·K, I]
         y = linear(a, experts.down_proj_blocks, experts.down_proj_scales, experts.down_proj_bias, tiles,
-                   **largest_scale)  # [N·K, H]
+                   largest_scale=largest)  # [N·K, H]
     else:
         config = "small" if N * K <= SMALL_ROWS else "large"
         tiles = tiles_by_expert(ends, N * K, CONFIGS[config][0])
